@@ -1,0 +1,442 @@
+//! Data channels: reliable (ordered, retransmitted) and unreliable (unordered, no retransmits);
+//! JSON, binary and text messages; the seed's pipeline control messages; ordered sends through
+//! one writer per channel with a bounded send queue (backpressure, not unbounded memory).
+
+use crate::config::DataChannelMode;
+use crate::error::{Error, Result};
+use crate::event::{EventSink, TransportEvent};
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use webrtc::data_channel::{DataChannel as RtcDataChannel, DataChannelEvent, RTCDataChannelInit};
+
+/// Bytes a channel may hold queued in front of SCTP before `send` refuses (as browsers do).
+pub const MAX_SEND_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// How a received message is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// A text frame holding a JSON object or array.
+    Json,
+    /// A binary frame.
+    Binary,
+    /// Any other text frame.
+    Text,
+}
+
+/// A message as it crosses the channel: its kind and its bytes (UTF-8 for json/text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelMessage {
+    pub kind: MessageKind,
+    pub data: Vec<u8>,
+}
+
+impl ChannelMessage {
+    pub fn json(value: &Value) -> Self {
+        Self {
+            kind: MessageKind::Json,
+            data: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+    pub fn text(s: impl Into<String>) -> Self {
+        Self {
+            kind: MessageKind::Text,
+            data: s.into().into_bytes(),
+        }
+    }
+    pub fn binary(b: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kind: MessageKind::Binary,
+            data: b.into(),
+        }
+    }
+
+    /// Classifies a frame as received: binary frames are binary; text frames that hold a JSON
+    /// object or array are json; every other text frame is text.
+    pub fn classify(is_string: bool, data: Vec<u8>) -> Self {
+        let kind = if !is_string {
+            MessageKind::Binary
+        } else if looks_like_json(&data) {
+            MessageKind::Json
+        } else {
+            MessageKind::Text
+        };
+        Self { kind, data }
+    }
+
+    pub fn as_json(&self) -> Option<Value> {
+        match self.kind {
+            MessageKind::Json => serde_json::from_slice(&self.data).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_text(&self) -> Option<&str> {
+        match self.kind {
+            MessageKind::Binary => None,
+            _ => std::str::from_utf8(&self.data).ok(),
+        }
+    }
+
+    /// The seed's pipeline control message, if this is one.
+    pub fn as_control(&self) -> Option<ControlMessage> {
+        self.as_json().and_then(|v| serde_json::from_value(v).ok())
+    }
+}
+
+fn looks_like_json(data: &[u8]) -> bool {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace());
+    matches!(first, Some(b'{') | Some(b'['))
+        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+}
+
+/// Pipeline control over a data channel (seed: start/stop/pause), sent as JSON
+/// `{"type":"pipeline-start","sessionId":"s1",...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ControlMessage {
+    #[serde(rename_all = "camelCase")]
+    PipelineStart {
+        session_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<Value>,
+    },
+    #[serde(rename_all = "camelCase")]
+    PipelineStop { session_id: String },
+    #[serde(rename_all = "camelCase")]
+    PipelinePause { session_id: String },
+}
+
+pub(crate) fn channel_init(mode: DataChannelMode) -> RTCDataChannelInit {
+    match mode {
+        DataChannelMode::Reliable => RTCDataChannelInit::default(),
+        DataChannelMode::Unreliable => RTCDataChannelInit {
+            ordered: false,
+            max_retransmits: Some(0),
+            ..Default::default()
+        },
+    }
+}
+
+struct Outgoing {
+    msg: ChannelMessage,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+struct Inner {
+    key: u64,
+    peer_id: String,
+    label: String,
+    mode: DataChannelMode,
+    dc: Arc<dyn RtcDataChannel>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    queued: AtomicUsize,
+    max_message_size: usize,
+    open: watch::Sender<ChannelState>,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+    Connecting,
+    Open,
+    Closed,
+}
+
+/// A data channel of one peer. Cheap to clone.
+#[derive(Clone)]
+pub struct DataChannel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DataChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataChannel")
+            .field("key", &self.inner.key)
+            .field("peer", &self.inner.peer_id)
+            .field("label", &self.inner.label)
+            .finish()
+    }
+}
+
+impl DataChannel {
+    /// Wraps a webrtc-rs channel and starts its reader and writer. `remote` marks channels the
+    /// other side opened: those are announced with a `DataChannel` event once open.
+    pub(crate) fn spawn(
+        dc: Arc<dyn RtcDataChannel>,
+        peer_id: String,
+        label: String,
+        mode: DataChannelMode,
+        max_message_size: usize,
+        events: Arc<EventSink>,
+        remote: bool,
+    ) -> DataChannel {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (open, _) = watch::channel(ChannelState::Connecting);
+        let ch = DataChannel {
+            inner: Arc::new(Inner {
+                key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+                peer_id,
+                label,
+                mode,
+                dc,
+                tx,
+                queued: AtomicUsize::new(0),
+                max_message_size,
+                open,
+                closed: AtomicBool::new(false),
+            }),
+        };
+        tokio::spawn(ch.clone().write_loop(rx));
+        tokio::spawn(ch.clone().read_loop(events, remote));
+        ch
+    }
+
+    /// Hands queued messages to SCTP in order; ends when the channel closes (failing whatever
+    /// is still queued), so no task outlives its channel.
+    async fn write_loop(self, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+        let mut state = self.inner.open.subscribe();
+        loop {
+            let next = tokio::select! {
+                m = rx.recv() => m,
+                _ = state.wait_for(|s| *s == ChannelState::Closed) => None,
+            };
+            let Some(Outgoing { msg, done }) = next else {
+                break;
+            };
+            let len = msg.data.len();
+            let r = match msg.kind {
+                MessageKind::Binary => self.inner.dc.send(BytesMut::from(&msg.data[..])).await,
+                _ => {
+                    let text = String::from_utf8(msg.data).unwrap_or_default();
+                    self.inner.dc.send_text(&text).await
+                }
+            };
+            self.inner.queued.fetch_sub(len, Ordering::SeqCst);
+            let r = r.map_err(|e| Error::ConnectionFailed(format!("data channel send: {e}")));
+            if let Some(done) = done {
+                let _ = done.send(r);
+            }
+        }
+        rx.close();
+        while let Ok(o) = rx.try_recv() {
+            self.inner
+                .queued
+                .fetch_sub(o.msg.data.len(), Ordering::SeqCst);
+            if let Some(done) = o.done {
+                let _ = done.send(Err(Error::ShutDown("data channel closed".into())));
+            }
+        }
+    }
+
+    async fn read_loop(self, events: Arc<EventSink>, remote: bool) {
+        let peer_id = self.inner.peer_id.clone();
+        while let Some(ev) = self.inner.dc.poll().await {
+            match ev {
+                DataChannelEvent::OnOpen => {
+                    self.inner.open.send_replace(ChannelState::Open);
+                    if remote {
+                        events
+                            .emit(TransportEvent::DataChannel {
+                                peer_id: peer_id.clone(),
+                                channel: self.clone(),
+                            })
+                            .await;
+                    }
+                }
+                DataChannelEvent::OnMessage(m) => {
+                    let msg = ChannelMessage::classify(m.is_string, m.data.to_vec());
+                    events
+                        .emit(TransportEvent::ChannelMessage {
+                            peer_id: peer_id.clone(),
+                            channel: self.inner.key,
+                            message: msg,
+                        })
+                        .await;
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        self.mark_closed(&events).await;
+    }
+
+    async fn mark_closed(&self, events: &EventSink) {
+        self.inner.open.send_replace(ChannelState::Closed);
+        if !self.inner.closed.swap(true, Ordering::SeqCst) {
+            events
+                .emit(TransportEvent::ChannelClosed {
+                    peer_id: self.inner.peer_id.clone(),
+                    channel: self.inner.key,
+                })
+                .await;
+        }
+    }
+
+    /// A process-unique key for this channel.
+    pub fn key(&self) -> u64 {
+        self.inner.key
+    }
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+    pub fn peer_id(&self) -> &str {
+        &self.inner.peer_id
+    }
+    pub fn mode(&self) -> DataChannelMode {
+        self.inner.mode
+    }
+    pub fn state(&self) -> ChannelState {
+        *self.inner.open.borrow()
+    }
+    /// Bytes queued in front of SCTP, not yet handed to it.
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.queued.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the channel is open; errors if it closes first or `timeout` passes.
+    pub async fn wait_open(&self, timeout: std::time::Duration) -> Result<()> {
+        let mut rx = self.inner.open.subscribe();
+        let wait = rx.wait_for(|s| *s != ChannelState::Connecting);
+        let r = tokio::time::timeout(timeout, wait)
+            .await
+            .map(|r| r.map(|s| *s));
+        match r {
+            Ok(Ok(ChannelState::Open)) => Ok(()),
+            Ok(_) => Err(Error::ConnectionFailed(format!(
+                "data channel '{}' closed before opening",
+                self.inner.label
+            ))),
+            Err(_) => Err(Error::Timeout(format!(
+                "data channel '{}' did not open",
+                self.inner.label
+            ))),
+        }
+    }
+
+    /// Queues a message, in call order. The returned receiver resolves once SCTP has taken it
+    /// (which waits while the channel's SCTP buffer is full). Refused when the channel is not
+    /// open, the message is larger than the limit, or the queue holds 16 MiB already.
+    pub fn enqueue(&self, msg: ChannelMessage) -> Result<oneshot::Receiver<Result<()>>> {
+        match self.state() {
+            ChannelState::Open => {}
+            ChannelState::Connecting => {
+                return Err(Error::PeerNotConnected(format!(
+                    "data channel '{}' is not open yet",
+                    self.inner.label
+                )))
+            }
+            ChannelState::Closed => {
+                return Err(Error::ShutDown(format!(
+                    "data channel '{}' is closed",
+                    self.inner.label
+                )))
+            }
+        }
+        let len = msg.data.len();
+        if len > self.inner.max_message_size {
+            return Err(Error::InvalidData(format!(
+                "message of {len} bytes exceeds maxMessageSize ({} bytes)",
+                self.inner.max_message_size
+            )));
+        }
+        if len == 0 && msg.kind == MessageKind::Binary {
+            return Err(Error::InvalidData("empty binary message".into()));
+        }
+        if self.inner.queued.load(Ordering::SeqCst) + len > MAX_SEND_QUEUE_BYTES {
+            return Err(Error::InvalidData(format!(
+                "send queue full ({MAX_SEND_QUEUE_BYTES} bytes queued): await earlier sends"
+            )));
+        }
+        self.inner.queued.fetch_add(len, Ordering::SeqCst);
+        let (done, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Outgoing {
+                msg,
+                done: Some(done),
+            })
+            .map_err(|_| {
+                self.inner.queued.fetch_sub(len, Ordering::SeqCst);
+                Error::ShutDown("data channel is closed".into())
+            })?;
+        Ok(rx)
+    }
+
+    /// Queues a message and waits until SCTP has taken it.
+    pub async fn send(&self, msg: ChannelMessage) -> Result<()> {
+        let rx = self.enqueue(msg)?;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::ShutDown("data channel is closed".into())))
+    }
+
+    pub async fn send_control(&self, control: &ControlMessage) -> Result<()> {
+        let v = serde_json::to_value(control).map_err(|e| Error::InvalidData(e.to_string()))?;
+        self.send(ChannelMessage::json(&v)).await
+    }
+
+    /// Closes the channel. Idempotent.
+    pub async fn close(&self) {
+        if self.state() != ChannelState::Closed {
+            let _ = self.inner.dc.close().await;
+        }
+        self.inner.open.send_replace(ChannelState::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let c = |s: bool, d: &str| ChannelMessage::classify(s, d.as_bytes().to_vec()).kind;
+        assert_eq!(c(true, "{\"a\":1}"), MessageKind::Json);
+        assert_eq!(c(true, "  [1,2]"), MessageKind::Json);
+        assert_eq!(c(true, "hello"), MessageKind::Text);
+        assert_eq!(c(true, "42"), MessageKind::Text);
+        assert_eq!(c(true, "{not json"), MessageKind::Text);
+        assert_eq!(c(false, "{\"a\":1}"), MessageKind::Binary);
+    }
+
+    #[test]
+    fn control_messages_round_trip_as_json() {
+        let m = ControlMessage::PipelineStart {
+            session_id: "s1".into(),
+            manifest: None,
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "pipeline-start", "sessionId": "s1"})
+        );
+        let msg = ChannelMessage::json(&v);
+        assert_eq!(msg.as_control(), Some(m));
+        let stop =
+            ChannelMessage::json(&serde_json::json!({"type":"pipeline-stop","sessionId":"x"}));
+        assert_eq!(
+            stop.as_control(),
+            Some(ControlMessage::PipelineStop {
+                session_id: "x".into()
+            })
+        );
+        assert_eq!(
+            ChannelMessage::json(&serde_json::json!({"type":"ping"})).as_control(),
+            None
+        );
+    }
+
+    #[test]
+    fn unreliable_mode_means_unordered_without_retransmits() {
+        let i = channel_init(DataChannelMode::Unreliable);
+        assert!(!i.ordered);
+        assert_eq!(i.max_retransmits, Some(0));
+        assert!(channel_init(DataChannelMode::Reliable).ordered);
+    }
+}

@@ -1,0 +1,93 @@
+//! What a transport reports, in order, through one bounded queue. A slow consumer slows the
+//! producers (data-channel readers stop reading, SCTP's window closes) instead of growing memory.
+
+use crate::channel::{ChannelMessage, DataChannel};
+use crate::error::Error;
+use serde_json::Value;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+/// Events queued before the consumer must catch up.
+pub const EVENT_QUEUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub enum TransportEvent {
+    /// Another peer announced itself on the signaling server.
+    PeerAnnounced {
+        peer_id: String,
+        capabilities: Vec<String>,
+        user_data: Option<Value>,
+    },
+    /// A peer connection (ours or theirs) is connected and, for ours, its default channel open.
+    PeerConnected {
+        peer_id: String,
+        outgoing: bool,
+    },
+    /// A peer is gone; `reason` as in the signaling protocol.
+    PeerDisconnected {
+        peer_id: String,
+        reason: String,
+    },
+    /// The peer connection's state changed (`new`, `connecting`, `connected`, ...).
+    PeerState {
+        peer_id: String,
+        state: String,
+    },
+    /// A data channel that the remote side opened is open.
+    DataChannel {
+        peer_id: String,
+        channel: DataChannel,
+    },
+    ChannelMessage {
+        peer_id: String,
+        channel: u64,
+        message: ChannelMessage,
+    },
+    ChannelClosed {
+        peer_id: String,
+        channel: u64,
+    },
+    /// The signaling socket dropped; retrying.
+    SignalingReconnecting {
+        attempt: u32,
+    },
+    /// The signaling socket is back and this peer announced again.
+    SignalingReconnected,
+    Error {
+        peer_id: Option<String>,
+        error: Error,
+    },
+}
+
+/// The sending half, shared by every producer of one transport. Closing it ends the stream:
+/// nothing is emitted after close.
+pub struct EventSink {
+    tx: Mutex<Option<mpsc::Sender<TransportEvent>>>,
+}
+
+impl EventSink {
+    pub fn new() -> (Self, mpsc::Receiver<TransportEvent>) {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        (
+            Self {
+                tx: Mutex::new(Some(tx)),
+            },
+            rx,
+        )
+    }
+
+    pub async fn emit(&self, ev: TransportEvent) {
+        let tx = self.tx.lock().unwrap().clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(ev).await;
+        }
+    }
+
+    pub fn close(&self) {
+        self.tx.lock().unwrap().take();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.lock().unwrap().is_none()
+    }
+}

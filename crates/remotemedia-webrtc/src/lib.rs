@@ -1,0 +1,13 @@
+//! remotemedia-webrtc core: multi-peer WebRTC transport in plain Rust (no napi).
+
+pub mod channel;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod peer;
+pub mod signaling;
+pub mod transport;
+
+pub use config::WebRtcTransportConfig;
+pub use error::{Error, Result};
+pub use transport::WebRtcTransport;

@@ -1,0 +1,656 @@
+//! One remote peer: its webrtc-rs peer connection, trickle ICE in both directions through the
+//! signaling client, its data channels, and its state.
+
+use super::fast_start::{Boost, FastStartRuntime};
+use crate::channel::{channel_init, DataChannel};
+use crate::config::{DataChannelMode, WebRtcTransportConfig};
+use crate::error::{Error, Result};
+use crate::event::{EventSink, TransportEvent};
+use crate::signaling::client::SignalingClient;
+use crate::signaling::protocol::{
+    self, DisconnectParams, DisconnectReason, IceCandidateParams, SdpParams,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::DataChannel as RtcDataChannel;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection as RtcPeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+};
+
+/// Label of the channel opened with every outgoing connection when data channels are enabled.
+pub const DEFAULT_CHANNEL: &str = "default";
+
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// W3C `RTCPeerConnectionState`, as this library reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    New,
+    Connecting,
+    Connected,
+    Disconnected,
+    Failed,
+    Closed,
+}
+
+impl PeerState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PeerState::New => "new",
+            PeerState::Connecting => "connecting",
+            PeerState::Connected => "connected",
+            PeerState::Disconnected => "disconnected",
+            PeerState::Failed => "failed",
+            PeerState::Closed => "closed",
+        }
+    }
+
+    fn from_rtc(s: RTCPeerConnectionState) -> Self {
+        match s {
+            RTCPeerConnectionState::Connecting => PeerState::Connecting,
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+            RTCPeerConnectionState::Failed => PeerState::Failed,
+            RTCPeerConnectionState::Closed => PeerState::Closed,
+            _ => PeerState::New,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, PeerState::Failed | PeerState::Closed)
+    }
+}
+
+/// Signaling messages for one peer, handled strictly in arrival order.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    Offer { sdp: String, request_id: String },
+    Answer { sdp: String, request_id: String },
+    Candidate(IceCandidateParams),
+}
+
+/// Told to the transport when a peer connection ends by itself.
+#[derive(Debug)]
+pub(crate) enum PeerNotice {
+    Ended { peer_id: String, state: PeerState },
+    Changed,
+}
+
+#[derive(Default)]
+struct Negotiation {
+    request_id: Option<String>,
+    remote_set: bool,
+    remote_queue: Vec<RTCIceCandidateInit>,
+    gate_open: bool,
+    local_queue: Vec<IceCandidateParams>,
+}
+
+pub(crate) struct PeerSetup {
+    pub local_id: String,
+    pub remote_id: String,
+    pub outgoing: bool,
+    pub config: Arc<WebRtcTransportConfig>,
+    pub signaling: SignalingClient,
+    pub events: Arc<EventSink>,
+    pub notices: mpsc::UnboundedSender<PeerNotice>,
+}
+
+struct Shared {
+    setup: PeerSetup,
+    state: watch::Sender<PeerState>,
+    channels: Mutex<Vec<DataChannel>>,
+    default_channel: Mutex<Option<DataChannel>>,
+    neg: Mutex<Negotiation>,
+    closed: AtomicBool,
+    connected_once: AtomicBool,
+    setup_boost: Mutex<Option<Boost>>,
+    created_at: Instant,
+}
+
+impl Shared {
+    fn flush_local_candidates(&self) {
+        let queued = {
+            let mut n = self.neg.lock().unwrap();
+            n.gate_open = true;
+            std::mem::take(&mut n.local_queue)
+        };
+        for c in queued {
+            let _ = self.setup.signaling.notify(protocol::ICE_CANDIDATE, &c);
+        }
+    }
+
+    fn release_boost(&self) {
+        self.setup_boost.lock().unwrap().take();
+    }
+
+    fn register_channel(&self, ch: DataChannel) {
+        self.channels.lock().unwrap().push(ch);
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        let s = &self.shared;
+        let Ok(init) = event.candidate.to_json() else {
+            return;
+        };
+        let mut n = s.neg.lock().unwrap();
+        let params = IceCandidateParams {
+            from: s.setup.local_id.clone(),
+            to: s.setup.remote_id.clone(),
+            candidate: init.candidate,
+            sdp_m_line_index: init.sdp_mline_index,
+            sdp_mid: init.sdp_mid,
+            user_fragment: init.username_fragment,
+            password: None,
+            request_id: n.request_id.clone(),
+        };
+        if n.gate_open {
+            drop(n);
+            let _ = s.setup.signaling.notify(protocol::ICE_CANDIDATE, &params);
+        } else {
+            n.local_queue.push(params);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let s = &self.shared;
+        if s.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let st = PeerState::from_rtc(state);
+        s.state.send_replace(st);
+        s.setup
+            .events
+            .emit(TransportEvent::PeerState {
+                peer_id: s.setup.remote_id.clone(),
+                state: st.as_str().into(),
+            })
+            .await;
+        if st == PeerState::Connected
+            && !s.setup.outgoing
+            && !s.connected_once.swap(true, Ordering::SeqCst)
+        {
+            s.setup
+                .events
+                .emit(TransportEvent::PeerConnected {
+                    peer_id: s.setup.remote_id.clone(),
+                    outgoing: false,
+                })
+                .await;
+        }
+        let _ = s.setup.notices.send(if st.is_terminal() {
+            PeerNotice::Ended {
+                peer_id: s.setup.remote_id.clone(),
+                state: st,
+            }
+        } else {
+            PeerNotice::Changed
+        });
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn RtcDataChannel>) {
+        let s = self.shared.clone();
+        let label = dc.label().await.unwrap_or_default();
+        let ordered = dc.ordered().await.unwrap_or(true);
+        let mode = if ordered {
+            DataChannelMode::Reliable
+        } else {
+            DataChannelMode::Unreliable
+        };
+        let ch = DataChannel::spawn(
+            dc,
+            s.setup.remote_id.clone(),
+            label,
+            mode,
+            s.setup.config.max_message_size,
+            s.setup.events.clone(),
+            true,
+        );
+        s.register_channel(ch.clone());
+        let timeout = Duration::from_millis(s.setup.config.connect_timeout_ms);
+        tokio::spawn(async move {
+            let _ = ch.wait_open(timeout).await;
+            s.release_boost();
+        });
+    }
+}
+
+/// One remote peer.
+pub struct Peer {
+    shared: Arc<Shared>,
+    pc: Arc<dyn RtcPeerConnection>,
+    runtime: Arc<FastStartRuntime>,
+    signals: mpsc::UnboundedSender<Signal>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("peer_id", &self.shared.setup.remote_id)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Peer {
+    pub(crate) async fn new(setup: PeerSetup) -> Result<Arc<Peer>> {
+        let runtime = FastStartRuntime::new()
+            .ok_or_else(|| Error::Internal("no tokio runtime for webrtc".into()))?;
+        let config = setup.config.clone();
+        let mut ice_servers = Vec::new();
+        if !config.stun_servers.is_empty() {
+            ice_servers.push(RTCIceServer {
+                urls: config.stun_servers.clone(),
+                ..Default::default()
+            });
+        }
+        for t in &config.turn_servers {
+            ice_servers.push(RTCIceServer {
+                urls: vec![t.url.clone()],
+                username: t.username.clone(),
+                credential: t.credential.clone(),
+            });
+        }
+        let rtc_config = RTCConfigurationBuilder::new()
+            .with_ice_servers(ice_servers)
+            .build();
+        let mut media = MediaEngine::default();
+        media
+            .register_default_codecs()
+            .map_err(|e| Error::webrtc("media engine", e))?;
+        let registry =
+            webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)
+                .map_err(|e| Error::webrtc("interceptors", e))?;
+
+        let (state, _) = watch::channel(PeerState::New);
+        let shared = Arc::new(Shared {
+            setup,
+            state,
+            channels: Mutex::new(Vec::new()),
+            default_channel: Mutex::new(None),
+            neg: Mutex::new(Negotiation::default()),
+            closed: AtomicBool::new(false),
+            connected_once: AtomicBool::new(false),
+            setup_boost: Mutex::new(Some(runtime.boost())),
+            created_at: Instant::now(),
+        });
+        let bind = format!("{}:0", config.bind_address);
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config)
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_runtime(runtime.clone())
+            .with_handler(Arc::new(Handler {
+                shared: shared.clone(),
+            }))
+            .with_udp_addrs(vec![bind])
+            .with_data_channel_send_buffer_limit(config.data_channel_buffer_limit)
+            .build()
+            .await
+            .map_err(|e| Error::webrtc("creating peer connection", e))?;
+        let pc: Arc<dyn RtcPeerConnection> = Arc::new(pc);
+
+        let (signals, rx) = mpsc::unbounded_channel();
+        let peer = Arc::new(Peer {
+            shared,
+            pc,
+            runtime,
+            signals,
+        });
+        tokio::spawn(Self::signal_loop(Arc::downgrade(&peer), rx));
+        // Never boost longer than a connection attempt may take.
+        let weak = Arc::downgrade(&peer.shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(config.connect_timeout_ms)).await;
+            if let Some(s) = weak.upgrade() {
+                s.release_boost();
+            }
+        });
+        Ok(peer)
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.shared.setup.remote_id
+    }
+    pub fn is_outgoing(&self) -> bool {
+        self.shared.setup.outgoing
+    }
+    pub fn state(&self) -> PeerState {
+        *self.shared.state.borrow()
+    }
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+    /// How long ago the connection was created.
+    pub fn age(&self) -> Duration {
+        self.shared.created_at.elapsed()
+    }
+    /// Every data channel of this peer, local and remote, open or not yet closed.
+    pub fn channels(&self) -> Vec<DataChannel> {
+        self.shared.channels.lock().unwrap().clone()
+    }
+    /// The channel opened with the connection (outgoing side), if any.
+    pub fn default_channel(&self) -> Option<DataChannel> {
+        self.shared.default_channel.lock().unwrap().clone()
+    }
+
+    /// Connected, and the default channel (if this side opened one) open.
+    pub fn is_ready(&self) -> bool {
+        self.state() == PeerState::Connected
+            && self
+                .default_channel()
+                .is_none_or(|c| c.state() == crate::channel::ChannelState::Open)
+    }
+
+    pub(crate) fn signal(&self, s: Signal) {
+        let _ = self.signals.send(s);
+    }
+
+    async fn signal_loop(peer: std::sync::Weak<Peer>, mut rx: mpsc::UnboundedReceiver<Signal>) {
+        while let Some(sig) = rx.recv().await {
+            let Some(peer) = peer.upgrade() else { break };
+            if peer.is_closed() {
+                break;
+            }
+            let r = match sig {
+                Signal::Offer { sdp, request_id } => peer.accept_offer(sdp, request_id).await,
+                Signal::Answer { sdp, request_id } => peer.accept_answer(sdp, request_id).await,
+                Signal::Candidate(c) => peer.add_remote_candidate(c).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(peer = peer.peer_id(), "signaling step failed: {e}");
+                peer.shared
+                    .setup
+                    .events
+                    .emit(TransportEvent::Error {
+                        peer_id: Some(peer.peer_id().to_string()),
+                        error: e,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Outgoing side: opens the default channel, makes the offer and sends it. The answer and
+    /// the remote candidates arrive later through [`Peer::signal`].
+    pub(crate) async fn start_offer(&self) -> Result<()> {
+        let s = &self.shared;
+        if s.setup.config.enable_data_channel {
+            let dc = self
+                .pc
+                .create_data_channel(
+                    DEFAULT_CHANNEL,
+                    Some(channel_init(s.setup.config.data_channel_mode)),
+                )
+                .await
+                .map_err(|e| Error::webrtc("creating data channel", e))?;
+            let ch = DataChannel::spawn(
+                dc,
+                s.setup.remote_id.clone(),
+                DEFAULT_CHANNEL.into(),
+                s.setup.config.data_channel_mode,
+                s.setup.config.max_message_size,
+                s.setup.events.clone(),
+                false,
+            );
+            s.register_channel(ch.clone());
+            *s.default_channel.lock().unwrap() = Some(ch);
+        }
+        let request_id = format!(
+            "{}-{}-{}",
+            s.setup.local_id,
+            s.setup.remote_id,
+            NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)
+        );
+        s.neg.lock().unwrap().request_id = Some(request_id.clone());
+        let offer = self
+            .pc
+            .create_offer(None)
+            .await
+            .map_err(|e| Error::webrtc("create offer", e))?;
+        let sdp = offer.sdp.clone();
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(|e| Error::webrtc("set local offer", e))?;
+        let params = SdpParams {
+            from: s.setup.local_id.clone(),
+            to: s.setup.remote_id.clone(),
+            sdp,
+            can_trickle_ice_candidates: true,
+            request_id,
+        };
+        s.setup
+            .signaling
+            .request(protocol::OFFER, &params)
+            .await
+            .map_err(Error::from)?;
+        s.flush_local_candidates();
+        Ok(())
+    }
+
+    async fn accept_offer(&self, sdp: String, request_id: String) -> Result<()> {
+        let s = &self.shared;
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| Error::InvalidData(format!("offer: {e}")))?;
+        {
+            let mut n = s.neg.lock().unwrap();
+            n.request_id = Some(request_id.clone());
+        }
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| Error::webrtc("set remote offer", e))?;
+        self.drain_remote_candidates().await;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| Error::webrtc("create answer", e))?;
+        let sdp = answer.sdp.clone();
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| Error::webrtc("set local answer", e))?;
+        let params = SdpParams {
+            from: s.setup.local_id.clone(),
+            to: s.setup.remote_id.clone(),
+            sdp,
+            can_trickle_ice_candidates: true,
+            request_id,
+        };
+        s.setup
+            .signaling
+            .request(protocol::ANSWER, &params)
+            .await
+            .map_err(Error::from)?;
+        s.flush_local_candidates();
+        Ok(())
+    }
+
+    async fn accept_answer(&self, sdp: String, request_id: String) -> Result<()> {
+        let expected = self.shared.neg.lock().unwrap().request_id.clone();
+        if expected.as_deref() != Some(request_id.as_str()) {
+            return Err(Error::Signaling(format!(
+                "answer for unknown request {request_id} ignored"
+            )));
+        }
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| Error::webrtc("set remote answer", e))?;
+        self.drain_remote_candidates().await;
+        Ok(())
+    }
+
+    async fn drain_remote_candidates(&self) {
+        let queued = {
+            let mut n = self.shared.neg.lock().unwrap();
+            n.remote_set = true;
+            std::mem::take(&mut n.remote_queue)
+        };
+        for c in queued {
+            self.add_candidate_now(c).await;
+        }
+    }
+
+    async fn add_remote_candidate(&self, c: IceCandidateParams) -> Result<()> {
+        if c.candidate.trim().is_empty() {
+            return Ok(()); // end of candidates
+        }
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_m_line_index,
+            username_fragment: c.user_fragment,
+            url: None,
+        };
+        {
+            let mut n = self.shared.neg.lock().unwrap();
+            if !n.remote_set {
+                n.remote_queue.push(init);
+                return Ok(());
+            }
+        }
+        self.add_candidate_now(init).await;
+        Ok(())
+    }
+
+    async fn add_candidate_now(&self, init: RTCIceCandidateInit) {
+        // Browsers without media permission hide their addresses behind mDNS `.local` names a
+        // non-browser peer cannot resolve; their connectivity checks still reach us and are
+        // learnt as peer-reflexive candidates, so such a candidate is skipped, not an error.
+        if init.candidate.contains(".local ") {
+            tracing::debug!("skipping mDNS candidate {}", init.candidate);
+            return;
+        }
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            tracing::debug!(peer = self.peer_id(), "remote candidate refused: {e}");
+        }
+    }
+
+    /// Waits until connected and, for the offering side, the default channel is open.
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.shared.state.subscribe();
+        let connected = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|s| *s == PeerState::Connected || s.is_terminal()),
+        )
+        .await
+        .map(|r| r.map(|s| *s));
+        match connected {
+            Err(_) => return Err(Error::Timeout(format!("connecting to {}", self.peer_id()))),
+            Ok(Err(_)) => return Err(Error::ConnectionFailed("peer dropped".into())),
+            Ok(Ok(s)) if s != PeerState::Connected => {
+                return Err(Error::ConnectionFailed(format!(
+                    "connection to {} {}",
+                    self.peer_id(),
+                    s.as_str()
+                )))
+            }
+            Ok(Ok(_)) => {}
+        }
+        if let Some(ch) = self.default_channel() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            ch.wait_open(left).await?;
+        }
+        self.shared.release_boost();
+        if self.shared.setup.outgoing && !self.shared.connected_once.swap(true, Ordering::SeqCst) {
+            self.shared
+                .setup
+                .events
+                .emit(TransportEvent::PeerConnected {
+                    peer_id: self.peer_id().to_string(),
+                    outgoing: true,
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Opens a data channel on this (connected) peer and resolves once it is open.
+    pub async fn create_data_channel(
+        &self,
+        label: &str,
+        mode: DataChannelMode,
+    ) -> Result<DataChannel> {
+        if self.is_closed() {
+            return Err(Error::ShutDown(format!(
+                "peer {} is closed",
+                self.peer_id()
+            )));
+        }
+        if self.state() != PeerState::Connected {
+            return Err(Error::PeerNotConnected(self.peer_id().to_string()));
+        }
+        if label.len() > 65535 {
+            return Err(Error::InvalidData(
+                "channel label longer than 65535 bytes".into(),
+            ));
+        }
+        let _boost = self.runtime.boost();
+        let dc = self
+            .pc
+            .create_data_channel(label, Some(channel_init(mode)))
+            .await
+            .map_err(|e| Error::webrtc("creating data channel", e))?;
+        let s = &self.shared;
+        let ch = DataChannel::spawn(
+            dc,
+            s.setup.remote_id.clone(),
+            label.to_string(),
+            mode,
+            s.setup.config.max_message_size,
+            s.setup.events.clone(),
+            false,
+        );
+        s.register_channel(ch.clone());
+        ch.wait_open(Duration::from_millis(s.setup.config.connect_timeout_ms))
+            .await?;
+        Ok(ch)
+    }
+
+    /// Closes the connection and its channels. With `notify`, tells the remote side through
+    /// signaling first. Idempotent; returns whether this call did the closing.
+    pub async fn close(&self, notify: Option<DisconnectReason>) -> bool {
+        let s = &self.shared;
+        if s.closed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(reason) = notify {
+            let request_id = s.neg.lock().unwrap().request_id.clone();
+            let _ = s.setup.signaling.notify(
+                protocol::DISCONNECT,
+                &DisconnectParams {
+                    from: s.setup.local_id.clone(),
+                    to: s.setup.remote_id.clone(),
+                    reason,
+                    details: None,
+                    request_id,
+                },
+            );
+        }
+        let channels = std::mem::take(&mut *s.channels.lock().unwrap());
+        for ch in &channels {
+            ch.close().await;
+        }
+        s.default_channel.lock().unwrap().take();
+        s.release_boost();
+        let _ = self.pc.close().await;
+        s.state.send_replace(PeerState::Closed);
+        true
+    }
+}

@@ -1,0 +1,8 @@
+//! Peers: one webrtc-rs peer connection per remote peer, and the registry of them.
+
+pub mod connection;
+pub mod fast_start;
+pub mod manager;
+
+pub use connection::{Peer, PeerState};
+pub use manager::PeerManager;

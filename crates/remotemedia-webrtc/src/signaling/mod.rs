@@ -1,0 +1,5 @@
+//! JSON-RPC 2.0 signaling (shared/spec/signaling.md): wire types, the server, the client.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

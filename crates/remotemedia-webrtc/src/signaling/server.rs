@@ -1,0 +1,1265 @@
+//! The JSON-RPC 2.0 signaling server (shared/spec/signaling.md) on tokio + tokio-tungstenite.
+//!
+//! * **Endpoint.** A WebSocket upgrade is accepted on any path (`ws://host:port`,
+//!   `ws://host:port/ws`, …). A plain HTTP request (no `Upgrade: websocket`) gets
+//!   [`ServerConfig::http_page`] as `200 text/html` for `GET /` or `GET /index.html` when set, `404`
+//!   otherwise. The request head is inspected with `TcpStream::peek` before the stream is handed to
+//!   tungstenite.
+//! * **Frames.** Every text frame is one JSON-RPC object. A malformed frame gets its error
+//!   (`-32700`, `-32600`, `-32601`, `-32602`, …) and the socket stays open. Binary frames get
+//!   `-32600`. Text frames larger than [`MAX_FRAME_BYTES`] (256 KiB) are not dispatched: they get
+//!   `-32602` (with the request's id when the frame is a request) and the socket stays open.
+//!   Messages larger than [`MAX_WS_MESSAGE_BYTES`] (1 MiB) are never buffered: the socket is
+//!   closed with close code 1009. Invalid UTF-8 in a text frame closes with 1007 (RFC 6455).
+//! * **Trust.** `from` must equal the `peer_id` registered on the socket; any method but
+//!   `peer.announce` needs a prior announce. Requests that break this get `-32602`; such
+//!   notifications are dropped.
+//! * **Requests and notifications.** Every method works in both forms: a request gets exactly one
+//!   response, a notification none (its errors are only logged). Unknown methods: `-32601` for
+//!   requests, ignored for notifications.
+//! * **Pairs.** A forwarded offer makes a *pair* of its two peers and a *session* keyed by its
+//!   `request_id`. An answer must name a pending (unanswered, not older than
+//!   [`ServerConfig::offer_timeout`]) offer from its target, else `-32003`. ICE candidates with a
+//!   `request_id` are relayed only when it names a live session of that pair (silently dropped
+//!   otherwise); without a `request_id` they are relayed at once. `peer.disconnect` ends the pair.
+//!   When a socket closes, every peer that had a pair with it gets `peer.disconnected`
+//!   (`network_error`).
+//! * **Keep-alive.** A WebSocket Ping goes out every [`ServerConfig::ping_interval`]; a socket
+//!   that sends no frame at all (pong, text, anything) for `2 × ping_interval` is closed.
+//! * **Back-pressure.** Each socket has one reader and one writer fed by a bounded queue of
+//!   [`CLIENT_QUEUE`] frames; a client whose queue is full is dropped rather than slowing
+//!   anyone else.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+use super::protocol::{
+    self, AnnounceParams, AnnounceResult, AnnouncedParams, Capability, DisconnectParams,
+    DisconnectReason, DisconnectedParams, ForwardedResult, IceCandidateParams, Incoming, PeerInfo,
+    RpcError, SdpParams, StateChangedParams, MAX_CANDIDATE_BYTES, MAX_FRAME_BYTES,
+    MAX_REQUEST_ID_LEN, MAX_SDP_BYTES, MAX_USER_DATA_BYTES, MAX_WS_MESSAGE_BYTES,
+};
+use crate::{Error, Result};
+
+/// Frames queued for one client before it counts as too slow and is dropped.
+pub const CLIENT_QUEUE: usize = 1024;
+/// Sessions (offers) remembered per pair of peers; the oldest is forgotten beyond this.
+pub const MAX_SESSIONS_PER_PAIR: usize = 64;
+/// Time allowed for the HTTP request head and the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a closing socket gets to flush its queue and close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Time `close()` waits for sockets to finish before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Largest HTTP request head inspected.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Longest accepted keep-alive interval (keeps `Instant` arithmetic far from overflow).
+const MAX_PING_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Server settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to listen on (IP or host name).
+    pub host: String,
+    /// Port to listen on; 0 = any free port.
+    pub port: u16,
+    /// Most peers registered at once; further announces get `-32005`.
+    pub max_peers: usize,
+    /// Interval of the server's WebSocket pings; silence for twice this drops the client.
+    pub ping_interval: Duration,
+    /// How long an offer waits for its answer.
+    pub offer_timeout: Duration,
+    /// HTML served on `GET /` and `GET /index.html` (404 when `None`).
+    pub http_page: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            max_peers: 256,
+            ping_interval: Duration::from_secs(20),
+            offer_timeout: Duration::from_secs(30),
+            http_page: None,
+        }
+    }
+}
+
+/// What the server tells its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// A peer announced (also on a re-announce from the same socket).
+    PeerAnnounced {
+        peer_id: String,
+        capabilities: Vec<Capability>,
+        user_data: Option<Value>,
+    },
+    /// A registered peer's socket closed.
+    PeerLeft { peer_id: String },
+}
+
+/// A running signaling server. Dropping it stops the accept loop and closes every socket.
+pub struct SignalingServer {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    accept_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SignalingServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalingServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignalingServer {
+    /// Binds `host:port` and starts serving.
+    pub async fn bind(config: ServerConfig) -> Result<SignalingServer> {
+        if config.max_peers == 0 {
+            return Err(Error::InvalidConfig("max_peers must be at least 1".into()));
+        }
+        if config.ping_interval.is_zero() || config.ping_interval > MAX_PING_INTERVAL {
+            return Err(Error::InvalidConfig(
+                "ping_interval must be between 1 ms and 24 h".into(),
+            ));
+        }
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .map_err(|e| {
+                Error::Signaling(format!(
+                    "cannot listen on {}:{}: {e}",
+                    config.host, config.port
+                ))
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Signaling(format!("no local address: {e}")))?;
+        let (events, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State::default()),
+            events,
+            closing: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+            key_counter: AtomicU64::new(0),
+            key_hasher: RandomState::new(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(shared.clone(), listener, shutdown_rx));
+        info!("signaling server listening on ws://{local_addr}");
+        Ok(SignalingServer {
+            shared,
+            local_addr,
+            shutdown,
+            accept_task: tokio::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// The address actually bound (the real port when `port` was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ws://ip:port` of the bound address.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// Announce/leave events. Lagging receivers lose the oldest events.
+    pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// The registered peer ids, sorted.
+    pub fn peer_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.shared.state().peers.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Stops accepting, closes every socket and waits for every task to end. Idempotent; once it
+    /// returns, connecting fails.
+    pub async fn close(&self) {
+        let mut task = self.accept_task.lock().await;
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+        if let Some(handle) = task.take() {
+            let _ = handle.await;
+            info!("signaling server on {} closed", self.local_addr);
+        }
+    }
+}
+
+impl Drop for SignalingServer {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state
+// ---------------------------------------------------------------------------------------------
+
+struct Shared {
+    config: ServerConfig,
+    state: Mutex<State>,
+    events: broadcast::Sender<ServerEvent>,
+    closing: AtomicBool,
+    next_conn: AtomicU64,
+    key_counter: AtomicU64,
+    key_hasher: RandomState,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<u64, Conn>,
+    peers: HashMap<String, Registration>,
+    /// Keyed by the two peer ids, sorted.
+    pairs: HashMap<(String, String), Pair>,
+}
+
+struct Conn {
+    tx: mpsc::Sender<Message>,
+    kick: Arc<Notify>,
+    peer_id: Option<String>,
+}
+
+struct Registration {
+    conn: u64,
+    capabilities: Vec<Capability>,
+    user_data: Option<Value>,
+    session_key: String,
+}
+
+#[derive(Default)]
+struct Pair {
+    sessions: VecDeque<Session>,
+}
+
+struct Session {
+    request_id: String,
+    offerer: String,
+    answerer: String,
+    answered: bool,
+    offered_at: Instant,
+}
+
+impl Session {
+    fn expired(&self, offer_timeout: Duration) -> bool {
+        !self.answered && self.offered_at.elapsed() > offer_timeout
+    }
+}
+
+fn pair_key(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// Queues `msg` for a socket; a full queue kicks that socket. Returns whether it was queued.
+fn queue(tx: &mpsc::Sender<Message>, kick: &Notify, msg: Message) -> bool {
+    match tx.try_send(msg) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            warn!("signaling client too slow (queue full): dropping it");
+            kick.notify_one();
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+impl State {
+    fn send_to_conn(&self, conn: u64, text: String) -> bool {
+        match self.conns.get(&conn) {
+            Some(c) => queue(&c.tx, &c.kick, Message::text(text)),
+            None => false,
+        }
+    }
+
+    fn send_to_peer(&self, peer_id: &str, text: String) -> bool {
+        match self.peers.get(peer_id) {
+            Some(r) => self.send_to_conn(r.conn, text),
+            None => false,
+        }
+    }
+
+    /// The peer id announced on `conn`, or `-32602` ("not announced").
+    fn announced(&self, conn: u64) -> std::result::Result<String, RpcError> {
+        self.conns
+            .get(&conn)
+            .and_then(|c| c.peer_id.clone())
+            .ok_or_else(|| RpcError::invalid_params("not announced: call peer.announce first"))
+    }
+
+    /// The peer id announced on `conn`, which `from` must equal.
+    fn check_from(&self, conn: u64, from: &str) -> std::result::Result<String, RpcError> {
+        let me = self.announced(conn)?;
+        if from != me {
+            return Err(RpcError::invalid_params(format!(
+                "from {from:?} does not match this socket's peer_id {me:?}"
+            )));
+        }
+        Ok(me)
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent in a way that
+        // matters more than refusing service; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn session_key(&self, peer_id: &str, conn: u64) -> String {
+        let n = self.key_counter.fetch_add(1, Ordering::Relaxed);
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut out = String::with_capacity(32);
+        for salt in [0x9e37_79b9_7f4a_7c15_u64, 0xc2b2_ae3d_27d4_eb4f] {
+            let mut h = self.key_hasher.build_hasher();
+            (salt, n, t, conn, peer_id).hash(&mut h);
+            let _ = write!(out, "{:016x}", h.finish());
+        }
+        out
+    }
+
+    fn emit(&self, event: ServerEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Forgets a socket: its registration, its pairs (telling the other peers), its queue.
+    fn remove_conn(&self, conn: u64) {
+        let mut st = self.state();
+        let Some(c) = st.conns.remove(&conn) else {
+            return;
+        };
+        let Some(peer_id) = c.peer_id else {
+            return;
+        };
+        if st.peers.get(&peer_id).map(|r| r.conn) == Some(conn) {
+            st.peers.remove(&peer_id);
+        }
+        let keys: Vec<(String, String)> = st
+            .pairs
+            .keys()
+            .filter(|(a, b)| *a == peer_id || *b == peer_id)
+            .cloned()
+            .collect();
+        let closing = self.closing.load(Ordering::SeqCst);
+        for key in keys {
+            let Some(pair) = st.pairs.remove(&key) else {
+                continue;
+            };
+            if closing {
+                continue;
+            }
+            let other = if key.0 == peer_id { &key.1 } else { &key.0 };
+            let params = DisconnectedParams {
+                from: peer_id.clone(),
+                reason: DisconnectReason::NetworkError,
+                request_id: pair.sessions.back().map(|s| s.request_id.clone()),
+            };
+            if st.send_to_peer(
+                other,
+                protocol::notification(protocol::DISCONNECTED, &params),
+            ) {
+                debug!("told {other} that {peer_id} left");
+            }
+        }
+        drop(st);
+        info!("peer {peer_id} left");
+        self.emit(ServerEvent::PeerLeft { peer_id });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Dispatch
+    // -----------------------------------------------------------------------------------------
+
+    fn handle_text(&self, conn: u64, tx: &mpsc::Sender<Message>, kick: &Notify, text: &str) {
+        let reply = |frame: String| {
+            queue(tx, kick, Message::text(frame));
+        };
+        if text.len() > MAX_FRAME_BYTES {
+            let err = RpcError::invalid_params(format!(
+                "frame of {} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
+                text.len()
+            ));
+            let id = match protocol::parse_frame(text) {
+                Ok(Incoming::Request { id, .. }) => Some(id),
+                _ => None,
+            };
+            debug!(conn, "oversize frame ({} bytes) refused", text.len());
+            reply(protocol::response_err(id.as_ref(), &err));
+            return;
+        }
+        match protocol::parse_frame(text) {
+            Err((id, err)) => {
+                debug!(conn, "malformed frame: {}", err.message);
+                reply(protocol::response_err(id.as_ref(), &err));
+            }
+            Ok(Incoming::Response { id, .. }) => {
+                debug!(
+                    conn,
+                    "ignoring a response (id {id}): the server sends no requests"
+                );
+            }
+            Ok(Incoming::Request { id, method, params }) => {
+                let frame = match self.dispatch(conn, &method, params) {
+                    Ok(result) => protocol::response_ok(&id, result),
+                    Err(err) => {
+                        debug!(conn, "{method} refused: {} ({})", err.message, err.code);
+                        protocol::response_err(Some(&id), &err)
+                    }
+                };
+                reply(frame);
+            }
+            Ok(Incoming::Notification { method, params }) => {
+                if let Err(err) = self.dispatch(conn, &method, params) {
+                    debug!(
+                        conn,
+                        "{method} notification dropped: {} ({})", err.message, err.code
+                    );
+                }
+            }
+        }
+    }
+
+    fn dispatch(
+        &self,
+        conn: u64,
+        method: &str,
+        params: Value,
+    ) -> std::result::Result<Value, RpcError> {
+        match method {
+            protocol::ANNOUNCE => self.announce(conn, parse_params(params)?),
+            protocol::OFFER => self.offer(conn, parse_params(params)?),
+            protocol::ANSWER => self.answer(conn, parse_params(params)?),
+            protocol::ICE_CANDIDATE => self.ice_candidate(conn, parse_params(params)?),
+            protocol::STATE_CHANGED => self.state_changed(conn, parse_params(params)?),
+            protocol::DISCONNECT => self.disconnect(conn, parse_params(params)?),
+            other => Err(RpcError::method_not_found(other)),
+        }
+    }
+
+    fn announce(&self, conn: u64, p: AnnounceParams) -> std::result::Result<Value, RpcError> {
+        if !protocol::is_valid_peer_id(&p.peer_id) {
+            return Err(RpcError::invalid_params(
+                "invalid peer_id: must match ^[A-Za-z0-9_-]{1,64}$",
+            ));
+        }
+        if p.capabilities.is_empty() {
+            return Err(RpcError::invalid_params("capabilities must not be empty"));
+        }
+        let mut capabilities: Vec<Capability> = Vec::with_capacity(p.capabilities.len());
+        for c in p.capabilities {
+            if !capabilities.contains(&c) {
+                capabilities.push(c);
+            }
+        }
+        if let Some(ud) = &p.user_data {
+            let size = serde_json::to_string(ud)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_USER_DATA_BYTES {
+                return Err(RpcError::invalid_params(format!(
+                    "user_data of {size} bytes exceeds the {MAX_USER_DATA_BYTES}-byte limit"
+                )));
+            }
+        }
+        let peer_id = p.peer_id;
+
+        let mut st = self.state();
+        let current = match st.conns.get(&conn) {
+            Some(c) => c.peer_id.clone(),
+            None => return Err(RpcError::internal("socket is closing")),
+        };
+        if let Some(current) = &current {
+            if *current != peer_id {
+                return Err(RpcError::invalid_params(format!(
+                    "this socket is already announced as {current:?}"
+                )));
+            }
+        }
+        let session_key = match st.peers.get(&peer_id) {
+            Some(r) if r.conn != conn => {
+                return Err(RpcError::peer_not_found(format!(
+                    "peer_id {peer_id:?} is already registered"
+                )));
+            }
+            Some(r) => r.session_key.clone(),
+            None => {
+                if st.peers.len() >= self.config.max_peers {
+                    return Err(RpcError::new(
+                        protocol::LIMIT_EXCEEDED,
+                        format!("peer limit ({}) reached", self.config.max_peers),
+                    ));
+                }
+                self.session_key(&peer_id, conn)
+            }
+        };
+        st.peers.insert(
+            peer_id.clone(),
+            Registration {
+                conn,
+                capabilities: capabilities.clone(),
+                user_data: p.user_data.clone(),
+                session_key: session_key.clone(),
+            },
+        );
+        if let Some(c) = st.conns.get_mut(&conn) {
+            c.peer_id = Some(peer_id.clone());
+        }
+
+        let mut peers: Vec<PeerInfo> = st
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != peer_id)
+            .map(|(id, r)| PeerInfo {
+                peer_id: id.clone(),
+                capabilities: r.capabilities.clone(),
+                user_data: r.user_data.clone(),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+
+        let now = protocol::now_iso8601();
+        let announced = protocol::notification(
+            protocol::ANNOUNCED,
+            AnnouncedParams {
+                peer_id: peer_id.clone(),
+                capabilities: capabilities.clone(),
+                user_data: p.user_data.clone(),
+                announced_at: now.clone(),
+            },
+        );
+        for (id, r) in &st.peers {
+            if *id != peer_id {
+                st.send_to_conn(r.conn, announced.clone());
+            }
+        }
+        drop(st);
+
+        info!(conn, "peer {peer_id} announced {capabilities:?}");
+        self.emit(ServerEvent::PeerAnnounced {
+            peer_id: peer_id.clone(),
+            capabilities,
+            user_data: p.user_data,
+        });
+        to_result(AnnounceResult {
+            status: "registered".into(),
+            server_time: now,
+            peer_id,
+            session_key,
+            peers,
+        })
+    }
+
+    fn offer(&self, conn: u64, p: SdpParams) -> std::result::Result<Value, RpcError> {
+        let mut st = self.state();
+        let me = st.check_from(conn, &p.from)?;
+        check_sdp_params(&p)?;
+        if p.to == me {
+            return Err(RpcError::new(
+                protocol::OFFER_INVALID,
+                "cannot send an offer to oneself",
+            ));
+        }
+        if p.sdp.trim().is_empty() {
+            return Err(RpcError::new(protocol::OFFER_INVALID, "empty sdp"));
+        }
+        if !st.peers.contains_key(&p.to) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer not found: {}",
+                p.to
+            )));
+        }
+        if !st.send_to_peer(&p.to, protocol::notification(protocol::OFFER, &p)) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer unreachable: {}",
+                p.to
+            )));
+        }
+        let timeout = self.config.offer_timeout;
+        let pair = st.pairs.entry(pair_key(&me, &p.to)).or_default();
+        pair.sessions
+            .retain(|s| !s.expired(timeout) && !(s.request_id == p.request_id && s.offerer == me));
+        while pair.sessions.len() >= MAX_SESSIONS_PER_PAIR {
+            pair.sessions.pop_front();
+        }
+        pair.sessions.push_back(Session {
+            request_id: p.request_id.clone(),
+            offerer: me.clone(),
+            answerer: p.to.clone(),
+            answered: false,
+            offered_at: Instant::now(),
+        });
+        drop(st);
+        debug!("offer {} forwarded {me} -> {}", p.request_id, p.to);
+        to_result(ForwardedResult {
+            status: "forwarded".into(),
+            request_id: p.request_id,
+        })
+    }
+
+    fn answer(&self, conn: u64, p: SdpParams) -> std::result::Result<Value, RpcError> {
+        let mut st = self.state();
+        let me = st.check_from(conn, &p.from)?;
+        check_sdp_params(&p)?;
+        if p.to == me {
+            return Err(RpcError::new(
+                protocol::ANSWER_INVALID,
+                "cannot send an answer to oneself",
+            ));
+        }
+        if p.sdp.trim().is_empty() {
+            return Err(RpcError::new(protocol::ANSWER_INVALID, "empty sdp"));
+        }
+        if !st.peers.contains_key(&p.to) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer not found: {}",
+                p.to
+            )));
+        }
+        let timeout = self.config.offer_timeout;
+        let key = pair_key(&me, &p.to);
+        let no_offer = || {
+            RpcError::new(
+                protocol::ANSWER_INVALID,
+                format!("no pending offer {:?} from {}", p.request_id, p.to),
+            )
+        };
+        let index = {
+            let pair = st.pairs.get_mut(&key).ok_or_else(no_offer)?;
+            let index = pair
+                .sessions
+                .iter()
+                .position(|s| s.request_id == p.request_id && s.offerer == p.to && s.answerer == me)
+                .ok_or_else(no_offer)?;
+            let s = &pair.sessions[index];
+            if s.answered {
+                return Err(RpcError::new(
+                    protocol::ANSWER_INVALID,
+                    format!("offer {:?} was already answered", p.request_id),
+                ));
+            }
+            if s.expired(timeout) {
+                pair.sessions.remove(index);
+                return Err(RpcError::new(
+                    protocol::ANSWER_INVALID,
+                    format!("offer {:?} expired", p.request_id),
+                ));
+            }
+            index
+        };
+        if !st.send_to_peer(&p.to, protocol::notification(protocol::ANSWER, &p)) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer unreachable: {}",
+                p.to
+            )));
+        }
+        if let Some(s) = st
+            .pairs
+            .get_mut(&key)
+            .and_then(|pair| pair.sessions.get_mut(index))
+        {
+            s.answered = true;
+        }
+        drop(st);
+        debug!("answer {} forwarded {me} -> {}", p.request_id, p.to);
+        to_result(ForwardedResult {
+            status: "forwarded".into(),
+            request_id: p.request_id,
+        })
+    }
+
+    fn ice_candidate(
+        &self,
+        conn: u64,
+        p: IceCandidateParams,
+    ) -> std::result::Result<Value, RpcError> {
+        let st = self.state();
+        let me = st.check_from(conn, &p.from)?;
+        check_target(&p.to)?;
+        if p.candidate.len() > MAX_CANDIDATE_BYTES {
+            return Err(RpcError::new(
+                protocol::ICE_CANDIDATE_INVALID,
+                format!("candidate exceeds {MAX_CANDIDATE_BYTES} bytes"),
+            ));
+        }
+        if p.candidate.contains(['\r', '\n']) {
+            return Err(RpcError::new(
+                protocol::ICE_CANDIDATE_INVALID,
+                "candidate must be a single line",
+            ));
+        }
+        if p.to == me {
+            return Err(RpcError::new(
+                protocol::ICE_CANDIDATE_INVALID,
+                "cannot send a candidate to oneself",
+            ));
+        }
+        if let Some(rid) = &p.request_id {
+            let timeout = self.config.offer_timeout;
+            let known = st.pairs.get(&pair_key(&me, &p.to)).is_some_and(|pair| {
+                pair.sessions
+                    .iter()
+                    .any(|s| s.request_id == *rid && !s.expired(timeout))
+            });
+            if !known {
+                debug!(
+                    "candidate {me} -> {} for unknown request {rid:?} dropped",
+                    p.to
+                );
+                return Ok(json!({ "status": "dropped" }));
+            }
+        }
+        if !st.peers.contains_key(&p.to) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer not found: {}",
+                p.to
+            )));
+        }
+        if !st.send_to_peer(&p.to, protocol::notification(protocol::ICE_CANDIDATE, &p)) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer unreachable: {}",
+                p.to
+            )));
+        }
+        Ok(json!({ "status": "forwarded" }))
+    }
+
+    fn state_changed(
+        &self,
+        conn: u64,
+        p: StateChangedParams,
+    ) -> std::result::Result<Value, RpcError> {
+        let me = self.state().check_from(conn, &p.from)?;
+        debug!(
+            "state of {me} -> {}: connection={:?} ice={:?} gathering={:?} signaling={:?} request={:?}",
+            p.to,
+            p.connection_state,
+            p.ice_connection_state,
+            p.ice_gathering_state,
+            p.signaling_state,
+            p.request_id
+        );
+        Ok(json!({ "status": "accepted" }))
+    }
+
+    fn disconnect(&self, conn: u64, p: DisconnectParams) -> std::result::Result<Value, RpcError> {
+        let mut st = self.state();
+        let me = st.check_from(conn, &p.from)?;
+        check_target(&p.to)?;
+        st.pairs.remove(&pair_key(&me, &p.to));
+        if !st.peers.contains_key(&p.to) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer not found: {}",
+                p.to
+            )));
+        }
+        let params = DisconnectedParams {
+            from: me.clone(),
+            reason: p.reason,
+            request_id: p.request_id,
+        };
+        if !st.send_to_peer(
+            &p.to,
+            protocol::notification(protocol::DISCONNECTED, &params),
+        ) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer unreachable: {}",
+                p.to
+            )));
+        }
+        drop(st);
+        debug!(
+            "{me} disconnected from {} ({:?}, {:?})",
+            p.to, p.reason, p.details
+        );
+        Ok(json!({ "status": "forwarded" }))
+    }
+}
+
+fn parse_params<T: DeserializeOwned>(params: Value) -> std::result::Result<T, RpcError> {
+    serde_json::from_value(params)
+        .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))
+}
+
+fn to_result(v: impl serde::Serialize) -> std::result::Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::internal(format!("cannot serialize result: {e}")))
+}
+
+fn check_target(to: &str) -> std::result::Result<(), RpcError> {
+    if protocol::is_valid_peer_id(to) {
+        Ok(())
+    } else {
+        Err(RpcError::invalid_params(
+            "invalid to: must match ^[A-Za-z0-9_-]{1,64}$",
+        ))
+    }
+}
+
+fn check_sdp_params(p: &SdpParams) -> std::result::Result<(), RpcError> {
+    check_target(&p.to)?;
+    if p.sdp.len() > MAX_SDP_BYTES {
+        return Err(RpcError::invalid_params(format!(
+            "sdp of {} bytes exceeds the {MAX_SDP_BYTES}-byte limit",
+            p.sdp.len()
+        )));
+    }
+    if p.request_id.is_empty() || p.request_id.len() > MAX_REQUEST_ID_LEN {
+        return Err(RpcError::invalid_params(format!(
+            "request_id must be 1 to {MAX_REQUEST_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+// ---------------------------------------------------------------------------------------------
+
+/// Resolves once shutdown is signalled (or the server is gone).
+async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|closed| *closed).await;
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown_signalled(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(serve_socket(shared.clone(), stream, addr, shutdown.clone()));
+                }
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    // Aborted sockets skipped their own clean-up.
+    let mut st = shared.state();
+    st.conns.clear();
+    st.peers.clear();
+    st.pairs.clear();
+}
+
+/// One accepted TCP connection: plain HTTP, or a WebSocket client until it goes.
+async fn serve_socket(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let handshake = async {
+        let head = peek_head(&stream).await?;
+        let req = RequestHead::parse(&head);
+        if !req.websocket {
+            serve_http(stream, head.len(), &req, shared.config.http_page.as_deref()).await;
+            return None;
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_WS_MESSAGE_BYTES));
+        match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
+            Ok(ws) => Some(ws),
+            Err(e) => {
+                debug!("websocket handshake with {addr} failed: {e}");
+                None
+            }
+        }
+    };
+    let ws = tokio::select! {
+        ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match ws {
+            Ok(Some(ws)) => ws,
+            Ok(None) => return,
+            Err(_) => {
+                debug!("handshake with {addr} timed out");
+                return;
+            }
+        },
+        _ = shutdown_signalled(&mut shutdown) => return,
+    };
+
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    let kick = Arc::new(Notify::new());
+    shared.state().conns.insert(
+        conn,
+        Conn {
+            tx: tx.clone(),
+            kick: kick.clone(),
+            peer_id: None,
+        },
+    );
+    debug!(conn, "websocket client {addr} connected");
+
+    let (sink, stream) = ws.split();
+    let mut writer = std::pin::pin!(write_loop(sink, rx));
+    let end = {
+        let reader = read_loop(&shared, conn, stream, &tx, &kick, shutdown);
+        tokio::select! {
+            end = reader => end,
+            _ = &mut writer => End::WriterDone,
+        }
+    };
+    debug!(conn, "websocket client {addr} ends: {end:?}");
+
+    let close = |code: CloseCode, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let farewell = match &end {
+        End::Shutdown => Some(close(CloseCode::Away, "server shutting down")),
+        End::Idle => Some(close(CloseCode::Away, "keep-alive timeout")),
+        End::TooBig => Some(close(CloseCode::Size, "message too big")),
+        End::BadUtf8 => Some(close(CloseCode::Invalid, "invalid utf-8")),
+        End::Failed => Some(close(CloseCode::Protocol, "protocol error")),
+        End::Kicked | End::PeerClosed | End::WriterDone => None,
+    };
+    if let Some(msg) = farewell {
+        let _ = tx.try_send(msg);
+    }
+    shared.remove_conn(conn);
+    drop(tx);
+    if !matches!(end, End::Kicked | End::WriterDone) {
+        let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+    }
+}
+
+#[derive(Debug)]
+enum End {
+    Shutdown,
+    Kicked,
+    Idle,
+    PeerClosed,
+    TooBig,
+    BadUtf8,
+    Failed,
+    WriterDone,
+}
+
+async fn read_loop(
+    shared: &Shared,
+    conn: u64,
+    mut stream: SplitStream<WebSocketStream<TcpStream>>,
+    tx: &mpsc::Sender<Message>,
+    kick: &Notify,
+    mut shutdown: watch::Receiver<bool>,
+) -> End {
+    let every = shared.config.ping_interval;
+    let silence = every * 2;
+    let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(silence);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown_signalled(&mut shutdown) => return End::Shutdown,
+            _ = kick.notified() => return End::Kicked,
+            _ = &mut idle => return End::Idle,
+            _ = ping.tick() => {
+                if !queue(tx, kick, Message::Ping(Default::default())) {
+                    return End::Kicked;
+                }
+            }
+            msg = stream.next() => {
+                let msg = match msg {
+                    None => return End::PeerClosed,
+                    Some(Ok(msg)) => msg,
+                    Some(Err(WsError::Capacity(e))) => {
+                        debug!(conn, "{e}");
+                        return End::TooBig;
+                    }
+                    Some(Err(WsError::Utf8(e))) => {
+                        debug!(conn, "invalid utf-8: {e}");
+                        return End::BadUtf8;
+                    }
+                    Some(Err(
+                        WsError::ConnectionClosed
+                        | WsError::AlreadyClosed
+                        | WsError::Io(_)
+                        | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                    )) => return End::PeerClosed,
+                    Some(Err(e)) => {
+                        debug!(conn, "websocket error: {e}");
+                        return End::Failed;
+                    }
+                };
+                idle.as_mut().reset(Instant::now() + silence);
+                match msg {
+                    Message::Text(text) => shared.handle_text(conn, tx, kick, text.as_str()),
+                    Message::Binary(_) => {
+                        let err = RpcError::invalid_request(
+                            "binary frames are not supported: send JSON-RPC as text",
+                        );
+                        queue(tx, kick, Message::text(protocol::response_err(None, &err)));
+                    }
+                    Message::Close(_) => return End::PeerClosed,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    'outer: while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Feed everything queued, then flush once.
+        while let Some(msg) = next.take() {
+            let is_close = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                break 'outer;
+            }
+            if is_close {
+                break 'outer;
+            }
+            next = rx.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// Peeks (without consuming) until the end of the HTTP request head, or `MAX_HEAD_BYTES`.
+async fn peek_head(stream: &TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    let mut last = 0;
+    loop {
+        let n = stream.peek(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(end + 4);
+            return Some(buf);
+        }
+        if n == buf.len() {
+            return Some(buf);
+        }
+        if n == last {
+            // Nothing new yet: `peek` would return at once with the same bytes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        last = n;
+    }
+}
+
+struct RequestHead {
+    method: String,
+    path: String,
+    websocket: bool,
+    complete: bool,
+}
+
+impl RequestHead {
+    fn parse(head: &[u8]) -> RequestHead {
+        let text = String::from_utf8_lossy(head);
+        let mut lines = text.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split_whitespace();
+        let method = first.next().unwrap_or("").to_owned();
+        let target = first.next().unwrap_or("");
+        let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
+        let websocket = lines.any(|line| {
+            line.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("upgrade")
+                    && value.to_ascii_lowercase().contains("websocket")
+            })
+        });
+        RequestHead {
+            method,
+            path,
+            websocket,
+            complete: head.ends_with(b"\r\n\r\n"),
+        }
+    }
+}
+
+async fn serve_http(mut stream: TcpStream, head_len: usize, req: &RequestHead, page: Option<&str>) {
+    let mut head = vec![0u8; head_len];
+    if stream.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    let is_page = req.path == "/" || req.path == "/index.html";
+    let get = req.method == "GET" || req.method == "HEAD";
+    let (status, content_type, body, extra) = match page {
+        _ if !req.complete => (
+            "431 Request Header Fields Too Large",
+            "text/plain; charset=utf-8",
+            "request head too large\n",
+            "",
+        ),
+        Some(page) if is_page && get => ("200 OK", "text/html; charset=utf-8", page, ""),
+        Some(_) if is_page => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "method not allowed\n",
+            "Allow: GET, HEAD\r\n",
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n",
+            "",
+        ),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if req.method != "HEAD" {
+        response.extend_from_slice(body.as_bytes());
+    }
+    debug!("http {} {} -> {status}", req.method, req.path);
+    if stream.write_all(&response).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    // Drain what the client still sends (a body, say) so that closing does not reset the
+    // connection before it has read the response.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_head_parsing() {
+        let h = RequestHead::parse(
+            b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n",
+        );
+        assert_eq!(h.method, "GET");
+        assert_eq!(h.path, "/ws");
+        assert!(h.websocket);
+        assert!(h.complete);
+        let h =
+            RequestHead::parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Upgrade-Note: websocket\r\n\r\n");
+        assert!(!h.websocket);
+        assert_eq!(h.path, "/");
+        let h = RequestHead::parse(b"POST /index.html HTTP/1.1\r\nHost: a");
+        assert_eq!(h.method, "POST");
+        assert!(!h.complete);
+        let h = RequestHead::parse(b"\xff\xfe garbage");
+        assert!(!h.websocket);
+        assert_eq!(h.path, "garbage");
+    }
+
+    #[test]
+    fn pair_keys_are_unordered() {
+        assert_eq!(pair_key("b", "a"), pair_key("a", "b"));
+        assert_eq!(pair_key("a", "b"), ("a".to_owned(), "b".to_owned()));
+    }
+
+    #[test]
+    fn pending_sessions_expire_but_answered_ones_do_not() {
+        let mut s = Session {
+            request_id: "r".into(),
+            offerer: "a".into(),
+            answerer: "b".into(),
+            answered: false,
+            offered_at: Instant::now() - Duration::from_secs(5),
+        };
+        assert!(s.expired(Duration::from_secs(1)));
+        assert!(!s.expired(Duration::from_secs(30)));
+        s.answered = true;
+        assert!(!s.expired(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn bind_refuses_bad_config() {
+        for config in [
+            ServerConfig {
+                max_peers: 0,
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                ping_interval: Duration::ZERO,
+                port: 0,
+                ..Default::default()
+            },
+        ] {
+            let err = SignalingServer::bind(config).await.unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_CONFIG");
+        }
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = SignalingServer::bind(ServerConfig {
+            port: taken.local_addr().unwrap().port(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "ERR_SIGNALING");
+    }
+}

@@ -1,0 +1,582 @@
+//! `WebRtcTransport`: one local peer in a mesh of up to `max_peers` remote peers, tied together
+//! by the signaling client. It dials (`connect_peer`), answers every offer it receives, relays
+//! trickle ICE, and reports everything through one ordered event stream.
+//!
+//! Who dials whom: `connect_peer` dials; with `auto_connect` a newcomer dials every peer
+//! already present (from its announce result), and those peers only answer, so no pair is
+//! dialled from both ends. When both ends still dial each other at once (glare), the peer with
+//! the greater id yields: it drops its own pending offer and answers the other's.
+
+use crate::config::{is_valid_peer_id, WebRtcTransportConfig};
+use crate::error::{Error, Result};
+use crate::event::{EventSink, TransportEvent};
+use crate::peer::connection::{PeerNotice, PeerSetup, Signal};
+use crate::peer::{Peer, PeerManager, PeerState};
+use crate::signaling::client::{SignalingClient, SignalingEvent};
+use crate::signaling::protocol::{
+    self, AnnouncedParams, Capability, DisconnectParams, DisconnectReason, DisconnectedParams,
+    IceCandidateParams, PeerInfo, SdpParams,
+};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+enum Life {
+    Created,
+    Starting,
+    Started(SignalingClient),
+    ShutDown,
+}
+
+struct Inner {
+    config: Arc<WebRtcTransportConfig>,
+    peer_id: String,
+    life: Mutex<Life>,
+    peers: PeerManager,
+    events: Arc<EventSink>,
+    events_rx: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
+    changed: watch::Sender<u64>,
+    notices: mpsc::UnboundedSender<PeerNotice>,
+    notices_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerNotice>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The transport. Cheap to clone; clones share one local peer.
+#[derive(Clone)]
+pub struct WebRtcTransport {
+    inner: Arc<Inner>,
+}
+
+static NEXT_AUTO_ID: AtomicU64 = AtomicU64::new(1);
+
+fn reason_str(r: &DisconnectReason) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl WebRtcTransport {
+    /// Validates the config; nothing is connected until [`start`](Self::start).
+    pub fn new(config: WebRtcTransportConfig) -> Result<Self> {
+        config.validate()?;
+        let peer_id = config.peer_id.clone().unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0);
+            format!(
+                "peer-{:x}-{}",
+                t ^ (std::process::id() as u128) << 40,
+                NEXT_AUTO_ID.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let (events, events_rx) = EventSink::new();
+        let (notices, notices_rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                peers: PeerManager::new(config.max_peers),
+                config: Arc::new(config),
+                peer_id,
+                life: Mutex::new(Life::Created),
+                events: Arc::new(events),
+                events_rx: Mutex::new(Some(events_rx)),
+                changed: watch::channel(0).0,
+                notices,
+                notices_rx: Mutex::new(Some(notices_rx)),
+                stop: CancellationToken::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &WebRtcTransportConfig {
+        &self.inner.config
+    }
+
+    pub fn local_peer_id(&self) -> &str {
+        &self.inner.peer_id
+    }
+
+    /// The event stream; can be taken once.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
+        self.inner.events_rx.lock().unwrap().take()
+    }
+
+    pub fn is_started(&self) -> bool {
+        matches!(*self.inner.life.lock().unwrap(), Life::Started(_))
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        matches!(*self.inner.life.lock().unwrap(), Life::ShutDown)
+    }
+
+    fn signaling(&self) -> Result<SignalingClient> {
+        match &*self.inner.life.lock().unwrap() {
+            Life::Started(c) => Ok(c.clone()),
+            Life::ShutDown => Err(Error::ShutDown("transport is shut down".into())),
+            _ => Err(Error::NotStarted("call start() first".into())),
+        }
+    }
+
+    fn bump(&self) {
+        Self::bump_inner(&self.inner);
+    }
+
+    fn bump_inner(inner: &Inner) {
+        inner.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Connects to the signaling server and announces this peer; with `auto_connect`, dials
+    /// every peer already present.
+    pub async fn start(&self) -> Result<()> {
+        {
+            let mut life = self.inner.life.lock().unwrap();
+            match *life {
+                Life::Created => *life = Life::Starting,
+                Life::ShutDown => return Err(Error::ShutDown("transport is shut down".into())),
+                _ => return Err(Error::AlreadyStarted),
+            }
+        }
+        let cfg = &self.inner.config;
+        let mut caps = vec![Capability::Audio, Capability::Video];
+        if cfg.enable_data_channel {
+            caps.push(Capability::Data);
+        }
+        let connected = SignalingClient::connect(
+            &cfg.signaling_url,
+            &self.inner.peer_id,
+            caps,
+            None,
+            Duration::from_millis(cfg.signaling_timeout_ms),
+            cfg.reconnection.clone(),
+        )
+        .await;
+        let (client, announced, sig_events) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                *self.inner.life.lock().unwrap() = Life::Created;
+                return Err(e);
+            }
+        };
+        let shut = {
+            let mut life = self.inner.life.lock().unwrap();
+            if matches!(*life, Life::ShutDown) {
+                true
+            } else {
+                *life = Life::Started(client.clone());
+                false
+            }
+        };
+        if shut {
+            client.close().await;
+            return Err(Error::ShutDown(
+                "transport was shut down while starting".into(),
+            ));
+        }
+        let notices = self.inner.notices_rx.lock().unwrap().take();
+        if let Some(notices) = notices {
+            tokio::spawn(Self::run(Arc::downgrade(&self.inner), sig_events, notices));
+        }
+        for p in &announced.peers {
+            self.emit_announced(p).await;
+        }
+        if cfg.auto_connect {
+            self.dial_all(announced.peers);
+        }
+        Ok(())
+    }
+
+    async fn emit_announced(&self, p: &PeerInfo) {
+        self.inner
+            .events
+            .emit(TransportEvent::PeerAnnounced {
+                peer_id: p.peer_id.clone(),
+                capabilities: caps_to_strings(&p.capabilities),
+                user_data: p.user_data.clone(),
+            })
+            .await;
+    }
+
+    fn dial_all(&self, peers: Vec<PeerInfo>) {
+        for p in peers {
+            if p.peer_id == self.inner.peer_id || self.inner.peers.get(&p.peer_id).is_some() {
+                continue;
+            }
+            let t = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = t.connect_peer(&p.peer_id).await {
+                    t.inner
+                        .events
+                        .emit(TransportEvent::Error {
+                            peer_id: Some(p.peer_id.clone()),
+                            error: e,
+                        })
+                        .await;
+                }
+            });
+        }
+    }
+
+    async fn run(
+        weak: Weak<Inner>,
+        mut sig: mpsc::UnboundedReceiver<SignalingEvent>,
+        mut notices: mpsc::UnboundedReceiver<PeerNotice>,
+    ) {
+        let stop = match weak.upgrade() {
+            Some(i) => i.stop.clone(),
+            None => return,
+        };
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = sig.recv() => {
+                    let Some(ev) = ev else { break };
+                    let Some(inner) = weak.upgrade() else { break };
+                    WebRtcTransport { inner }.on_signaling(ev).await;
+                }
+                n = notices.recv() => {
+                    let Some(n) = n else { break };
+                    let Some(inner) = weak.upgrade() else { break };
+                    WebRtcTransport { inner }.on_notice(n).await;
+                }
+            }
+        }
+    }
+
+    async fn on_signaling(&self, ev: SignalingEvent) {
+        match ev {
+            SignalingEvent::Notification { method, params } => {
+                if let Err(e) = self.on_notification(&method, params).await {
+                    tracing::warn!("signaling notification {method}: {e}");
+                }
+            }
+            SignalingEvent::Reconnecting { attempt } => {
+                self.inner
+                    .events
+                    .emit(TransportEvent::SignalingReconnecting { attempt })
+                    .await
+            }
+            SignalingEvent::Reconnected { peers } => {
+                self.inner
+                    .events
+                    .emit(TransportEvent::SignalingReconnected)
+                    .await;
+                if self.inner.config.auto_connect {
+                    self.dial_all(peers);
+                }
+            }
+            SignalingEvent::Closed => {
+                if !self.is_shut_down() {
+                    self.inner
+                        .events
+                        .emit(TransportEvent::Error {
+                            peer_id: None,
+                            error: Error::Signaling(
+                                "signaling connection lost and retries exhausted".into(),
+                            ),
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn on_notification(&self, method: &str, params: Value) -> Result<()> {
+        let bad = |e: serde_json::Error| Error::Signaling(format!("bad {method} params: {e}"));
+        match method {
+            protocol::ANNOUNCED => {
+                let p: AnnouncedParams = serde_json::from_value(params).map_err(bad)?;
+                self.inner
+                    .events
+                    .emit(TransportEvent::PeerAnnounced {
+                        peer_id: p.peer_id,
+                        capabilities: caps_to_strings(&p.capabilities),
+                        user_data: p.user_data,
+                    })
+                    .await;
+            }
+            protocol::OFFER => {
+                let p: SdpParams = serde_json::from_value(params).map_err(bad)?;
+                self.on_offer(p).await?;
+            }
+            protocol::ANSWER => {
+                let p: SdpParams = serde_json::from_value(params).map_err(bad)?;
+                if let Some(peer) = self.inner.peers.get(&p.from) {
+                    peer.signal(Signal::Answer {
+                        sdp: p.sdp,
+                        request_id: p.request_id,
+                    });
+                }
+            }
+            protocol::ICE_CANDIDATE => {
+                let p: IceCandidateParams = serde_json::from_value(params).map_err(bad)?;
+                if let Some(peer) = self.inner.peers.get(&p.from) {
+                    peer.signal(Signal::Candidate(p));
+                }
+            }
+            protocol::DISCONNECTED => {
+                let p: DisconnectedParams = serde_json::from_value(params).map_err(bad)?;
+                if let Some(peer) = self.inner.peers.remove(&p.from) {
+                    peer.close(None).await;
+                    self.bump();
+                    self.inner
+                        .events
+                        .emit(TransportEvent::PeerDisconnected {
+                            peer_id: p.from,
+                            reason: reason_str(&p.reason),
+                        })
+                        .await;
+                }
+            }
+            _ => tracing::debug!("ignoring notification {method}"),
+        }
+        Ok(())
+    }
+
+    fn setup(&self, remote: &str, outgoing: bool, signaling: SignalingClient) -> PeerSetup {
+        PeerSetup {
+            local_id: self.inner.peer_id.clone(),
+            remote_id: remote.to_string(),
+            outgoing,
+            config: self.inner.config.clone(),
+            signaling,
+            events: self.inner.events.clone(),
+            notices: self.inner.notices.clone(),
+        }
+    }
+
+    async fn on_offer(&self, p: SdpParams) -> Result<()> {
+        if p.to != self.inner.peer_id {
+            return Ok(());
+        }
+        let signaling = self.signaling()?;
+        let offer = Signal::Offer {
+            sdp: p.sdp,
+            request_id: p.request_id.clone(),
+        };
+        if let Some(existing) = self.inner.peers.get(&p.from) {
+            let negotiating = existing.is_outgoing() && existing.state() != PeerState::Connected;
+            if !negotiating {
+                // A renegotiation (or restart) of a connection we already have.
+                existing.signal(offer);
+                return Ok(());
+            }
+            if self.inner.peer_id < p.from {
+                tracing::debug!("glare with {}: keeping our offer", p.from);
+                return Ok(());
+            }
+            tracing::debug!("glare with {}: answering theirs", p.from);
+            let peer = Peer::new(self.setup(&p.from, false, signaling)).await?;
+            self.inner.peers.replace(peer.clone());
+            existing.close(None).await;
+            peer.signal(offer);
+            self.bump();
+            return Ok(());
+        }
+        if self.inner.peers.check_capacity(&p.from).is_err() {
+            let _ = signaling.notify(
+                protocol::DISCONNECT,
+                &DisconnectParams {
+                    from: self.inner.peer_id.clone(),
+                    to: p.from.clone(),
+                    reason: DisconnectReason::Error,
+                    details: Some(format!(
+                        "max peers ({}) reached",
+                        self.inner.peers.max_peers()
+                    )),
+                    request_id: Some(p.request_id),
+                },
+            );
+            self.inner
+                .events
+                .emit(TransportEvent::Error {
+                    peer_id: Some(p.from),
+                    error: Error::MaxPeers(self.inner.peers.max_peers()),
+                })
+                .await;
+            return Ok(());
+        }
+        let peer = Peer::new(self.setup(&p.from, false, signaling)).await?;
+        match self.inner.peers.insert(peer.clone()) {
+            Ok(()) => {
+                peer.signal(offer);
+                self.bump();
+            }
+            Err(Some(other)) => {
+                peer.close(None).await;
+                other.signal(offer);
+            }
+            Err(None) => {
+                peer.close(None).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_notice(&self, n: PeerNotice) {
+        match n {
+            PeerNotice::Changed => self.bump(),
+            PeerNotice::Ended { peer_id, state } => {
+                let Some(peer) = self.inner.peers.get(&peer_id) else {
+                    return;
+                };
+                if !peer.state().is_terminal() || !self.inner.peers.remove_if(&peer_id, &peer) {
+                    return;
+                }
+                peer.close(None).await;
+                self.bump();
+                self.inner
+                    .events
+                    .emit(TransportEvent::PeerDisconnected {
+                        peer_id,
+                        reason: if state == PeerState::Failed {
+                            "network_error".into()
+                        } else {
+                            "unknown".into()
+                        },
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Dials `peer_id` and resolves once the connection is up and its default data channel
+    /// open. Resolves at once with the existing peer when already connected.
+    pub async fn connect_peer(&self, peer_id: &str) -> Result<Arc<Peer>> {
+        let signaling = self.signaling()?;
+        if !is_valid_peer_id(peer_id) {
+            return Err(Error::InvalidData(format!(
+                "peerId must match ^[A-Za-z0-9_-]{{1,64}}$, got '{peer_id}'"
+            )));
+        }
+        if peer_id == self.inner.peer_id {
+            return Err(Error::InvalidData("a peer cannot connect to itself".into()));
+        }
+        let timeout = Duration::from_millis(self.inner.config.connect_timeout_ms);
+        if self.inner.peers.get(peer_id).is_none() {
+            self.inner.peers.check_capacity(peer_id)?;
+            let peer = Peer::new(self.setup(peer_id, true, signaling)).await?;
+            match self.inner.peers.insert(peer.clone()) {
+                Ok(()) => {
+                    self.bump();
+                    if let Err(e) = peer.start_offer().await {
+                        if self.inner.peers.remove_if(peer_id, &peer) {
+                            self.bump();
+                        }
+                        peer.close(None).await;
+                        return Err(e);
+                    }
+                }
+                Err(Some(_)) => {
+                    peer.close(None).await;
+                }
+                Err(None) => {
+                    peer.close(None).await;
+                    return Err(Error::MaxPeers(self.inner.peers.max_peers()));
+                }
+            }
+        }
+        self.wait_connected(peer_id, timeout).await
+    }
+
+    /// Waits until the entry for `peer_id` is ready, following a glare replacement.
+    async fn wait_connected(&self, peer_id: &str, timeout: Duration) -> Result<Arc<Peer>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(peer) = self.inner.peers.get(peer_id) else {
+                return Err(Error::ConnectionFailed(format!(
+                    "{peer_id} disconnected while connecting"
+                )));
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match peer.wait_ready(left).await {
+                Ok(()) => return Ok(peer),
+                Err(e) => {
+                    match self.inner.peers.get(peer_id) {
+                        Some(now) if !Arc::ptr_eq(&now, &peer) => continue, // replaced (glare)
+                        _ => {}
+                    }
+                    if self.inner.peers.remove_if(peer_id, &peer) {
+                        self.bump();
+                    }
+                    peer.close(Some(DisconnectReason::Timeout)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Closes the connection to `peer_id` and tells it through signaling.
+    pub async fn disconnect_peer(&self, peer_id: &str) -> Result<()> {
+        if self.is_shut_down() {
+            return Err(Error::ShutDown("transport is shut down".into()));
+        }
+        let peer = self
+            .inner
+            .peers
+            .remove(peer_id)
+            .ok_or_else(|| Error::PeerNotFound(peer_id.to_string()))?;
+        peer.close(Some(DisconnectReason::UserRequested)).await;
+        self.bump();
+        self.inner
+            .events
+            .emit(TransportEvent::PeerDisconnected {
+                peer_id: peer_id.to_string(),
+                reason: "user_requested".into(),
+            })
+            .await;
+        Ok(())
+    }
+
+    pub fn get_peer(&self, peer_id: &str) -> Result<Arc<Peer>> {
+        self.inner
+            .peers
+            .get(peer_id)
+            .ok_or_else(|| Error::PeerNotFound(peer_id.to_string()))
+    }
+
+    /// Ids of connected peers, sorted.
+    pub fn list_peers(&self) -> Vec<String> {
+        self.inner.peers.connected()
+    }
+
+    /// Every known peer with its state, sorted by id.
+    pub fn list_all_peers(&self) -> Vec<(String, PeerState)> {
+        self.inner.peers.all()
+    }
+
+    /// Closes every peer and channel and the signaling socket; ends the event stream.
+    /// Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        let prev = std::mem::replace(&mut *self.inner.life.lock().unwrap(), Life::ShutDown);
+        if matches!(prev, Life::ShutDown) {
+            return Ok(());
+        }
+        self.inner.events.close();
+        self.inner.stop.cancel();
+        for peer in self.inner.peers.drain() {
+            peer.close(Some(DisconnectReason::UserRequested)).await;
+        }
+        if let Life::Started(client) = prev {
+            client.close().await;
+        }
+        self.bump();
+        Ok(())
+    }
+}
+
+fn caps_to_strings(caps: &[Capability]) -> Vec<String> {
+    caps.iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}

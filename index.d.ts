@@ -1,0 +1,175 @@
+// Typings of remotemedia-webrtc's public surface (shared/spec/api.md). Hand-written; the
+// generated napi glue (native.d.ts) is internal.
+import { EventEmitter } from 'node:events'
+
+export type ErrorCode =
+  | 'ERR_INVALID_CONFIG' | 'ERR_SIGNALING' | 'ERR_CONNECTION_FAILED' | 'ERR_PEER_NOT_FOUND'
+  | 'ERR_PEER_NOT_CONNECTED' | 'ERR_MAX_PEERS' | 'ERR_NAT_TRAVERSAL' | 'ERR_INVALID_DATA'
+  | 'ERR_ENCODING' | 'ERR_DECODING' | 'ERR_SESSION_NOT_FOUND' | 'ERR_SESSION_EXISTS'
+  | 'ERR_INVALID_MANIFEST' | 'ERR_NOT_STARTED' | 'ERR_ALREADY_STARTED' | 'ERR_SHUT_DOWN'
+  | 'ERR_TIMEOUT' | 'ERR_INTERNAL'
+
+export class WebRtcError extends Error {
+  readonly code: ErrorCode
+  /** Set on transport 'error' events that concern one peer. */
+  peerId?: string | null
+}
+
+export interface TurnServer { url: string; username: string; credential: string }
+
+export interface ReconnectionPolicy {
+  maxRetries?: number
+  backoffInitialMs?: number
+  backoffMaxMs?: number
+  backoffMultiplier?: number
+  jitter?: boolean
+}
+
+export type DataChannelMode = 'reliable' | 'unreliable'
+
+export interface TransportOptions {
+  signalingUrl: string
+  /** ^[A-Za-z0-9_-]{1,64}$; generated when omitted. */
+  peerId?: string
+  preset?: 'lowLatency' | 'highQuality' | 'mobileNetwork'
+  stunServers?: string[]
+  /** Objects, or the seed's 'turn:host:port:username:credential' strings. */
+  turnServers?: Array<TurnServer | string>
+  /** 1..=256, default 10. */
+  maxPeers?: number
+  audioCodec?: 'opus'
+  videoCodec?: 'vp8' | 'vp9' | 'h264'
+  /** Open a 'default' channel with every outgoing connection (default true). */
+  enableDataChannel?: boolean
+  dataChannelMode?: DataChannelMode
+  /** 50..=200, default 100. */
+  jitterBufferMs?: number
+  rtcpIntervalMs?: number
+  audioBitrate?: number
+  videoBitrate?: number
+  videoWidth?: number
+  videoHeight?: number
+  videoFramerate?: number
+  /** Dial every peer present when this one announces (full mesh). */
+  autoConnect?: boolean
+  /** IP the peer connections bind to; '0.0.0.0' (default) = every non-loopback interface. */
+  bindAddress?: string
+  connectTimeoutMs?: number
+  signalingTimeoutMs?: number
+  /** Largest message a channel sends, default 256 KiB. */
+  maxMessageSize?: number
+  /** Per-channel bytes in flight before sends wait (backpressure), default 1 MiB. */
+  dataChannelBufferLimit?: number
+  reconnection?: ReconnectionPolicy
+}
+
+export interface PeerAnnouncedEvent { peerId: string; capabilities: string[]; userData: unknown }
+export interface PeerDisconnectedEvent { peerId: string; reason: string }
+export type PeerStateName = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed'
+export interface PeerStateEvent { peerId: string; state: PeerStateName }
+
+export type ChannelMessage =
+  | { kind: 'json'; data: any }
+  | { kind: 'binary'; data: Buffer }
+  | { kind: 'text'; data: string }
+
+export interface ControlMessage {
+  type: 'pipeline-start' | 'pipeline-stop' | 'pipeline-pause'
+  sessionId: string
+  [key: string]: unknown
+}
+
+export interface DataChannelEvents {
+  message: [ChannelMessage]
+  control: [ControlMessage]
+  close: []
+}
+
+export class DataChannel extends EventEmitter<DataChannelEvents> {
+  readonly label: string
+  readonly peerId: string
+  readonly mode: DataChannelMode
+  readonly readyState: 'connecting' | 'open' | 'closed'
+  /** Bytes queued in front of SCTP. */
+  readonly bufferedAmount: number
+  /** Objects go as JSON, strings as text, Buffers/TypedArrays as binary. Resolves once SCTP took it. */
+  send(message: object | string | Buffer | ArrayBufferView | ArrayBuffer): Promise<void>
+  sendControl(control: ControlMessage): Promise<void>
+  close(): Promise<void>
+}
+
+export interface PeerEvents {
+  'data-channel': [DataChannel]
+  state: [PeerStateName]
+  close: []
+}
+
+export class Peer extends EventEmitter<PeerEvents> {
+  readonly peerId: string
+  readonly state: PeerStateName
+  readonly outgoing: boolean
+  /** The 'default' channel opened with an outgoing connection. */
+  readonly defaultChannel: DataChannel | null
+  readonly channels: DataChannel[]
+  createDataChannel(label: string, options?: { mode?: DataChannelMode }): Promise<DataChannel>
+  close(): Promise<void>
+}
+
+export interface TransportEvents {
+  'peer-announced': [PeerAnnouncedEvent]
+  'peer-connected': [Peer]
+  'peer-disconnected': [PeerDisconnectedEvent]
+  'peer-state': [PeerStateEvent]
+  'data-channel': [DataChannel, Peer]
+  'signaling-reconnecting': [{ attempt: number }]
+  'signaling-reconnected': [{}]
+  error: [WebRtcError]
+}
+
+export class WebRtcTransport extends EventEmitter<TransportEvents> {
+  /** Throws WebRtcError ERR_INVALID_CONFIG naming the bad field. */
+  constructor(options: TransportOptions)
+  readonly peerId: string
+  readonly started: boolean
+  readonly config: {
+    signalingUrl: string; peerId: string; maxPeers: number; jitterBufferMs: number
+    enableDataChannel: boolean; dataChannelMode: DataChannelMode; autoConnect: boolean
+    bindAddress: string; videoBitrate: number; audioBitrate: number
+  }
+  start(): Promise<void>
+  connectPeer(peerId: string): Promise<Peer>
+  disconnectPeer(peerId: string): Promise<void>
+  getPeer(peerId: string): Peer
+  listPeers(): string[]
+  listAllPeers(): Array<{ peerId: string; state: PeerStateName }>
+  shutdown(): Promise<void>
+  close(): Promise<void>
+}
+
+export interface SignalingServerOptions {
+  host?: string
+  /** 0 = any free port. */
+  port?: number
+  maxPeers?: number
+  pingIntervalMs?: number
+  /** HTML served at GET /. */
+  httpPage?: string
+}
+
+export class SignalingServer extends EventEmitter<{
+  'peer-announced': [PeerAnnouncedEvent]
+  'peer-left': [{ peerId: string }]
+}> {
+  static listen(options?: SignalingServerOptions): Promise<SignalingServer>
+  readonly url: string
+  readonly port: number
+  readonly peerIds: string[]
+  close(): Promise<void>
+}
+
+type PresetOptions = Omit<TransportOptions, 'preset'>
+export const presets: {
+  lowLatency(options: PresetOptions): TransportOptions
+  highQuality(options: PresetOptions): TransportOptions
+  mobileNetwork(options: PresetOptions): TransportOptions
+}

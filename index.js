@@ -1,0 +1,9 @@
+'use strict'
+const { WebRtcTransport } = require('./js/transport')
+const { SignalingServer } = require('./js/server')
+const { Peer } = require('./js/peer')
+const { DataChannel } = require('./js/channel')
+const { WebRtcError } = require('./js/errors')
+const { presets } = require('./js/presets')
+
+module.exports = { WebRtcTransport, SignalingServer, Peer, DataChannel, WebRtcError, presets }

@@ -1,0 +1,51 @@
+'use strict'
+const { EventEmitter } = require('node:events')
+const { callAsync, invalid } = require('./errors')
+
+// One remote peer. Events: 'data-channel' (channel), 'state' (state), 'close'.
+class Peer extends EventEmitter {
+  constructor(transport, native) {
+    super()
+    this._transport = transport
+    this._native = native
+    this.peerId = native.peerId
+    this._closed = false
+  }
+
+  get state() { return this._closed ? 'closed' : this._native.state }
+  get outgoing() { return this._native.outgoing }
+
+  // The channel opened with an outgoing connection (label 'default'), if any.
+  get defaultChannel() {
+    const n = this._native.defaultChannel()
+    return n ? this._transport._channelFor(n) : null
+  }
+
+  get channels() {
+    return this._native.channels().map((n) => this._transport._channelFor(n))
+  }
+
+  async createDataChannel(label, options = {}) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    if (typeof label !== 'string') throw invalid('ERR_INVALID_DATA', 'label must be a string')
+    const mode = (options && options.mode) || 'reliable'
+    const n = await callAsync(() => this._native.createDataChannel(label, mode))
+    return this._transport._channelFor(n)
+  }
+
+  // Closes the connection (same as transport.disconnectPeer(peer.peerId)).
+  close() {
+    return this._transport.disconnectPeer(this.peerId).catch((e) => {
+      if (e.code !== 'ERR_PEER_NOT_FOUND' && e.code !== 'ERR_SHUT_DOWN') throw e
+    })
+  }
+
+  _markClosed() {
+    if (this._closed) return
+    this._closed = true
+    this.emit('close')
+    this.removeAllListeners()
+  }
+}
+
+module.exports = { Peer }

@@ -1,0 +1,54 @@
+'use strict'
+const { EventEmitter } = require('node:events')
+const native = require('./native')
+const { callAsync, invalid } = require('./errors')
+
+// The JSON-RPC 2.0 signaling server. Events: 'peer-announced', 'peer-left'.
+class SignalingServer extends EventEmitter {
+  constructor(n) {
+    super()
+    this._native = n
+    this._closed = false
+    n.setEventHandler((batch) => {
+      for (const ev of batch) {
+        if (this._closed) return
+        if (ev.kind === 'peer-announced') {
+          this.emit('peer-announced', {
+            peerId: ev.peerId,
+            capabilities: ev.capabilities || [],
+            userData: ev.userData == null ? null : JSON.parse(ev.userData),
+          })
+        } else if (ev.kind === 'peer-left') {
+          this.emit('peer-left', { peerId: ev.peerId })
+        }
+      }
+    })
+  }
+
+  // options: { host = '127.0.0.1', port = 0 (any free port), maxPeers, pingIntervalMs, httpPage }
+  static async listen(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      throw invalid('ERR_INVALID_CONFIG', 'options must be an object')
+    }
+    const { host, port, maxPeers, pingIntervalMs, httpPage } = options
+    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+      throw invalid('ERR_INVALID_CONFIG', `port must be an integer in 0..=65535, got ${port}`)
+    }
+    if (host !== undefined && typeof host !== 'string') throw invalid('ERR_INVALID_CONFIG', 'host must be a string')
+    const n = await callAsync(() => native.NativeSignalingServer.listen({ host, port, maxPeers, pingIntervalMs, httpPage }))
+    return new SignalingServer(n)
+  }
+
+  get url() { return this._native.url }
+  get port() { return this._native.port }
+  get peerIds() { return this._native.peerIds() }
+
+  async close() {
+    if (this._closed) return
+    this._closed = true
+    await callAsync(() => this._native.close())
+    this.removeAllListeners()
+  }
+}
+
+module.exports = { SignalingServer }

@@ -1,0 +1,205 @@
+'use strict'
+const { EventEmitter } = require('node:events')
+const native = require('./native')
+const { callSync, callAsync, invalid } = require('./errors')
+const { Peer } = require('./peer')
+const { DataChannel } = require('./channel')
+
+function checkPeerId(peerId) {
+  if (typeof peerId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(peerId)) {
+    throw invalid('ERR_INVALID_DATA', `peerId must match ^[A-Za-z0-9_-]{1,64}$, got ${JSON.stringify(peerId)}`)
+  }
+}
+
+// One local peer in a mesh of up to `maxPeers` remote peers.
+// Events: 'peer-announced', 'peer-connected' (peer), 'peer-disconnected', 'peer-state',
+// 'data-channel' (channel, peer), 'signaling-reconnecting', 'signaling-reconnected', 'error'.
+class WebRtcTransport extends EventEmitter {
+  constructor(options) {
+    super()
+    if (!options || typeof options !== 'object' || Array.isArray(options)) {
+      throw invalid('ERR_INVALID_CONFIG', 'options must be an object with at least signalingUrl')
+    }
+    if (typeof options.signalingUrl !== 'string') {
+      throw invalid('ERR_INVALID_CONFIG', 'signalingUrl must be a ws:// or wss:// URL string')
+    }
+    this._native = callSync(() => new native.NativeTransport(JSON.stringify(options)))
+    this._peers = new Map()
+    this._channels = new Map()
+    this._closed = false
+    this._native.setEventHandler((batch) => this._onEvents(batch))
+  }
+
+  get peerId() { return this._native.peerId }
+  get config() { return this._native.config }
+  get started() { return this._native.isStarted }
+
+  async start() {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    await callAsync(() => this._native.start())
+  }
+
+  // Resolves with the Peer once connected (and its default data channel open).
+  async connectPeer(peerId) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    checkPeerId(peerId)
+    const n = await callAsync(() => this._native.connectPeer(peerId))
+    return this._peerFor(n)
+  }
+
+  async disconnectPeer(peerId) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    checkPeerId(peerId)
+    await callAsync(() => this._native.disconnectPeer(peerId))
+    this._dropPeer(peerId)
+  }
+
+  getPeer(peerId) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    checkPeerId(peerId)
+    return this._peerFor(callSync(() => this._native.getPeer(peerId)))
+  }
+
+  listPeers() { return this._closed ? [] : this._native.listPeers() }
+  listAllPeers() { return this._closed ? [] : this._native.listAllPeers() }
+
+  // Closes every peer, channel and the signaling socket. Idempotent; no event after it.
+  async shutdown() {
+    if (this._closed) return
+    this._closed = true
+    await callAsync(() => this._native.shutdown())
+    for (const ch of this._channels.values()) ch._markClosed()
+    for (const p of this._peers.values()) p._markClosed()
+    this._channels.clear()
+    this._peers.clear()
+    this.removeAllListeners()
+  }
+
+  close() { return this.shutdown() }
+
+  _peerFor(n) {
+    let p = this._peers.get(n.peerId)
+    if (!p || p._closed) {
+      p = new Peer(this, n)
+      this._peers.set(n.peerId, p)
+    } else {
+      p._native = n
+    }
+    return p
+  }
+
+  _channelFor(n) {
+    let ch = this._channels.get(n.key)
+    if (!ch) {
+      ch = new DataChannel(n)
+      this._channels.set(n.key, ch)
+    }
+    return ch
+  }
+
+  _nativeChannel(peerId, key) {
+    try {
+      return this._native.getPeer(peerId).channel(key)
+    } catch {
+      return null
+    }
+  }
+
+  _dropPeer(peerId) {
+    const p = this._peers.get(peerId)
+    if (!p) return
+    this._peers.delete(peerId)
+    for (const [key, ch] of this._channels) {
+      if (ch.peerId === peerId) {
+        this._channels.delete(key)
+        ch._markClosed()
+      }
+    }
+    p._markClosed()
+  }
+
+  _onEvents(batch) {
+    for (const ev of batch) {
+      if (this._closed) return
+      try {
+        this._onEvent(ev)
+      } catch (e) {
+        // A listener threw: report it without breaking event delivery.
+        process.nextTick(() => { throw e })
+      }
+    }
+  }
+
+  _onEvent(ev) {
+    switch (ev.kind) {
+      case 'peer-announced':
+        this.emit('peer-announced', {
+          peerId: ev.peerId,
+          capabilities: ev.capabilities || [],
+          userData: ev.userData === undefined || ev.userData === null ? null : JSON.parse(ev.userData),
+        })
+        break
+      case 'peer-connected': {
+        let n
+        try { n = this._native.getPeer(ev.peerId) } catch { return }
+        this.emit('peer-connected', this._peerFor(n))
+        break
+      }
+      case 'peer-disconnected':
+        this._dropPeer(ev.peerId)
+        this.emit('peer-disconnected', { peerId: ev.peerId, reason: ev.reason })
+        break
+      case 'peer-state': {
+        this.emit('peer-state', { peerId: ev.peerId, state: ev.state })
+        const p = this._peers.get(ev.peerId)
+        if (p) p.emit('state', ev.state)
+        break
+      }
+      case 'data-channel': {
+        const n = this._nativeChannel(ev.peerId, ev.channelKey)
+        if (!n) return
+        let peer
+        try { peer = this._peerFor(this._native.getPeer(ev.peerId)) } catch { return }
+        const ch = this._channelFor(n)
+        peer.emit('data-channel', ch)
+        this.emit('data-channel', ch, peer)
+        break
+      }
+      case 'message': {
+        let ch = this._channels.get(ev.channelKey)
+        if (!ch) {
+          const n = this._nativeChannel(ev.peerId, ev.channelKey)
+          if (!n) return
+          ch = this._channelFor(n)
+        }
+        ch._deliver(ev)
+        break
+      }
+      case 'channel-close': {
+        const ch = this._channels.get(ev.channelKey)
+        if (ch) {
+          this._channels.delete(ev.channelKey)
+          ch._markClosed()
+        }
+        break
+      }
+      case 'signaling-reconnecting':
+        this.emit('signaling-reconnecting', { attempt: ev.attempt })
+        break
+      case 'signaling-reconnected':
+        this.emit('signaling-reconnected', {})
+        break
+      case 'error':
+        if (this.listenerCount('error') > 0) {
+          const e = invalid(ev.errorCode, ev.errorMessage)
+          e.peerId = ev.peerId ?? null
+          this.emit('error', e)
+        }
+        break
+      default:
+        break
+    }
+  }
+}
+
+module.exports = { WebRtcTransport }

@@ -1,0 +1,70 @@
+use crate::channel::NativeDataChannel;
+use crate::error::js;
+use crate::transport::parse_mode;
+use napi_derive::napi;
+use remotemedia_webrtc::peer::Peer;
+use std::sync::Arc;
+
+#[napi]
+pub struct NativePeer {
+    p: Arc<Peer>,
+}
+
+impl NativePeer {
+    pub fn new(p: Arc<Peer>) -> Self {
+        Self { p }
+    }
+}
+
+#[napi]
+impl NativePeer {
+    #[napi(getter)]
+    pub fn peer_id(&self) -> String {
+        self.p.peer_id().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn state(&self) -> String {
+        self.p.state().as_str().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn outgoing(&self) -> bool {
+        self.p.is_outgoing()
+    }
+
+    #[napi]
+    pub async fn create_data_channel(
+        &self,
+        label: String,
+        mode: String,
+    ) -> napi::Result<NativeDataChannel> {
+        let mode = parse_mode(&mode)?;
+        let ch = self.p.create_data_channel(&label, mode).await.map_err(js)?;
+        Ok(NativeDataChannel::new(ch))
+    }
+
+    /// The channel with this key, if it belongs to this peer.
+    #[napi(catch_unwind)]
+    pub fn channel(&self, key: i64) -> Option<NativeDataChannel> {
+        self.p
+            .channels()
+            .into_iter()
+            .find(|c| c.key() as i64 == key)
+            .map(NativeDataChannel::new)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn channels(&self) -> Vec<NativeDataChannel> {
+        self.p
+            .channels()
+            .into_iter()
+            .map(NativeDataChannel::new)
+            .collect()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn default_channel(&self) -> Option<NativeDataChannel> {
+        self.p.default_channel().map(NativeDataChannel::new)
+    }
+}

@@ -1,0 +1,390 @@
+use crate::error::{invalid_config, js};
+use crate::events::{make_tsfn, spawn_pump, NativeEvent};
+use crate::peer::NativePeer;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use remotemedia_webrtc::config::{
+    parse_turn_spec, DataChannelMode, ReconnectionPolicy, TurnServerConfig, VideoCodec,
+    WebRtcTransportConfig,
+};
+use remotemedia_webrtc::event::TransportEvent;
+use remotemedia_webrtc::WebRtcTransport;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsTurn {
+    #[serde(alias = "urls")]
+    url: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    credential: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsTurnEntry {
+    Spec(String),
+    Full(JsTurn),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsReconnection {
+    max_retries: Option<u32>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    backoff_multiplier: Option<f64>,
+    jitter: Option<bool>,
+}
+
+/// The options object of `new WebRtcTransport(options)`, as JSON from the JS layer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsConfig {
+    signaling_url: String,
+    peer_id: Option<String>,
+    preset: Option<String>,
+    stun_servers: Option<Vec<String>>,
+    turn_servers: Option<Vec<JsTurnEntry>>,
+    max_peers: Option<usize>,
+    audio_codec: Option<String>,
+    video_codec: Option<String>,
+    enable_data_channel: Option<bool>,
+    data_channel_mode: Option<String>,
+    jitter_buffer_ms: Option<u32>,
+    rtcp_interval_ms: Option<u32>,
+    audio_bitrate: Option<u32>,
+    video_bitrate: Option<u32>,
+    video_width: Option<u32>,
+    video_height: Option<u32>,
+    video_framerate: Option<u32>,
+    auto_connect: Option<bool>,
+    bind_address: Option<String>,
+    connect_timeout_ms: Option<u64>,
+    signaling_timeout_ms: Option<u64>,
+    max_message_size: Option<usize>,
+    data_channel_buffer_limit: Option<usize>,
+    reconnection: Option<JsReconnection>,
+}
+
+fn mode(s: &str) -> napi::Result<DataChannelMode> {
+    match s {
+        "reliable" => Ok(DataChannelMode::Reliable),
+        "unreliable" => Ok(DataChannelMode::Unreliable),
+        _ => Err(invalid_config(format!(
+            "dataChannelMode must be 'reliable' or 'unreliable', got '{s}'"
+        ))),
+    }
+}
+
+pub fn parse_mode(s: &str) -> napi::Result<DataChannelMode> {
+    mode(s).map_err(|_| {
+        crate::error::invalid_data(format!(
+            "mode must be 'reliable' or 'unreliable', got '{s}'"
+        ))
+    })
+}
+
+fn to_core(c: JsConfig) -> napi::Result<WebRtcTransportConfig> {
+    let mut cfg = match c.preset.as_deref() {
+        None => WebRtcTransportConfig::new(c.signaling_url),
+        Some("lowLatency") => WebRtcTransportConfig::low_latency_preset(c.signaling_url),
+        Some("highQuality") => WebRtcTransportConfig::high_quality_preset(c.signaling_url),
+        Some("mobileNetwork") => WebRtcTransportConfig::mobile_network_preset(c.signaling_url),
+        Some(p) => {
+            return Err(invalid_config(format!(
+                "preset must be lowLatency, highQuality or mobileNetwork, got '{p}'"
+            )))
+        }
+    };
+    cfg.peer_id = c.peer_id;
+    if let Some(v) = c.stun_servers {
+        cfg.stun_servers = v;
+    }
+    if let Some(v) = c.turn_servers {
+        cfg.turn_servers = v
+            .into_iter()
+            .map(|t| match t {
+                JsTurnEntry::Spec(s) => parse_turn_spec(&s).map_err(js),
+                JsTurnEntry::Full(t) => Ok(TurnServerConfig {
+                    url: t.url,
+                    username: t.username,
+                    credential: t.credential,
+                }),
+            })
+            .collect::<napi::Result<_>>()?;
+    }
+    macro_rules! set {
+        ($($js:ident => $core:ident),*) => { $( if let Some(v) = c.$js { cfg.$core = v; } )* };
+    }
+    set!(max_peers => max_peers, enable_data_channel => enable_data_channel,
+        jitter_buffer_ms => jitter_buffer_ms, rtcp_interval_ms => rtcp_interval_ms,
+        audio_bitrate => audio_bitrate_bps, video_bitrate => video_bitrate_bps,
+        video_width => video_width, video_height => video_height,
+        video_framerate => video_framerate, auto_connect => auto_connect,
+        bind_address => bind_address, connect_timeout_ms => connect_timeout_ms,
+        signaling_timeout_ms => signaling_timeout_ms, max_message_size => max_message_size,
+        data_channel_buffer_limit => data_channel_buffer_limit);
+    if let Some(a) = c.audio_codec {
+        if a != "opus" {
+            return Err(invalid_config(format!(
+                "audioCodec must be 'opus', got '{a}'"
+            )));
+        }
+    }
+    if let Some(v) = c.video_codec {
+        cfg.video_codec = match v.as_str() {
+            "vp8" => VideoCodec::Vp8,
+            "vp9" => VideoCodec::Vp9,
+            "h264" => VideoCodec::H264,
+            _ => {
+                return Err(invalid_config(format!(
+                    "videoCodec must be 'vp8', 'vp9' or 'h264', got '{v}'"
+                )))
+            }
+        };
+    }
+    if let Some(m) = c.data_channel_mode {
+        cfg.data_channel_mode = mode(&m)?;
+    }
+    if let Some(r) = c.reconnection {
+        let d = ReconnectionPolicy::default();
+        cfg.reconnection = ReconnectionPolicy {
+            max_retries: r.max_retries.unwrap_or(d.max_retries),
+            backoff_initial_ms: r.backoff_initial_ms.unwrap_or(d.backoff_initial_ms),
+            backoff_max_ms: r.backoff_max_ms.unwrap_or(d.backoff_max_ms),
+            backoff_multiplier: r.backoff_multiplier.unwrap_or(d.backoff_multiplier),
+            jitter: r.jitter.unwrap_or(d.jitter),
+        };
+    }
+    Ok(cfg)
+}
+
+/// The effective configuration, for JS to read back (`transport.config`).
+#[napi(object)]
+pub struct NativeConfig {
+    pub signaling_url: String,
+    pub peer_id: String,
+    pub max_peers: u32,
+    pub jitter_buffer_ms: u32,
+    pub enable_data_channel: bool,
+    pub data_channel_mode: String,
+    pub auto_connect: bool,
+    pub bind_address: String,
+    pub video_bitrate: u32,
+    pub audio_bitrate: u32,
+}
+
+#[napi(object)]
+pub struct PeerStateEntry {
+    pub peer_id: String,
+    pub state: String,
+}
+
+fn convert(ev: TransportEvent) -> NativeEvent {
+    let mut n = NativeEvent::default();
+    match ev {
+        TransportEvent::PeerAnnounced {
+            peer_id,
+            capabilities,
+            user_data,
+        } => {
+            n.kind = "peer-announced".into();
+            n.peer_id = Some(peer_id);
+            n.capabilities = Some(capabilities);
+            n.user_data = user_data.map(|v| v.to_string());
+        }
+        TransportEvent::PeerConnected { peer_id, outgoing } => {
+            n.kind = "peer-connected".into();
+            n.peer_id = Some(peer_id);
+            n.outgoing = Some(outgoing);
+        }
+        TransportEvent::PeerDisconnected { peer_id, reason } => {
+            n.kind = "peer-disconnected".into();
+            n.peer_id = Some(peer_id);
+            n.reason = Some(reason);
+        }
+        TransportEvent::PeerState { peer_id, state } => {
+            n.kind = "peer-state".into();
+            n.peer_id = Some(peer_id);
+            n.state = Some(state);
+        }
+        TransportEvent::DataChannel { peer_id, channel } => {
+            n.kind = "data-channel".into();
+            n.peer_id = Some(peer_id);
+            n.channel_key = Some(channel.key() as i64);
+        }
+        TransportEvent::ChannelMessage {
+            peer_id,
+            channel,
+            message,
+        } => {
+            use remotemedia_webrtc::channel::MessageKind;
+            n.kind = "message".into();
+            n.peer_id = Some(peer_id);
+            n.channel_key = Some(channel as i64);
+            match message.kind {
+                MessageKind::Binary => {
+                    n.message_kind = Some("binary".into());
+                    n.data = Some(message.data.into());
+                }
+                k => {
+                    n.message_kind = Some(
+                        if k == MessageKind::Json {
+                            "json"
+                        } else {
+                            "text"
+                        }
+                        .into(),
+                    );
+                    n.text = Some(String::from_utf8(message.data).unwrap_or_default());
+                }
+            }
+        }
+        TransportEvent::ChannelClosed { peer_id, channel } => {
+            n.kind = "channel-close".into();
+            n.peer_id = Some(peer_id);
+            n.channel_key = Some(channel as i64);
+        }
+        TransportEvent::SignalingReconnecting { attempt } => {
+            n.kind = "signaling-reconnecting".into();
+            n.attempt = Some(attempt);
+        }
+        TransportEvent::SignalingReconnected => n.kind = "signaling-reconnected".into(),
+        TransportEvent::Error { peer_id, error } => {
+            n.kind = "error".into();
+            n.peer_id = peer_id;
+            n.error_code = Some(error.code().into());
+            n.error_message = Some(error.to_string());
+        }
+    }
+    n
+}
+
+#[napi]
+pub struct NativeTransport {
+    t: WebRtcTransport,
+    closed: Arc<AtomicBool>,
+    events: Mutex<Option<mpsc::Receiver<TransportEvent>>>,
+}
+
+#[napi]
+impl NativeTransport {
+    /// `options_json`: the options object serialized by the JS layer.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(options_json: String) -> napi::Result<Self> {
+        let c: JsConfig = serde_json::from_str(&options_json)
+            .map_err(|e| invalid_config(format!("options: {e}")))?;
+        let t = WebRtcTransport::new(to_core(c)?).map_err(js)?;
+        let events = t.take_events();
+        Ok(Self {
+            t,
+            closed: Arc::new(AtomicBool::new(false)),
+            events: Mutex::new(events),
+        })
+    }
+
+    #[napi(getter)]
+    pub fn peer_id(&self) -> String {
+        self.t.local_peer_id().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn config(&self) -> NativeConfig {
+        let c = self.t.config();
+        NativeConfig {
+            signaling_url: c.signaling_url.clone(),
+            peer_id: self.t.local_peer_id().to_string(),
+            max_peers: c.max_peers as u32,
+            jitter_buffer_ms: c.jitter_buffer_ms,
+            enable_data_channel: c.enable_data_channel,
+            data_channel_mode: match c.data_channel_mode {
+                DataChannelMode::Reliable => "reliable".into(),
+                DataChannelMode::Unreliable => "unreliable".into(),
+            },
+            auto_connect: c.auto_connect,
+            bind_address: c.bind_address.clone(),
+            video_bitrate: c.video_bitrate_bps,
+            audio_bitrate: c.audio_bitrate_bps,
+        }
+    }
+
+    /// Starts delivering events to `cb` (once).
+    #[napi(catch_unwind)]
+    pub fn set_event_handler(&self, cb: Function<Vec<NativeEvent>, ()>) -> napi::Result<()> {
+        let Some(mut rx) = self.events.lock().unwrap().take() else {
+            return Err(crate::error::invalid_data("event handler already set"));
+        };
+        let tsfn = make_tsfn(cb)?;
+        let (tx, out) = mpsc::channel(64);
+        napi::bindgen_prelude::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if tx.send(convert(ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        spawn_pump(out, tsfn, self.closed.clone());
+        Ok(())
+    }
+
+    #[napi]
+    pub async fn start(&self) -> napi::Result<()> {
+        self.t.start().await.map_err(js)
+    }
+
+    #[napi]
+    pub async fn connect_peer(&self, peer_id: String) -> napi::Result<NativePeer> {
+        let p = self.t.connect_peer(&peer_id).await.map_err(js)?;
+        Ok(NativePeer::new(p))
+    }
+
+    #[napi]
+    pub async fn disconnect_peer(&self, peer_id: String) -> napi::Result<()> {
+        self.t.disconnect_peer(&peer_id).await.map_err(js)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_peer(&self, peer_id: String) -> napi::Result<NativePeer> {
+        self.t.get_peer(&peer_id).map(NativePeer::new).map_err(js)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn list_peers(&self) -> Vec<String> {
+        self.t.list_peers()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn list_all_peers(&self) -> Vec<PeerStateEntry> {
+        self.t
+            .list_all_peers()
+            .into_iter()
+            .map(|(peer_id, s)| PeerStateEntry {
+                peer_id,
+                state: s.as_str().into(),
+            })
+            .collect()
+    }
+
+    #[napi(getter)]
+    pub fn is_started(&self) -> bool {
+        self.t.is_started()
+    }
+
+    #[napi(getter)]
+    pub fn is_shut_down(&self) -> bool {
+        self.t.is_shut_down()
+    }
+
+    /// Closes everything; no event is delivered after this resolves. Idempotent.
+    #[napi]
+    pub async fn shutdown(&self) -> napi::Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.t.shutdown().await.map_err(js)
+    }
+}
