@@ -33,7 +33,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -347,9 +347,8 @@ impl Shared {
             .unwrap_or(0);
         let mut out = String::with_capacity(32);
         for salt in [0x9e37_79b9_7f4a_7c15_u64, 0xc2b2_ae3d_27d4_eb4f] {
-            let mut h = self.key_hasher.build_hasher();
-            (salt, n, t, conn, peer_id).hash(&mut h);
-            let _ = write!(out, "{:016x}", h.finish());
+            let h = self.key_hasher.hash_one((salt, n, t, conn, peer_id));
+            let _ = write!(out, "{h:016x}");
         }
         out
     }
@@ -614,7 +613,7 @@ impl Shared {
         let timeout = self.config.offer_timeout;
         let pair = st.pairs.entry(pair_key(&me, &p.to)).or_default();
         pair.sessions
-            .retain(|s| !s.expired(timeout) && !(s.request_id == p.request_id && s.offerer == me));
+            .retain(|s| !(s.expired(timeout) || (s.request_id == p.request_id && s.offerer == me)));
         while pair.sessions.len() >= MAX_SESSIONS_PER_PAIR {
             pair.sessions.pop_front();
         }

@@ -1,0 +1,224 @@
+#!/usr/bin/env node
+'use strict'
+// remotemedia-webrtc serve: the JSON-RPC signaling server, a server-side peer
+// ('remotemedia-server') that answers every client's offer, and a demo page at GET /.
+// Pipelines from the manifest are not run yet: every data channel a client opens is echoed.
+
+const fs = require('node:fs')
+const path = require('node:path')
+const net = require('node:net')
+const { parseArgs } = require('node:util')
+
+const SERVER_PEER_ID = 'remotemedia-server'
+const DEMO_PAGE = path.join(__dirname, '..', 'demo', 'index.html')
+
+const USAGE = `Usage: remotemedia-webrtc serve [options]
+
+Serves the JSON-RPC signaling endpoint at ws://HOST:PORT/ws, a server-side peer
+'${SERVER_PEER_ID}' that answers every client's offer, and a demo page at http://HOST:PORT/.
+
+Options:
+  --host HOST        address to listen on (default 127.0.0.1)
+  --port PORT        port to listen on, 0 = any free port (default 8080)
+  --manifest FILE    pipeline manifest (YAML or JSON); default $WEBRTC_PIPELINE_MANIFEST
+  -h, --help         show this help
+
+Environment:
+  WEBRTC_MAX_PEERS            clients served at once (1..256, default 10)
+  WEBRTC_STUN_SERVERS         comma-separated stun: URLs
+  WEBRTC_TURN_SERVERS         comma-separated turn:host:port:username:credential
+  WEBRTC_ENABLE_DATA_CHANNEL  true/false (default true)
+  WEBRTC_JITTER_BUFFER_MS     50..200 (default 100)
+  WEBRTC_PIPELINE_MANIFEST    manifest used when --manifest is not given
+  RUST_LOG                    log filter of the native core
+`
+
+class UsageError extends Error {}
+
+function fail(code, message, withUsage) {
+  process.stderr.write(`remotemedia-webrtc: ${message}\n`)
+  if (withUsage) process.stderr.write(`\n${USAGE}`)
+  process.exit(code)
+}
+
+function parseCommandLine(argv) {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        host: { type: 'string' },
+        port: { type: 'string' },
+        manifest: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    })
+  } catch (e) {
+    throw new UsageError(e.message)
+  }
+  const { values, positionals } = parsed
+  if (values.help) return { help: true }
+  if (positionals.length === 0) throw new UsageError('missing command (only `serve` exists)')
+  if (positionals[0] !== 'serve') throw new UsageError(`unknown command '${positionals[0]}'`)
+  if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`)
+
+  const host = values.host ?? '127.0.0.1'
+  if (host === '') throw new UsageError('--host must not be empty')
+  let port = 8080
+  if (values.port !== undefined) {
+    if (!/^\d{1,5}$/.test(values.port) || Number(values.port) > 65535) {
+      throw new UsageError(`--port must be an integer in 0..65535, got '${values.port}'`)
+    }
+    port = Number(values.port)
+  }
+  return { help: false, host, port, manifest: values.manifest }
+}
+
+// Environment variables (shared/spec/api.md); flags override them.
+function envConfig(env) {
+  const cfg = {}
+  const int = (name, min, max) => {
+    const v = env[name]
+    if (v === undefined || v.trim() === '') return undefined
+    if (!/^\d+$/.test(v.trim()) || Number(v) < min || Number(v) > max) {
+      throw new UsageError(`${name} must be an integer in ${min}..${max}, got '${v}'`)
+    }
+    return Number(v)
+  }
+  const list = (name) => {
+    const v = env[name]
+    if (v === undefined) return undefined
+    return v.split(',').map((s) => s.trim()).filter(Boolean)
+  }
+  cfg.maxPeers = int('WEBRTC_MAX_PEERS', 1, 256)
+  cfg.jitterBufferMs = int('WEBRTC_JITTER_BUFFER_MS', 50, 200)
+  cfg.stunServers = list('WEBRTC_STUN_SERVERS')
+  cfg.turnServers = list('WEBRTC_TURN_SERVERS')
+  const dc = env.WEBRTC_ENABLE_DATA_CHANNEL
+  if (dc !== undefined && dc.trim() !== '') {
+    const v = dc.trim().toLowerCase()
+    if (['1', 'true', 'yes', 'on'].includes(v)) cfg.enableDataChannel = true
+    else if (['0', 'false', 'no', 'off'].includes(v)) cfg.enableDataChannel = false
+    else throw new UsageError(`WEBRTC_ENABLE_DATA_CHANNEL must be true or false, got '${dc}'`)
+  }
+  cfg.manifest = env.WEBRTC_PIPELINE_MANIFEST || undefined
+  for (const k of Object.keys(cfg)) if (cfg[k] === undefined) delete cfg[k]
+  return cfg
+}
+
+// 'ws://HOST:PORT' with IPv6 literals bracketed; wildcard hosts are reached over loopback.
+function urlHost(host, forConnecting) {
+  if (forConnecting && (host === '0.0.0.0' || host === '::' || host === '[::]')) {
+    host = host === '0.0.0.0' ? '127.0.0.1' : '::1'
+  }
+  return net.isIPv6(host) ? `[${host}]` : host
+}
+
+function echo(channel, peer, log) {
+  channel.on('message', (m) => {
+    // json → the same value as json, text → the same text, binary → the same bytes.
+    channel.send(m.data).catch((e) => {
+      log(`echo to ${peer.peerId}/${channel.label} failed: ${e.code || ''} ${e.message}`)
+    })
+  })
+}
+
+async function serve(opts, env) {
+  const envCfg = envConfig(env)
+  const manifest = opts.manifest ?? envCfg.manifest
+  if (manifest !== undefined) {
+    let st
+    try {
+      st = fs.statSync(manifest)
+    } catch {
+      fail(2, `manifest file not found: ${manifest}`)
+    }
+    if (!st.isFile()) fail(2, `manifest is not a file: ${manifest}`)
+  }
+  let httpPage
+  try {
+    httpPage = fs.readFileSync(DEMO_PAGE, 'utf8')
+  } catch (e) {
+    fail(1, `cannot read the demo page ${DEMO_PAGE}: ${e.message}`)
+  }
+
+  const { SignalingServer, WebRtcTransport } = require('..')
+  const log = (line) => process.stdout.write(`${line}\n`)
+
+  const server = await SignalingServer.listen({ host: opts.host, port: opts.port, httpPage })
+  const port = server.port
+  const signalingUrl = `ws://${urlHost(opts.host, true)}:${port}/ws`
+  const bindAddress = net.isIP(opts.host) && opts.host !== '0.0.0.0' ? opts.host : '0.0.0.0'
+
+  let transport
+  try {
+    transport = new WebRtcTransport({
+      signalingUrl,
+      peerId: SERVER_PEER_ID,
+      bindAddress,
+      maxPeers: envCfg.maxPeers ?? 10,
+      ...(envCfg.stunServers && { stunServers: envCfg.stunServers }),
+      ...(envCfg.turnServers && { turnServers: envCfg.turnServers }),
+      ...(envCfg.enableDataChannel !== undefined && { enableDataChannel: envCfg.enableDataChannel }),
+      ...(envCfg.jitterBufferMs !== undefined && { jitterBufferMs: envCfg.jitterBufferMs }),
+    })
+    transport.on('error', (e) => log(`error${e.peerId ? ` (${e.peerId})` : ''}: ${e.code} ${e.message}`))
+    transport.on('peer-connected', (peer) => log(`peer connected: ${peer.peerId}`))
+    transport.on('peer-disconnected', ({ peerId, reason }) => log(`peer disconnected: ${peerId} (${reason})`))
+    transport.on('data-channel', (channel, peer) => echo(channel, peer, log))
+    await transport.start()
+  } catch (e) {
+    await server.close().catch(() => {})
+    throw e
+  }
+
+  let stopping = false
+  const stop = async (signal) => {
+    if (stopping) return
+    stopping = true
+    log(`${signal}: shutting down`)
+    const force = setTimeout(() => fail(1, 'shutdown took longer than 5 s'), 5000)
+    force.unref()
+    try {
+      await transport.shutdown()
+      await server.close()
+    } catch (e) {
+      fail(1, `shutdown failed: ${e.code || ''} ${e.message}`)
+    }
+    process.exit(0)
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+
+  if (manifest !== undefined) {
+    log(`manifest ${manifest}: pipelines are not run yet; every client gets the loopback behaviour ` +
+      '(each data channel message is echoed back)')
+  } else {
+    log('no manifest: every client gets the loopback behaviour (each data channel message is echoed back)')
+  }
+  const h = urlHost(opts.host, false)
+  log(`remotemedia-webrtc serving http://${h}:${port}/ (signaling ws://${h}:${port}/ws)`)
+}
+
+function main() {
+  let opts
+  try {
+    opts = parseCommandLine(process.argv.slice(2))
+  } catch (e) {
+    if (e instanceof UsageError) fail(2, e.message, true)
+    throw e
+  }
+  if (opts.help) {
+    process.stdout.write(USAGE)
+    return
+  }
+  serve(opts, process.env).catch((e) => {
+    if (e instanceof UsageError) fail(2, e.message, true)
+    if (e.code === 'ERR_INVALID_CONFIG') fail(2, `${e.code}: ${e.message}`)
+    fail(1, `${e.code ? `${e.code}: ` : ''}${e.message}`)
+  })
+}
+
+main()
