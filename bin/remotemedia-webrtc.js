@@ -174,10 +174,14 @@ async function serve(opts, env) {
     throw e
   }
 
+  // The native server and transport hold no reference on Node's event loop (their event
+  // callbacks are weak), so this timer is what keeps the process serving until a signal.
+  const keepAlive = setInterval(() => {}, 1 << 30)
   let stopping = false
   const stop = async (signal) => {
     if (stopping) return
     stopping = true
+    clearInterval(keepAlive)
     log(`${signal}: shutting down`)
     const force = setTimeout(() => fail(1, 'shutdown took longer than 5 s'), 5000)
     force.unref()

@@ -469,11 +469,19 @@ impl WebRtcTransport {
                 Ok(()) => {
                     self.bump();
                     if let Err(e) = peer.start_offer().await {
-                        if self.inner.peers.remove_if(peer_id, &peer) {
-                            self.bump();
+                        let replaced = self
+                            .inner
+                            .peers
+                            .get(peer_id)
+                            .is_some_and(|now| !Arc::ptr_eq(&now, &peer));
+                        if !replaced {
+                            if self.inner.peers.remove_if(peer_id, &peer) {
+                                self.bump();
+                            }
+                            peer.close(None).await;
+                            return Err(e);
                         }
-                        peer.close(None).await;
-                        return Err(e);
+                        // Glare: we yielded to their offer while sending ours; follow theirs.
                     }
                 }
                 Err(Some(_)) => {

@@ -1,0 +1,211 @@
+// `remotemedia-webrtc serve`: the CLI, its echoing server peer, the demo page, and a real Chromium
+// talking to it. Everything stays on 127.0.0.1.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import path from 'node:path'
+
+const require = createRequire(import.meta.url)
+const { WebRtcTransport } = require('../index.js')
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const CLI = path.join(ROOT, 'bin', 'remotemedia-webrtc.js')
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+const READY = /remotemedia-webrtc serving http:\/\/127\.0\.0\.1:(\d+)\/ \(signaling ws:\/\/127\.0\.0\.1:(\d+)\/ws\)/
+
+// Runs the CLI; `exited` resolves with { code, signal }.
+function runCli(args, env = {}) {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const out = { stdout: '', stderr: '' }
+  child.stdout.setEncoding('utf8').on('data', (d) => { out.stdout += d })
+  child.stderr.setEncoding('utf8').on('data', (d) => { out.stderr += d })
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+  return { child, out, exited }
+}
+
+function waitReady(run, timeoutMs = 15000) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const m = READY.exec(run.out.stdout)
+      if (m) {
+        cleanup()
+        resolve(Number(m[1]))
+      }
+    }
+    const timer = setTimeout(() => {
+      cleanup()
+      reject(new Error(`no ready line within ${timeoutMs} ms\nstdout: ${run.out.stdout}\nstderr: ${run.out.stderr}`))
+    }, timeoutMs)
+    const onExit = ({ code, signal }) => {
+      cleanup()
+      reject(new Error(`serve exited early (${code ?? signal})\nstdout: ${run.out.stdout}\nstderr: ${run.out.stderr}`))
+    }
+    function cleanup() {
+      clearTimeout(timer)
+      run.child.stdout.off('data', check)
+    }
+    run.child.stdout.on('data', check)
+    run.exited.then(onExit)
+    check()
+  })
+}
+
+function nextMessage(channel, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no echo within 5 s')), timeoutMs)
+    channel.once('message', (m) => {
+      clearTimeout(timer)
+      resolve(m)
+    })
+  })
+}
+
+async function withTimeout(promise, ms, what) {
+  let timer
+  const t = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms) })
+  try {
+    return await Promise.race([promise, t])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+describe('remotemedia-webrtc serve', () => {
+  let run
+  let port
+  let client
+  let browser
+
+  beforeAll(async () => {
+    run = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--manifest', 'examples/loopback.yaml'])
+    port = await waitReady(run)
+  })
+
+  afterAll(async () => {
+    if (browser) await browser.close().catch(() => {})
+    if (client) await client.shutdown().catch(() => {})
+    if (run && run.child.exitCode === null && run.child.signalCode === null) {
+      run.child.kill('SIGKILL')
+      await run.exited
+    }
+  })
+
+  it('prints the real port and says the loopback behaviour runs', () => {
+    expect(port).toBeGreaterThan(0)
+    expect(run.out.stdout).toMatch(/examples\/loopback\.yaml.*loopback/)
+  })
+
+  it('serves the demo page at GET /', async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/`)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toMatch(/text\/html/)
+    const body = await res.text()
+    expect(body).toBe(readFileSync(path.join(ROOT, 'demo', 'index.html'), 'utf8'))
+  })
+
+  it('echoes json, text and binary to a Node client', async () => {
+    client = new WebRtcTransport({
+      signalingUrl: `ws://127.0.0.1:${port}/ws`,
+      peerId: `node-client-${process.pid}`,
+      bindAddress: '127.0.0.1',
+    })
+    await client.start()
+    const peer = await client.connectPeer('remotemedia-server')
+    const ch = peer.defaultChannel
+    expect(ch).not.toBeNull()
+
+    const json = { hello: 'world', n: 42, list: [1, 2, { deep: true }] }
+    let echoed = nextMessage(ch)
+    await ch.send(json)
+    expect(await echoed).toEqual({ kind: 'json', data: json })
+
+    echoed = nextMessage(ch)
+    await ch.send('plain text ✓')
+    expect(await echoed).toEqual({ kind: 'text', data: 'plain text ✓' })
+
+    const bytes = Buffer.from([0, 1, 2, 127, 128, 254, 255])
+    echoed = nextMessage(ch)
+    await ch.send(bytes)
+    const m = await echoed
+    expect(m.kind).toBe('binary')
+    expect(Buffer.compare(m.data, bytes)).toBe(0)
+
+    await client.shutdown()
+    client = null
+  })
+
+  it('echoes messages to Chromium running the demo page', async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`Chromium not found at ${CHROMIUM}: this test needs Debian's chromium package (apt-get install chromium)`)
+    }
+    const { chromium } = await import('playwright-core')
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+      ],
+    })
+    const page = await browser.newPage()
+    const pageErrors = []
+    page.on('pageerror', (e) => pageErrors.push(e.message))
+    await page.goto(`http://127.0.0.1:${port}/`)
+    try {
+      await page.waitForFunction(() => window.demo && window.demo.state === 'open', null, { timeout: 15000 })
+    } catch (e) {
+      const state = await page.evaluate(() => window.demo && window.demo.state).catch(() => '?')
+      const log = await page.evaluate(() => document.getElementById('log').innerText).catch(() => '?')
+      throw new Error(`demo data channel never opened (state ${state}); page log:\n${log}\n` +
+        `page errors: ${pageErrors.join('; ')}\nserve stdout: ${run.out.stdout}\nserve stderr: ${run.out.stderr}`)
+    }
+    const texts = ['hello', 'hello again', 'hello ✓ 3']
+    for (const text of texts) {
+      const echo = await withTimeout(page.evaluate((t) => window.demo.send(t), text), 5000, `echo of '${text}'`)
+      expect(echo.text).toBe(text)
+      expect(echo.rttMs).toBeGreaterThanOrEqual(0)
+    }
+    const echoes = await page.evaluate(() => window.demo.echoes.map((e) => e.text))
+    expect(echoes).toEqual(texts)
+    expect(pageErrors).toEqual([])
+    await browser.close()
+    browser = null
+  })
+
+  it('exits 0 on SIGTERM', async () => {
+    run.child.kill('SIGTERM')
+    const { code, signal } = await withTimeout(run.exited, 10000, 'exit after SIGTERM')
+    expect({ code, signal }).toEqual({ code: 0, signal: null })
+  })
+})
+
+describe('remotemedia-webrtc command line errors', () => {
+  it('rejects a missing manifest file with exit code 2', async () => {
+    const r = runCli(['serve', '--port', '0', '--manifest', 'examples/does-not-exist.yaml'])
+    const { code } = await withTimeout(r.exited, 10000, 'exit')
+    expect(code).toBe(2)
+    expect(r.out.stderr).toMatch(/manifest file not found: examples\/does-not-exist\.yaml/)
+    expect(r.out.stdout).not.toMatch(READY)
+  })
+
+  it('rejects an unknown flag with exit code 2 and the usage', async () => {
+    const r = runCli(['serve', '--no-such-flag'])
+    const { code } = await withTimeout(r.exited, 10000, 'exit')
+    expect(code).toBe(2)
+    expect(r.out.stderr).toMatch(/Usage: remotemedia-webrtc serve/)
+  })
+
+  it('prints the usage for --help and exits 0', async () => {
+    const r = runCli(['--help'])
+    const { code } = await withTimeout(r.exited, 10000, 'exit')
+    expect(code).toBe(0)
+    expect(r.out.stdout).toMatch(/Usage: remotemedia-webrtc serve/)
+  })
+})

@@ -1,0 +1,109 @@
+//! Transports through the real signaling server on loopback, driven from Rust.
+
+use remotemedia_webrtc::channel::{ChannelMessage, MessageKind};
+use remotemedia_webrtc::event::TransportEvent;
+use remotemedia_webrtc::signaling::server::{ServerConfig, SignalingServer};
+use remotemedia_webrtc::{WebRtcTransport, WebRtcTransportConfig};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+async fn server() -> SignalingServer {
+    SignalingServer::bind(ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn transport(
+    url: &str,
+    id: &str,
+) -> (WebRtcTransport, mpsc::Receiver<TransportEvent>) {
+    let t = WebRtcTransport::new(
+        WebRtcTransportConfig::new(url)
+            .with_peer_id(id)
+            .with_bind_address("127.0.0.1"),
+    )
+    .unwrap();
+    let rx = t.take_events().unwrap();
+    t.start().await.unwrap();
+    (t, rx)
+}
+
+async fn next_message(rx: &mut mpsc::Receiver<TransportEvent>) -> ChannelMessage {
+    let wait = async {
+        while let Some(ev) = rx.recv().await {
+            if let TransportEvent::ChannelMessage { message, .. } = ev {
+                return message;
+            }
+        }
+        panic!("event stream ended")
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("no message in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_exchange_messages() {
+    let s = server().await;
+    let (a, _ea) = transport(&s.url(), "rust-a").await;
+    let (b, mut eb) = transport(&s.url(), "rust-b").await;
+    let peer = a.connect_peer("rust-b").await.unwrap();
+    assert!(peer.is_ready());
+    let ch = peer.default_channel().expect("default channel");
+    ch.send(ChannelMessage::text("hi")).await.unwrap();
+    let m = next_message(&mut eb).await;
+    assert_eq!(m.kind, MessageKind::Text);
+    assert_eq!(m.as_text(), Some("hi"));
+    assert_eq!(a.list_peers(), vec!["rust-b".to_string()]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_dials_end_in_one_connection_both_sides_resolve() {
+    let s = server().await;
+    let (a, mut ea) = transport(&s.url(), "glare-a").await;
+    let (b, mut eb) = transport(&s.url(), "glare-b").await;
+    let (ra, rb) = tokio::join!(a.connect_peer("glare-b"), b.connect_peer("glare-a"));
+    let pa = ra.expect("a's dial resolves");
+    let pb = rb.expect("b's dial resolves");
+    assert_eq!(a.list_peers(), vec!["glare-b".to_string()]);
+    assert_eq!(b.list_peers(), vec!["glare-a".to_string()]);
+    // One connection: exactly one side made the offer that was answered.
+    assert_ne!(pa.is_outgoing(), pb.is_outgoing());
+    let (sender, receiver_events) = if pa.is_outgoing() {
+        (pa, &mut eb)
+    } else {
+        (pb, &mut ea)
+    };
+    let ch = sender.default_channel().unwrap();
+    ch.send(ChannelMessage::binary(vec![1, 2, 3])).await.unwrap();
+    let m = next_message(receiver_events).await;
+    assert_eq!(m.data, vec![1, 2, 3]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_event_stream_and_is_idempotent() {
+    let s = server().await;
+    let (a, mut ea) = transport(&s.url(), "end-a").await;
+    let (b, _eb) = transport(&s.url(), "end-b").await;
+    a.connect_peer("end-b").await.unwrap();
+    a.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while ea.recv().await.is_some() {}
+    })
+    .await;
+    assert!(drained.is_ok(), "event stream must end after shutdown");
+    assert!(a.connect_peer("end-b").await.is_err());
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
