@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 30000,
     // Two cores: suites that open many peer connections or a browser run one file at a time.
     fileParallelism: false,
+    reporters: ['default', 'json'],
+    outputFile: { json: 'target/vitest-results.json' },
   },
 })

@@ -157,6 +157,12 @@ describe('remotemedia-webrtc serve', () => {
     const page = await browser.newPage()
     const pageErrors = []
     page.on('pageerror', (e) => pageErrors.push(e.message))
+    const framesIn = []
+    const framesOut = []
+    page.on('websocket', (ws) => {
+      ws.on('framereceived', (f) => framesIn.push(JSON.parse(f.payload)))
+      ws.on('framesent', (f) => framesOut.push(JSON.parse(f.payload)))
+    })
     await page.goto(`http://127.0.0.1:${port}/`)
     try {
       await page.waitForFunction(() => window.demo && window.demo.state === 'open', null, { timeout: 15000 })
@@ -175,6 +181,14 @@ describe('remotemedia-webrtc serve', () => {
     const echoes = await page.evaluate(() => window.demo.echoes.map((e) => e.text))
     expect(echoes).toEqual(texts)
     expect(pageErrors).toEqual([])
+    // The signaling went as the protocol says: no JSON-RPC errors, candidates both ways.
+    expect(framesIn.filter((f) => f.error)).toEqual([])
+    expect(framesIn.some((f) => f.method === 'peer.answer')).toBe(true)
+    expect(framesIn.some((f) => f.method === 'peer.ice_candidate' && f.params.candidate)).toBe(true)
+    const sent = () => framesOut.filter((f) => f.method === 'peer.ice_candidate')
+    expect(sent().some((f) => f.params.candidate)).toBe(true)
+    // Gathering ends with an end-of-candidates "" (it may finish after the channel opened).
+    await expect.poll(() => sent().at(-1).params.candidate, { timeout: 10000 }).toBe('')
     await browser.close()
     browser = null
   })

@@ -320,3 +320,35 @@ describe('limits and errors', () => {
     await b.shutdown()
   })
 })
+
+describe('signaling client', () => {
+  it('reconnects with backoff and re-announces when the signaling server comes back', async () => {
+    const first = await withServer()
+    const port = first.port
+    const t = await transport(first, uid('rc'), {
+      reconnection: { maxRetries: 20, backoffInitialMs: 50, backoffMaxMs: 200, jitter: false },
+    })
+    try {
+      const reconnecting = once(t, 'signaling-reconnecting')
+      await first.close()
+      expect((await reconnecting).attempt).toBeGreaterThanOrEqual(1)
+      const second = await lib.SignalingServer.listen({ host: '127.0.0.1', port })
+      try {
+        const announced = once(second, 'peer-announced', (e) => e.peerId === t.peerId)
+        await once(t, 'signaling-reconnected')
+        await announced
+        expect(second.peerIds).toContain(t.peerId)
+        // And it is usable again: another peer can dial it.
+        const other = await transport(second, uid('rc2'))
+        const p = await other.connectPeer(t.peerId)
+        expect(p.state).toBe('connected')
+        await other.shutdown()
+      } finally {
+        await t.shutdown()
+        await second.close()
+      }
+    } finally {
+      await t.shutdown()
+    }
+  })
+})

@@ -9,3 +9,14 @@ mod events;
 mod peer;
 mod server;
 mod transport;
+
+/// Logs of the Rust side go to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=remotemedia_webrtc=debug`).
+#[napi_derive::module_init]
+fn init() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}

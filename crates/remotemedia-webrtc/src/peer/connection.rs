@@ -188,6 +188,17 @@ impl PeerConnectionEventHandler for Handler {
                 })
                 .await;
         }
+        if st == PeerState::Connected {
+            // SCTP and the first channel follow within milliseconds; never boost much longer
+            // (the remote may open no channel at all).
+            let weak = Arc::downgrade(&self.shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(s) = weak.upgrade() {
+                    s.release_boost();
+                }
+            });
+        }
         let _ = s.setup.notices.send(if st.is_terminal() {
             PeerNotice::Ended {
                 peer_id: s.setup.remote_id.clone(),
