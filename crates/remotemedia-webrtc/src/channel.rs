@@ -17,6 +17,25 @@ use webrtc::data_channel::{DataChannel as RtcDataChannel, DataChannelEvent, RTCD
 pub const MAX_SEND_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+static LIVE_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Reader and writer tasks of data channels still running in this process (a leak check).
+pub fn live_channel_tasks() -> usize {
+    LIVE_TASKS.load(Ordering::SeqCst)
+}
+
+struct TaskCount;
+impl TaskCount {
+    fn new() -> Self {
+        LIVE_TASKS.fetch_add(1, Ordering::SeqCst);
+        TaskCount
+    }
+}
+impl Drop for TaskCount {
+    fn drop(&mut self) {
+        LIVE_TASKS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// How a received message is to be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +220,7 @@ impl DataChannel {
     /// Hands queued messages to SCTP in order; ends when the channel closes (failing whatever
     /// is still queued), so no task outlives its channel.
     async fn write_loop(self, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+        let _count = TaskCount::new();
         let mut state = self.inner.open.subscribe();
         loop {
             let next = tokio::select! {
@@ -236,6 +256,7 @@ impl DataChannel {
     }
 
     async fn read_loop(self, events: Arc<EventSink>, remote: bool) {
+        let _count = TaskCount::new();
         let peer_id = self.inner.peer_id.clone();
         while let Some(ev) = self.inner.dc.poll().await {
             match ev {

@@ -17,10 +17,7 @@ async fn server() -> SignalingServer {
     .unwrap()
 }
 
-async fn transport(
-    url: &str,
-    id: &str,
-) -> (WebRtcTransport, mpsc::Receiver<TransportEvent>) {
+async fn transport(url: &str, id: &str) -> (WebRtcTransport, mpsc::Receiver<TransportEvent>) {
     let t = WebRtcTransport::new(
         WebRtcTransportConfig::new(url)
             .with_peer_id(id)
@@ -82,7 +79,9 @@ async fn simultaneous_dials_end_in_one_connection_both_sides_resolve() {
         (pb, &mut ea)
     };
     let ch = sender.default_channel().unwrap();
-    ch.send(ChannelMessage::binary(vec![1, 2, 3])).await.unwrap();
+    ch.send(ChannelMessage::binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
     let m = next_message(receiver_events).await;
     assert_eq!(m.data, vec![1, 2, 3]);
     a.shutdown().await.unwrap();
