@@ -19,7 +19,7 @@ import { ndcOpenPair, rmOpenPair, w3cOpenPair, WERIFT_CONFIG } from './peers.mjs
 const PAIRS = Math.max(1, Number(process.env.BENCH_PAIRS ?? 50))
 const WARMUP = Math.max(0, Number(process.env.BENCH_WARMUP ?? 3))
 const LIB_BUDGET_MS = 120_000 // per library; a library that is slower stops early (and says so)
-const MAX_FAILURES = 10
+const MAX_FAILURES = 5
 
 const stopDeadline = processDeadline(9 * 60_000, 'connect.mjs')
 ensureBenchDeps()

@@ -5,7 +5,7 @@
 // onA / onB (replaceable message handlers for the A and B ends) and close().
 import { isLoopbackCandidate, now, withTimeout } from './common.mjs'
 
-const FIRST_MESSAGE_TIMEOUT_MS = 10_000
+const FIRST_MESSAGE_TIMEOUT_MS = 5_000
 
 let rmSeq = 0
 
@@ -174,5 +174,9 @@ export async function w3cOpenPair(RTCPeerConnection, config = {}) {
   }
 }
 
-// werift binds ICE to 127.0.0.1 only and skips IPv6.
-export const WERIFT_CONFIG = { iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } }
+// werift: bind ICE sockets to 127.0.0.1, advertise 127.0.0.1 as a host address, skip IPv6.
+export const WERIFT_CONFIG = {
+  iceUseIpv6: false,
+  iceInterfaceAddresses: { udp4: '127.0.0.1' },
+  iceAdditionalHostAddresses: ['127.0.0.1'],
+}

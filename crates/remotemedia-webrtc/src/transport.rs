@@ -106,7 +106,8 @@ impl WebRtcTransport {
         &self.inner.peer_id
     }
 
-    /// The event stream; can be taken once.
+    /// The event stream; can be taken once, before [`start`](Self::start). A transport whose
+    /// events were not taken by then discards them (so nothing waits on an unread queue).
     pub fn take_events(&self) -> Option<mpsc::Receiver<TransportEvent>> {
         self.inner.events_rx.lock().unwrap().take()
     }
@@ -146,6 +147,8 @@ impl WebRtcTransport {
                 _ => return Err(Error::AlreadyStarted),
             }
         }
+        // Nobody took the events: drop the receiver so emitting never waits on it.
+        drop(self.inner.events_rx.lock().unwrap().take());
         let cfg = &self.inner.config;
         let mut caps = vec![Capability::Audio, Capability::Video];
         if cfg.enable_data_channel {

@@ -57,3 +57,36 @@ async fn disconnect_ends_every_channel_task() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untaken_events_never_stall_a_transport() {
+    use remotemedia_webrtc::channel::ChannelMessage;
+    let s = server().await;
+    // Neither transport's events are taken: 6 MB in 3000 messages, far past the 1024-event
+    // queue and the SCTP windows, must not block.
+    let (a, _) = transport(&s.url(), "quiet-a").await;
+    let (b, _) = transport(&s.url(), "quiet-b").await;
+    let p = a.connect_peer("quiet-b").await.unwrap();
+    let ch = p.default_channel().unwrap();
+    let sends = async {
+        for i in 0..3000u32 {
+            let mut m = vec![0u8; 2048];
+            m[..4].copy_from_slice(&i.to_le_bytes());
+            ch.send(ChannelMessage::binary(m)).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), sends)
+        .await
+        .expect("sends stalled");
+    // b is still responsive: a second channel opens.
+    let extra = p
+        .create_data_channel(
+            "after",
+            remotemedia_webrtc::config::DataChannelMode::Reliable,
+        )
+        .await;
+    assert!(extra.is_ok());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
