@@ -144,6 +144,9 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   listAllPeers(): Array<{ peerId: string; state: PeerStateName }>
   shutdown(): Promise<void>
   close(): Promise<void>
+  /** A started transport keeps Node running until shutdown(), like a socket; unref() lets it exit. */
+  unref(): this
+  ref(): this
 }
 
 export interface SignalingServerOptions {
@@ -165,6 +168,9 @@ export class SignalingServer extends EventEmitter<{
   readonly port: number
   readonly peerIds: string[]
   close(): Promise<void>
+  /** A listening server keeps Node running until close(), like net.Server; unref() lets it exit. */
+  unref(): this
+  ref(): this
 }
 
 type PresetOptions = Omit<TransportOptions, 'preset'>

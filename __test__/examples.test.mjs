@@ -56,4 +56,25 @@ describe('process lifetime', () => {
     expect(r.signal).toBeNull()
     expect(Date.now() - t0).toBeLessThan(15000)
   })
+
+  it('a listening server and a started transport keep Node alive until closed or unref()d', () => {
+    const lib = JSON.stringify(path.join(root, 'index.js'))
+    const open = `
+      const { SignalingServer, WebRtcTransport } = require(${lib})
+      ;(async () => {
+        const s = await SignalingServer.listen({ port: 0 })
+        const t = new WebRtcTransport({ signalingUrl: s.url, peerId: 'k' })
+        await t.start()
+        if (process.argv[1] === 'unref') { s.unref(); t.unref() }
+        console.log('up')
+      })()
+    `
+    const kept = spawnSync(process.execPath, ['-e', open, 'ref'], { timeout: 2000, encoding: 'utf8' })
+    expect(kept.stdout.trim()).toBe('up')
+    expect(kept.signal).toBe('SIGTERM') // still running when the timeout killed it
+    const gone = spawnSync(process.execPath, ['-e', open, 'unref'], { timeout: 10000, encoding: 'utf8' })
+    expect(gone.stdout.trim()).toBe('up')
+    expect(gone.status).toBe(0)
+    expect(gone.signal).toBeNull()
+  })
 })

@@ -2,6 +2,7 @@
 const { EventEmitter } = require('node:events')
 const native = require('./native')
 const { callAsync, invalid } = require('./errors')
+const { KeepAlive } = require('./keepalive')
 
 // The JSON-RPC 2.0 signaling server. Events: 'peer-announced', 'peer-left'.
 class SignalingServer extends EventEmitter {
@@ -9,6 +10,7 @@ class SignalingServer extends EventEmitter {
     super()
     this._native = n
     this._closed = false
+    this._keepAlive = new KeepAlive()
     n.setEventHandler((batch) => {
       for (const ev of batch) {
         if (this._closed) return
@@ -43,9 +45,14 @@ class SignalingServer extends EventEmitter {
   get port() { return this._native.port }
   get peerIds() { return this._native.peerIds() }
 
+  // A listening server keeps Node running until close(), like net.Server; unref() lets it exit.
+  unref() { this._keepAlive.unref(); return this }
+  ref() { this._keepAlive.ref(); return this }
+
   async close() {
     if (this._closed) return
     this._closed = true
+    this._keepAlive.release()
     await callAsync(() => this._native.close())
     this.removeAllListeners()
   }

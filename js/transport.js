@@ -4,6 +4,7 @@ const native = require('./native')
 const { callSync, callAsync, invalid } = require('./errors')
 const { Peer } = require('./peer')
 const { DataChannel } = require('./channel')
+const { KeepAlive } = require('./keepalive')
 
 function checkPeerId(peerId) {
   if (typeof peerId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(peerId)) {
@@ -37,7 +38,14 @@ class WebRtcTransport extends EventEmitter {
   async start() {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
     await callAsync(() => this._native.start())
+    this._keepAlive = new KeepAlive()
+    if (this._unrefd) this._keepAlive.unref()
   }
+
+  // A started transport keeps Node running until shutdown(), like a socket; unref() lets the
+  // process exit while it is still connected, ref() undoes that.
+  unref() { this._unrefd = true; this._keepAlive?.unref(); return this }
+  ref() { this._unrefd = false; this._keepAlive?.ref(); return this }
 
   // Resolves with the Peer once connected (and its default data channel open).
   async connectPeer(peerId) {
@@ -67,6 +75,7 @@ class WebRtcTransport extends EventEmitter {
   async shutdown() {
     if (this._closed) return
     this._closed = true
+    this._keepAlive?.release()
     await callAsync(() => this._native.shutdown())
     for (const ch of this._channels.values()) ch._markClosed()
     for (const p of this._peers.values()) p._markClosed()

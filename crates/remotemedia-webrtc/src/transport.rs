@@ -258,8 +258,19 @@ impl WebRtcTransport {
     async fn on_signaling(&self, ev: SignalingEvent) {
         match ev {
             SignalingEvent::Notification { method, params } => {
+                let from = params
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 if let Err(e) = self.on_notification(&method, params).await {
                     tracing::warn!("signaling notification {method}: {e}");
+                    self.inner
+                        .events
+                        .emit(TransportEvent::Error {
+                            peer_id: from,
+                            error: e,
+                        })
+                        .await;
                 }
             }
             SignalingEvent::Reconnecting { attempt } => {
@@ -408,7 +419,23 @@ impl WebRtcTransport {
                 .await;
             return Ok(());
         }
-        let peer = Peer::new(self.setup(&p.from, false, signaling)).await?;
+        let peer = match Peer::new(self.setup(&p.from, false, signaling.clone())).await {
+            Ok(peer) => peer,
+            Err(e) => {
+                // Tell the offerer at once rather than leave it waiting.
+                let _ = signaling.notify(
+                    protocol::DISCONNECT,
+                    &DisconnectParams {
+                        from: self.inner.peer_id.clone(),
+                        to: p.from.clone(),
+                        reason: DisconnectReason::Error,
+                        details: Some(e.to_string()),
+                        request_id: Some(p.request_id),
+                    },
+                );
+                return Err(e);
+            }
+        };
         match self.inner.peers.insert(peer.clone()) {
             Ok(()) => {
                 peer.signal(offer);

@@ -106,3 +106,50 @@ async fn shutdown_ends_the_event_stream_and_is_idempotent() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_that_cannot_be_answered_is_refused_back_to_the_offerer() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = server().await;
+    let (t, mut events) = transport(&s.url(), "answerer").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.url()).await.unwrap();
+    let announce = r#"{"jsonrpc":"2.0","id":1,"method":"peer.announce","params":{"peer_id":"raw","capabilities":["data"]}}"#;
+    ws.send(Message::Text(announce.into())).await.unwrap();
+    let offer = r#"{"jsonrpc":"2.0","id":2,"method":"peer.offer","params":{"from":"raw","to":"answerer","sdp":"v=0 this is not sdp","can_trickle_ice_candidates":true,"request_id":"r1"}}"#;
+    ws.send(Message::Text(offer.into())).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["method"] == "peer.disconnected" {
+                    return v;
+                }
+            }
+        }
+        panic!("socket closed")
+    })
+    .await
+    .expect("the offerer must be told");
+    assert_eq!(refused["params"]["from"], "answerer");
+    assert_eq!(refused["params"]["reason"], "error");
+    // The transport reported it and holds no half-made peer.
+    let err = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(ev) = events.recv().await {
+            if let TransportEvent::Error { peer_id, error } = ev {
+                return (peer_id, error);
+            }
+        }
+        panic!("no error event")
+    })
+    .await
+    .unwrap();
+    assert_eq!(err.0.as_deref(), Some("raw"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !t.list_all_peers().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(t.list_all_peers().is_empty());
+    t.shutdown().await.unwrap();
+    s.close().await;
+}

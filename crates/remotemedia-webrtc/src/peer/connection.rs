@@ -10,6 +10,7 @@ use crate::signaling::client::SignalingClient;
 use crate::signaling::protocol::{
     self, DisconnectParams, DisconnectReason, IceCandidateParams, SdpParams,
 };
+use rtc::ice::mdns::MulticastDnsMode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection as RtcPeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
     RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
 };
 
 /// Label of the channel opened with every outgoing connection when data channels are enabled.
@@ -149,7 +151,9 @@ impl PeerConnectionEventHandler for Handler {
             to: s.setup.remote_id.clone(),
             candidate: init.candidate,
             sdp_m_line_index: init.sdp_mline_index,
-            sdp_mid: init.sdp_mid,
+            // webrtc-rs fills in "" for the mid; an empty mid names no section, so send none
+            // and let the index speak.
+            sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()),
             user_fragment: init.username_fragment,
             password: None,
             request_id: n.request_id.clone(),
@@ -295,9 +299,16 @@ impl Peer {
             setup_boost: Mutex::new(Some(runtime.boost())),
             created_at: Instant::now(),
         });
+        // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
+        // still reach us), and its multicast socket cannot even be opened in a network without
+        // a multicast route (a loopback-only namespace), which would fail every connection.
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
         let bind = format!("{}:0", config.bind_address);
         let pc = PeerConnectionBuilder::new()
             .with_configuration(rtc_config)
+            .with_setting_engine(settings)
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_runtime(runtime.clone())
@@ -373,6 +384,7 @@ impl Peer {
             if peer.is_closed() {
                 break;
             }
+            let is_offer = matches!(sig, Signal::Offer { .. });
             let r = match sig {
                 Signal::Offer { sdp, request_id } => peer.accept_offer(sdp, request_id).await,
                 Signal::Answer { sdp, request_id } => peer.accept_answer(sdp, request_id).await,
@@ -388,6 +400,14 @@ impl Peer {
                         error: e,
                     })
                     .await;
+                if is_offer && peer.state() != PeerState::Connected {
+                    // We cannot answer: tell the offerer and let the transport drop us.
+                    peer.close(Some(DisconnectReason::Error)).await;
+                    let _ = peer.shared.setup.notices.send(PeerNotice::Ended {
+                        peer_id: peer.peer_id().to_string(),
+                        state: PeerState::Failed,
+                    });
+                }
             }
         }
     }
