@@ -396,25 +396,13 @@ impl WebRtcTransport {
             self.bump();
             return Ok(());
         }
-        if self.inner.peers.check_capacity(&p.from).is_err() {
-            let _ = signaling.notify(
-                protocol::DISCONNECT,
-                &DisconnectParams {
-                    from: self.inner.peer_id.clone(),
-                    to: p.from.clone(),
-                    reason: DisconnectReason::Error,
-                    details: Some(format!(
-                        "max peers ({}) reached",
-                        self.inner.peers.max_peers()
-                    )),
-                    request_id: Some(p.request_id),
-                },
-            );
+        if let Err(e) = self.inner.peers.check_capacity(&p.from) {
+            self.refuse_offer(&signaling, &p.from, &p.request_id, &e);
             self.inner
                 .events
                 .emit(TransportEvent::Error {
                     peer_id: Some(p.from),
-                    error: Error::MaxPeers(self.inner.peers.max_peers()),
+                    error: e,
                 })
                 .await;
             return Ok(());
@@ -422,17 +410,7 @@ impl WebRtcTransport {
         let peer = match Peer::new(self.setup(&p.from, false, signaling.clone())).await {
             Ok(peer) => peer,
             Err(e) => {
-                // Tell the offerer at once rather than leave it waiting.
-                let _ = signaling.notify(
-                    protocol::DISCONNECT,
-                    &DisconnectParams {
-                        from: self.inner.peer_id.clone(),
-                        to: p.from.clone(),
-                        reason: DisconnectReason::Error,
-                        details: Some(e.to_string()),
-                        request_id: Some(p.request_id),
-                    },
-                );
+                self.refuse_offer(&signaling, &p.from, &p.request_id, &e);
                 return Err(e);
             }
         };
@@ -450,6 +428,21 @@ impl WebRtcTransport {
             }
         }
         Ok(())
+    }
+
+    /// Tells an offerer at once that its offer will not be answered, rather than leave it
+    /// waiting for its timeout.
+    fn refuse_offer(&self, signaling: &SignalingClient, to: &str, request_id: &str, why: &Error) {
+        let _ = signaling.notify(
+            protocol::DISCONNECT,
+            &DisconnectParams {
+                from: self.inner.peer_id.clone(),
+                to: to.to_string(),
+                reason: DisconnectReason::Error,
+                details: Some(why.to_string()),
+                request_id: Some(request_id.to_string()),
+            },
+        );
     }
 
     async fn on_notice(&self, n: PeerNotice) {

@@ -1,33 +1,12 @@
 //! Transports through the real signaling server on loopback, driven from Rust.
 
+mod common;
+use common::{eventually, quiet_transport, server, transport};
+
 use remotemedia_webrtc::channel::{ChannelMessage, MessageKind};
 use remotemedia_webrtc::event::TransportEvent;
-use remotemedia_webrtc::signaling::server::{ServerConfig, SignalingServer};
-use remotemedia_webrtc::{WebRtcTransport, WebRtcTransportConfig};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-async fn server() -> SignalingServer {
-    SignalingServer::bind(ServerConfig {
-        host: "127.0.0.1".into(),
-        port: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-async fn transport(url: &str, id: &str) -> (WebRtcTransport, mpsc::Receiver<TransportEvent>) {
-    let t = WebRtcTransport::new(
-        WebRtcTransportConfig::new(url)
-            .with_peer_id(id)
-            .with_bind_address("127.0.0.1"),
-    )
-    .unwrap();
-    let rx = t.take_events().unwrap();
-    t.start().await.unwrap();
-    (t, rx)
-}
 
 async fn next_message(rx: &mut mpsc::Receiver<TransportEvent>) -> ChannelMessage {
     let wait = async {
@@ -145,11 +124,40 @@ async fn an_offer_that_cannot_be_answered_is_refused_back_to_the_offerer() {
     .await
     .unwrap();
     assert_eq!(err.0.as_deref(), Some("raw"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while !t.list_all_peers().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(t.list_all_peers().is_empty());
+    assert!(eventually(Duration::from_secs(2), || t.list_all_peers().is_empty()).await);
     t.shutdown().await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untaken_events_never_stall_a_transport() {
+    use remotemedia_webrtc::channel::ChannelMessage;
+    let s = server().await;
+    // Neither transport's events are taken: 6 MB in 3000 messages, far past the 1024-event
+    // queue and the SCTP windows, must not block.
+    let a = quiet_transport(&s.url(), "quiet-a").await;
+    let b = quiet_transport(&s.url(), "quiet-b").await;
+    let p = a.connect_peer("quiet-b").await.unwrap();
+    let ch = p.default_channel().unwrap();
+    let sends = async {
+        for i in 0..3000u32 {
+            let mut m = vec![0u8; 2048];
+            m[..4].copy_from_slice(&i.to_le_bytes());
+            ch.send(ChannelMessage::binary(m)).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), sends)
+        .await
+        .expect("sends stalled");
+    // b is still responsive: a second channel opens.
+    let extra = p
+        .create_data_channel(
+            "after",
+            remotemedia_webrtc::config::DataChannelMode::Reliable,
+        )
+        .await;
+    assert!(extra.is_ok());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
     s.close().await;
 }
