@@ -105,6 +105,18 @@ describe('two transports through the signaling server', () => {
     expect((await msg).data).toBe('still fine')
   })
 
+  it('carries messages up to maxMessageSize (256 KiB), past SCTP\'s 64 KiB default', async () => {
+    const ch = a.getPeer(b.peerId).defaultChannel
+    const remote = b.getPeer(a.peerId).channels.find((c) => c.label === 'default')
+    const big = Buffer.alloc(256 * 1024)
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff
+    const got = once(remote, 'message')
+    await ch.send(big)
+    const m = await got
+    expect(m.kind).toBe('binary')
+    expect(Buffer.compare(m.data, big)).toBe(0)
+  })
+
   it('applies backpressure: the send queue is bounded and what it accepted arrives in order', async () => {
     const ch = await a.getPeer(b.peerId).createDataChannel('bulk')
     const remote = await until(() => b.getPeer(a.peerId).channels.find((c) => c.label === 'bulk'))

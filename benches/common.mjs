@@ -1,7 +1,7 @@
 // Shared helpers for the benchmarks in this folder: installing the comparison libraries,
 // statistics, markdown tables, time limits and process figures. Loopback only: every peer
 // connection made here binds to, or is only given candidates on, 127.0.0.1.
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
@@ -112,6 +112,19 @@ export function procCounts() {
   }
 }
 
+// Host-wide UDP datagrams dropped because a socket's receive buffer was full (Linux
+// /proc/net/snmp Udp RcvbufErrors; null elsewhere). Only this benchmark uses UDP here.
+export function udpRcvbufErrors() {
+  try {
+    const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:'))
+    const names = lines[0].trim().split(/\s+/)
+    const values = lines[1].trim().split(/\s+/)
+    return Number(values[names.indexOf('RcvbufErrors')])
+  } catch {
+    return null
+  }
+}
+
 export const isLoopbackCandidate = (c) => / 127\.0\.0\.1 /.test(c)
 
 // A promise with its resolve/reject exposed.
@@ -122,4 +135,42 @@ export function deferred() {
     reject = rej
   })
   return { promise, resolve, reject }
+}
+
+// Runs `node [nodeArgs] script args` and resolves with the JSON object on the last line of its
+// stdout ({ error } if it crashed, printed nothing parseable, or ran past timeoutMs). Each
+// library is measured in its own process: native addons of different WebRTC stacks loaded into
+// one process can clash (OpenSSL, usrsctp), and one crash must not take the others with it.
+export function runJsonChild(script, args, { nodeArgs = [], timeoutMs = 300_000 } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...nodeArgs, script, ...args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let out = ''
+    child.stdout.on('data', (d) => { out += d })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      const line = out.trim().split('\n').pop() ?? ''
+      try {
+        resolve(JSON.parse(line))
+      } catch {
+        resolve({ error: `child process ended with ${signal ?? `exit code ${code}`} without a result` })
+      }
+    })
+  })
+}
+
+// Child side of runJsonChild: prints the result (or { error }) as one JSON line, then exits.
+export async function childMain(fn, timeoutMs) {
+  const stop = processDeadline(timeoutMs, 'child')
+  let out
+  try {
+    out = await fn()
+  } catch (e) {
+    out = { error: e && e.message ? e.message : String(e) }
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`)
+  stop()
+  process.exit(0)
 }

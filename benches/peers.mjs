@@ -50,6 +50,9 @@ export async function rmOpenPair(rm, server, options = {}) {
       ch.on('message', (m) => pair.onB(m))
     })
     await withTimeout(Promise.all([a.start(), b.start()]), FIRST_MESSAGE_TIMEOUT_MS, 'transport start')
+    // a's peer-state changes, ms after connectPeer() was called ('connected' = ICE + DTLS up).
+    pair.states = {}
+    a.on('peer-state', (e) => { pair.states[e.state] ??= now() - t0 })
     const t0 = now()
     const peer = await withTimeout(a.connectPeer(ids[1]), FIRST_MESSAGE_TIMEOUT_MS, 'connectPeer')
     const tResolved = now()
@@ -89,10 +92,27 @@ export async function ndcOpenPair(ndc) {
     pcB.close()
   }
   try {
-    pcA.onLocalDescription((sdp, type) => pcB.setRemoteDescription(sdp, type))
-    pcB.onLocalDescription((sdp, type) => pcA.setRemoteDescription(sdp, type))
-    pcA.onLocalCandidate((c, mid) => { if (isLoopbackCandidate(c)) pcB.addRemoteCandidate(c, mid) })
-    pcB.onLocalCandidate((c, mid) => { if (isLoopbackCandidate(c)) pcA.addRemoteCandidate(c, mid) })
+    // libdatachannel's callbacks arrive on separate thread-safe functions, so a candidate can
+    // overtake its description; adding it first aborts the process. Hold candidates until the
+    // receiving side has its remote description.
+    const side = (pc) => ({ pc, ready: false, held: [] })
+    const A = side(pcA)
+    const B = side(pcB)
+    const give = (to, c, mid) => {
+      if (closed || !isLoopbackCandidate(c)) return
+      if (to.ready) to.pc.addRemoteCandidate(c, mid)
+      else to.held.push([c, mid])
+    }
+    const describe = (to, sdp, type) => {
+      if (closed) return
+      to.pc.setRemoteDescription(sdp, type)
+      to.ready = true
+      for (const [c, mid] of to.held.splice(0)) to.pc.addRemoteCandidate(c, mid)
+    }
+    pcA.onLocalDescription((sdp, type) => describe(B, sdp, type))
+    pcB.onLocalDescription((sdp, type) => describe(A, sdp, type))
+    pcA.onLocalCandidate((c, mid) => give(B, c, mid))
+    pcB.onLocalCandidate((c, mid) => give(A, c, mid))
     let firstAt = 0
     const first = new Promise((resolve) => {
       pair.onB = (m) => {

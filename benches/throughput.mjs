@@ -1,26 +1,29 @@
 // Data-channel throughput (reliable, ordered, binary), echo round-trip time and memory per
-// connected idle peer, remotemedia-webrtc next to node-datachannel, loopback only.
+// connected idle peer, remotemedia-webrtc next to node-datachannel, loopback only. Every
+// measurement runs in a child process of its own, one library per process.
 //
 //   throughput  one connected pair per library; A sends BENCH_TOTAL_MIB (default 64) MiB in
 //               16 KiB and then 64 KiB binary messages, B counts bytes (and checks the sequence
 //               number each message carries). Clock: first send → last byte counted at B.
-//               remotemedia-webrtc: at most SEND_WINDOW send() promises outstanding (the
-//               library's own per-channel buffer limit, 1 MiB by default, applies behind them).
-//               node-datachannel: sends while bufferedAmount ≤ 1 MiB, then waits for
-//               onBufferedAmountLow (threshold 256 KiB).
+//               remotemedia-webrtc: at most SEND_WINDOW send() promises outstanding (each
+//               resolves once SCTP took the message; the library's 1 MiB per-channel SCTP
+//               buffer limit applies behind them). node-datachannel: sends while
+//               bufferedAmount ≤ 1 MiB, then waits for onBufferedAmountLow (256 KiB).
 //   echo RTT    1000 sequential round trips of a small JSON message on the same pair.
-//   memory      a child process (node --expose-gc) opens N=50 connected pairs (100 peers) and
-//               reports (RSS after − RSS before) / 2N after GC; remotemedia-webrtc's signaling
-//               server runs in this (parent) process, so it is not counted.
+//   memory      a child (node --expose-gc) opens N=50 connected pairs (100 peers) and reports
+//               (RSS with pairs − RSS before) / 2N after GC, idle CPU, and RSS / fds / threads
+//               after closing them and after two more open/close rounds. remotemedia-webrtc's
+//               signaling server runs in the parent process, so it is not counted.
 //
-// Usage: node benches/throughput.mjs   (env BENCH_TOTAL_MIB, BENCH_RUNS=3, BENCH_RTT=1000,
-//        BENCH_MEM_PAIRS=50; `--child memory <lib> <signalingUrl>` is the internal child mode)
-import { spawn } from 'node:child_process'
+// Usage: node benches/throughput.mjs   (env BENCH_TOTAL_MIB=64, BENCH_RUNS=3, BENCH_RTT=1000,
+//        BENCH_MEM_PAIRS=50). Internal child modes: --child throughput <lib>,
+//        --child memory <lib> <signalingUrl>.
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import {
-  deferred, ensureBenchDeps, fmt, loadOptional, loadRemotemedia, machineInfo, markdownTable,
-  now, procCounts, processDeadline, sleep, stats, withTimeout,
+  childMain, deferred, ensureBenchDeps, fmt, loadOptional, loadRemotemedia, machineInfo,
+  markdownTable, now, procCounts, processDeadline, runJsonChild, sleep, stats, udpRcvbufErrors,
+  withTimeout,
 } from './common.mjs'
 import { ndcOpenPair, rmOpenPair } from './peers.mjs'
 
@@ -30,6 +33,7 @@ const TOTAL = Math.max(1, Number(process.env.BENCH_TOTAL_MIB ?? 64)) * MiB
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3))
 const RTT_ROUNDS = Math.max(1, Number(process.env.BENCH_RTT ?? 1000))
 const MEM_PAIRS = Math.max(1, Number(process.env.BENCH_MEM_PAIRS ?? 50))
+const MEM_EXTRA_ROUNDS = 2
 const SIZES = [16 * KiB, 64 * KiB]
 const SEND_WINDOW = 64
 const NDC_HIGH_WATER = 1 * MiB
@@ -133,7 +137,7 @@ const rssBytes = () => process.memoryUsage().rss
 
 async function memoryChild(lib, url) {
   if (typeof global.gc !== 'function') throw new Error('run with node --expose-gc')
-  let open, extra = {}
+  let open
   if (lib === 'remotemedia-webrtc') {
     const rm = loadRemotemedia()
     const server = { url } // the signaling server runs in the parent process
@@ -164,29 +168,64 @@ async function memoryChild(lib, url) {
   await sleep(1000)
   await gcSettle()
   const closed = { rss: rssBytes(), ...procCounts() }
-  return { lib, pairs: pairs.length, peers: 2 * pairs.length, base, loaded, closed, idleCpuPct, ...extra }
+  // Two more rounds of opening and closing the same number of pairs: RSS that keeps growing
+  // round after round is a leak, RSS that stays at the first round's level is allocator reuse.
+  const rounds = []
+  for (let k = 0; k < MEM_EXTRA_ROUNDS; k++) {
+    const more = []
+    for (let i = 0; i < MEM_PAIRS && now() - t0 < 100_000; i++) more.push(await open())
+    for (const p of more) await p.close()
+    await sleep(1000)
+    await gcSettle()
+    rounds.push({ rss: rssBytes(), ...procCounts() })
+  }
+  return { lib, pairs: pairs.length, peers: 2 * pairs.length, base, loaded, closed, rounds, idleCpuPct }
 }
 
-function runChild(lib, url) {
-  return new Promise((resolve) => {
-    const script = fileURLToPath(import.meta.url)
-    const child = spawn(process.execPath, ['--expose-gc', script, '--child', 'memory', lib, url ?? '-'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    })
-    let out = ''
-    child.stdout.on('data', (d) => { out += d })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 150_000)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      const line = out.trim().split('\n').pop() ?? ''
-      try {
-        const r = JSON.parse(line)
-        resolve(r.error ? { error: r.error } : r)
-      } catch {
-        resolve({ error: `child exited with ${code}: ${out.slice(-300)}` })
+// ---- throughput + echo child ----------------------------------------------------------------------
+
+async function throughputChild(lib) {
+  let open, run, echo, version = ''
+  let server = null
+  if (lib === 'remotemedia-webrtc') {
+    const rm = loadRemotemedia()
+    server = await rm.SignalingServer.listen({ host: '127.0.0.1', port: 0 })
+    open = () => rmOpenPair(rm, server)
+    run = rmThroughput
+    echo = rmEcho
+  } else if (lib === 'node-datachannel') {
+    const m = loadOptional('node-datachannel')
+    if (m.error) return { error: `not available: ${m.error}` }
+    version = m.version
+    open = () => ndcOpenPair(m.mod)
+    run = ndcThroughput
+    echo = ndcEcho
+  } else throw new Error(`unknown lib ${lib}`)
+  const out = { version, sizes: {}, notes: [] }
+  let pair
+  try {
+    pair = await open()
+    for (const size of SIZES) {
+      const r = { mbps: [], disorder: 0, drops: null }
+      const drops0 = udpRcvbufErrors()
+      for (let k = 0; k < RUNS; k++) {
+        const x = await run(pair, size, TOTAL)
+        r.mbps.push(x.mbps)
+        r.disorder += x.disorder
       }
-    })
-  })
+      if (drops0 !== null) r.drops = udpRcvbufErrors() - drops0
+      out.sizes[size] = r
+      process.stderr.write(`[throughput] ${lib} ${size / KiB} KiB: ${r.mbps.map((x) => fmt(x)).join(', ')} MB/s, UDP rcvbuf drops ${r.drops}\n`)
+    }
+    out.rtt = await echo(pair)
+    if (pair.errors?.length) out.notes.push(`transport errors: ${pair.errors.join('; ')}`)
+  } catch (err) {
+    out.error = err.message
+  } finally {
+    await pair?.close()
+    await server?.close()
+  }
+  return out
 }
 
 // ---- main ---------------------------------------------------------------------------------------
@@ -194,109 +233,84 @@ function runChild(lib, url) {
 async function main() {
   const stopDeadline = processDeadline(9 * 60_000, 'throughput.mjs')
   ensureBenchDeps()
-  const rm = loadRemotemedia()
-  const ndc = loadOptional('node-datachannel')
-  const server = await rm.SignalingServer.listen({ host: '127.0.0.1', port: 0 })
+  const script = fileURLToPath(import.meta.url)
+  const LIBS = ['remotemedia-webrtc', 'node-datachannel']
+  const HOW = {
+    'remotemedia-webrtc': `window of ${SEND_WINDOW} send() promises (+ the library's 1 MiB SCTP buffer)`,
+    'node-datachannel': 'bufferedAmount ≤ 1 MiB, then wait for onBufferedAmountLow (256 KiB)',
+  }
   const tput = []
   const rtt = []
   const notes = []
-
-  const libs = [
-    ['remotemedia-webrtc', () => rmOpenPair(rm, server), rmThroughput, rmEcho,
-      `window of ${SEND_WINDOW} send() promises (+ library's 1 MiB channel buffer)`],
-  ]
-  if (ndc.error) {
-    tput.push(['node-datachannel', `not available: ${ndc.error}`, '—', '—', ''])
-  } else {
-    libs.push([`node-datachannel ${ndc.version}`, () => ndcOpenPair(ndc.mod), ndcThroughput, ndcEcho,
-      'bufferedAmount ≤ 1 MiB, onBufferedAmountLow at 256 KiB'])
-  }
-
-  const byLib = {}
-  for (const [name, open, run, echo, how] of libs) {
-    let pair
-    try {
-      pair = await open()
-      for (const size of SIZES) {
-        const r = []
-        let disorder = 0
-        for (let k = 0; k < RUNS; k++) {
-          const x = await run(pair, size, TOTAL)
-          r.push(x.mbps)
-          disorder += x.disorder
-        }
-        const s = stats(r)
-        ;(byLib[size] ??= {})[name] = s.p50
-        tput.push([name, `${size / KiB} KiB`, fmt(s.p50), `${fmt(s.min)}–${fmt(s.max)}`, how])
-        if (disorder) notes.push(`${name}: ${disorder} messages arrived out of order at ${size / KiB} KiB`)
-        process.stderr.write(`[throughput] ${name} ${size / KiB} KiB: ${r.map((x) => fmt(x)).join(', ')} MB/s\n`)
-      }
-      const e = await echo(pair)
-      rtt.push([name, String(e.n), fmt(e.p50, 3), fmt(e.p95, 3), fmt(e.min, 3), fmt(e.max, 3)])
-      process.stderr.write(`[throughput] ${name} echo RTT p50 ${fmt(e.p50, 3)} ms\n`)
-      if (pair.errors?.length) notes.push(`${name} transport errors: ${pair.errors.join('; ')}`)
-    } catch (err) {
-      notes.push(`${name}: failed: ${err.message}`)
-      process.stderr.write(`[throughput] ${name} failed: ${err.stack}\n`)
-    } finally {
-      await pair?.close()
+  const median = {}
+  for (const lib of LIBS) {
+    const r = await runJsonChild(script, ['--child', 'throughput', lib], { timeoutMs: 240_000 })
+    const name = r.version ? `${lib} ${r.version}` : lib
+    if (r.error && !r.sizes) {
+      tput.push([name, '—', '—', '—', '—', `**${r.error}**`])
+      continue
     }
+    if (r.error) notes.push(`${name}: failed part-way: ${r.error}`)
+    for (const n of r.notes ?? []) notes.push(`${name}: ${n}`)
+    for (const size of SIZES) {
+      const x = r.sizes[size]
+      if (!x) continue
+      const s = stats(x.mbps)
+      ;(median[size] ??= {})[lib] = s.p50
+      tput.push([name, `${size / KiB} KiB`, fmt(s.p50), `${fmt(s.min)}–${fmt(s.max)}`, x.drops ?? '—', HOW[lib]])
+      if (x.disorder) notes.push(`${name}: ${x.disorder} messages arrived out of order at ${size / KiB} KiB`)
+    }
+    if (r.rtt) rtt.push([name, String(r.rtt.n), fmt(r.rtt.p50, 3), fmt(r.rtt.p95, 3), fmt(r.rtt.min, 3), fmt(r.rtt.max, 3)])
   }
 
-  // Memory per connected idle peer, each library in its own child process.
+  // Memory per connected idle peer, each library in its own child process; remotemedia-webrtc's
+  // signaling server runs here, in the parent, so that its per-peer state is not counted.
+  const rm = loadRemotemedia()
+  const server = await rm.SignalingServer.listen({ host: '127.0.0.1', port: 0 })
   const mem = []
-  for (const lib of ['remotemedia-webrtc', ...(ndc.error ? [] : ['node-datachannel'])]) {
-    const r = await runChild(lib, lib === 'remotemedia-webrtc' ? server.url : null)
+  for (const lib of LIBS) {
+    const r = await runJsonChild(script, ['--child', 'memory', lib, server.url],
+      { nodeArgs: ['--expose-gc'], timeoutMs: 150_000 })
     if (r.error) {
-      mem.push([lib, '—', '—', '—', '—', '—', `failed: ${r.error}`])
+      mem.push([lib, '—', '—', '—', '—', '—', `**${r.error}**`])
       continue
     }
     const MB = 1e6
     const perPeer = (r.loaded.rss - r.base.rss) / r.peers / MB
+    const after = [r.closed, ...r.rounds]
     mem.push([
-      lib, String(r.peers), fmt(r.base.rss / MB), fmt(r.loaded.rss / MB), fmt(perPeer, 2),
-      fmt(r.idleCpuPct, 1),
-      `after close: RSS ${fmt(r.closed.rss / MB)} MB, fds ${r.base.fds} → ${r.loaded.fds} → ${r.closed.fds}, threads ${r.base.threads} → ${r.loaded.threads} → ${r.closed.threads}`,
+      lib, String(r.peers), fmt(r.base.rss / MB), fmt(r.loaded.rss / MB), fmt(perPeer, 2), fmt(r.idleCpuPct, 1),
+      `RSS ${after.map((x) => fmt(x.rss / MB)).join(' → ')} MB; fds ${r.base.fds} → ${r.loaded.fds} → ${after.map((x) => x.fds).join(' → ')}; threads ${r.base.threads} → ${r.loaded.threads} → ${after.map((x) => x.threads).join(' → ')}`,
     ])
     process.stderr.write(`[memory] ${lib}: ${fmt(perPeer, 2)} MB per peer\n`)
   }
   await server.close()
 
   console.log(`\n## Data-channel throughput, reliable ordered, loopback — ${machineInfo()}\n`)
-  console.log(`${TOTAL / MiB} MiB per run, ${RUNS} runs per size on one connected pair; MB/s = 10^6 bytes/s from the first send to the last byte counted at the receiver.\n`)
-  console.log(markdownTable(['library', 'message', 'MB/s (median)', 'min–max', 'sender flow control'], tput))
+  console.log(`${TOTAL / MiB} MiB per run, ${RUNS} runs per message size on one connected pair, each library in its own process; MB/s = 10^6 bytes/s from the first send to the last byte counted at the receiver.\n`)
+  console.log(markdownTable(['library', 'message', 'MB/s (median)', 'min–max', 'UDP rcvbuf drops', 'sender flow control'], tput))
+  console.log('\nUDP rcvbuf drops: datagrams the kernel dropped because a receiving socket\'s buffer was full, over all runs of the row (/proc/net/snmp Udp RcvbufErrors, host-wide).')
   for (const size of SIZES) {
-    const v = byLib[size] ?? {}
-    const ours = v['remotemedia-webrtc']
-    const theirs = Object.entries(v).find(([k]) => k.startsWith('node-datachannel'))?.[1]
-    if (ours !== undefined && theirs !== undefined) {
-      console.log(`\n${size / KiB} KiB: remotemedia-webrtc / node-datachannel = ${fmt(ours / theirs, 2)} (goal ≥ 1.00 at 64 KiB)`)
+    const v = median[size] ?? {}
+    if (v['remotemedia-webrtc'] !== undefined && v['node-datachannel'] !== undefined) {
+      console.log(`\n${size / KiB} KiB: remotemedia-webrtc / node-datachannel = ${fmt(v['remotemedia-webrtc'] / v['node-datachannel'], 2)}${size === 64 * KiB ? ' (goal ≥ 1.00)' : ''}`)
     }
   }
   console.log(`\n## Echo round trip, small JSON message, ${RTT_ROUNDS} sequential round trips after 50 warm-up (ms)\n`)
   console.log(markdownTable(['library', 'round trips', 'p50', 'p95', 'min', 'max'], rtt))
   console.log(`\n## Memory per connected idle peer (${MEM_PAIRS} pairs = ${2 * MEM_PAIRS} peers in one process, node --expose-gc)\n`)
-  console.log('RSS before = after one warm-up pair was opened and closed; RSS with pairs = after 2 s idle and GC; per peer = delta / peers; goal < 2 MB per peer. Idle CPU = % of one core over 3 s with all pairs connected and idle.\n')
-  console.log(markdownTable(['library', 'peers', 'RSS before (MB)', 'RSS with pairs (MB)', 'per peer (MB)', 'idle CPU %', 'leak check'], mem))
+  console.log('RSS before = after one warm-up pair was opened and closed; RSS with pairs = after 2 s idle and GC; per peer = (with − before) / peers; goal < 2 MB per peer. Idle CPU = % of one core over 3 s with all pairs connected and idle. Last column: after closing all pairs, then after each of two more rounds that open and close as many pairs again.\n')
+  console.log(markdownTable(['library', 'peers', 'RSS before (MB)', 'RSS with pairs (MB)', 'per peer (MB)', 'idle CPU %', 'after closing (round 1 → 2 → 3)'], mem))
   if (notes.length) {
     console.log('')
     for (const n of notes) console.log(`- ${n}`)
   }
   stopDeadline()
-  process.exit(0)
 }
 
 if (process.argv[2] === '--child') {
-  const stop = processDeadline(140_000, 'memory child')
-  let out
-  try {
-    out = await memoryChild(process.argv[4], process.argv[5])
-  } catch (e) {
-    out = { error: e.message }
-  }
-  process.stdout.write(`${JSON.stringify(out)}\n`)
-  stop()
-  process.exit(0)
+  const [, , , kind, lib, url] = process.argv
+  await childMain(() => (kind === 'memory' ? memoryChild(lib, url) : throughputChild(lib)), 220_000)
 } else {
   await main()
 }

@@ -239,7 +239,13 @@ impl DataChannel {
                 }
             };
             self.inner.queued.fetch_sub(len, Ordering::SeqCst);
-            let r = r.map_err(|e| Error::ConnectionFailed(format!("data channel send: {e}")));
+            let r = r.map_err(|e| match e {
+                // Larger than the remote side accepts (its SDP max-message-size).
+                webrtc::error::Error::ErrOutboundPacketTooLarge => Error::InvalidData(format!(
+                    "message of {len} bytes is larger than the remote peer accepts"
+                )),
+                e => Error::ConnectionFailed(format!("data channel send: {e}")),
+            });
             if let Some(done) = done {
                 let _ = done.send(r);
             }

@@ -11,6 +11,7 @@ use crate::signaling::protocol::{
     self, DisconnectParams, DisconnectReason, IceCandidateParams, SdpParams,
 };
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -302,8 +303,15 @@ impl Peer {
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
         // still reach us), and its multicast socket cannot even be opened in a network without
         // a multicast route (a loopback-only namespace), which would fail every connection.
+        // The SCTP window follows the socket buffer the kernel grants (see `peer::udp`), and the
+        // SDP advertises the message size this transport accepts.
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message_size as u32))
+            .with_sctp_max_receive_buffer_size(super::udp::sctp_window(
+                super::udp::granted_recv_buffer(),
+                config.max_message_size,
+            ))
             .build();
         let bind = format!("{}:0", config.bind_address);
         let pc = PeerConnectionBuilder::new()

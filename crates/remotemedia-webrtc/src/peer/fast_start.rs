@@ -84,6 +84,8 @@ impl Runtime for FastStartRuntime {
         self.inner.spawn_reactor(pool, future)
     }
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        // Every peer socket passes here: size its buffers (see `peer::udp`).
+        super::udp::tune(&socket);
         self.inner.wrap_udp_socket(socket)
     }
     fn wrap_tcp_listener(

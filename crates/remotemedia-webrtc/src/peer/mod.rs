@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod fast_start;
 pub mod manager;
+pub mod udp;
 
 pub use connection::{Peer, PeerState};
 pub use manager::PeerManager;
