@@ -56,7 +56,10 @@ mod tests {
         // Plenty of buffer: webrtc-rs's default window.
         assert_eq!(sctp_window(8 * 1024 * 1024, 256 * 1024), 1024 * 1024);
         // Messages larger than the default window still fit.
-        assert_eq!(sctp_window(8 * 1024 * 1024, 4 * 1024 * 1024), 4 * 1024 * 1024);
+        assert_eq!(
+            sctp_window(8 * 1024 * 1024, 4 * 1024 * 1024),
+            4 * 1024 * 1024
+        );
     }
 
     #[test]
