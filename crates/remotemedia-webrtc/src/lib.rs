@@ -4,8 +4,10 @@ pub mod channel;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod media;
 pub mod peer;
 pub mod signaling;
+pub mod sync;
 pub mod transport;
 
 pub use config::WebRtcTransportConfig;

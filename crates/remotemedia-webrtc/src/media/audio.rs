@@ -36,7 +36,10 @@ pub struct AudioEncoderConfig {
     /// Encoder complexity 0 (fastest) – 10 (best).
     pub complexity: u8,
     /// In-band forward error correction: each packet also carries a low-bitrate copy of the
-    /// previous one, which the receiver decodes when that one is lost.
+    /// previous one, which the receiver decodes when that one is lost. Off by default: FEC
+    /// lives in Opus's SILK layer, so it keeps the encoder in SILK/hybrid mode, which costs
+    /// ~4.7x the encode time of the CELT mode it would pick otherwise (measured here, 20 ms
+    /// mono at 64 kb/s, complexity 10: 230 µs with FEC, 48 µs without).
     pub fec: bool,
     /// Discontinuous transmission: near-empty packets (≤ 2 bytes) during silence.
     pub dtx: bool,
@@ -49,7 +52,7 @@ impl Default for AudioEncoderConfig {
             channels: 1,
             bitrate: 64_000,
             complexity: 10,
-            fec: true,
+            fec: false,
             dtx: false,
         }
     }
@@ -155,7 +158,7 @@ impl FrameDuration {
             )));
         }
         let ch = channels as usize;
-        if len % ch == 0 {
+        if len.is_multiple_of(ch) {
             let per_channel = len / ch;
             if let Some(d) = Self::ALL
                 .into_iter()
@@ -283,9 +286,15 @@ mod tests {
             }
         }
         // Odd lengths can't be interleaved stereo; 960 values of stereo are 10 ms.
-        assert!(matches!(stereo.frame_duration(1921), Err(Error::InvalidData(_))));
+        assert!(matches!(
+            stereo.frame_duration(1921),
+            Err(Error::InvalidData(_))
+        ));
         assert_eq!(stereo.frame_duration(960).unwrap(), FrameDuration::Ms10);
-        assert!(matches!(FrameDuration::from_millis(30), Err(Error::InvalidData(_))));
+        assert!(matches!(
+            FrameDuration::from_millis(30),
+            Err(Error::InvalidData(_))
+        ));
         assert!(matches!(
             FrameDuration::from_len(960, 44_100, 1),
             Err(Error::InvalidData(_))
@@ -299,6 +308,6 @@ mod tests {
         assert_eq!(c.channels, 2);
         assert_eq!(c.bitrate, 32_000);
         assert_eq!(c.complexity, 10);
-        assert!(c.fec);
+        assert!(!c.fec && !c.dtx);
     }
 }

@@ -18,8 +18,9 @@ pub mod codec;
 pub mod video;
 
 pub use crate::config::VideoCodec;
-pub use audio::{AudioEncoderConfig, FrameDuration, OPUS_SAMPLE_RATE};
+pub use audio::{AudioEncoderConfig, FrameDuration, Pcm, OPUS_SAMPLE_RATE};
 pub use codec::{
-    EncodedVideoFrame, OpusDecoder, OpusEncoder, VideoDecoder, VideoEncoder, VideoEncoderTuning,
+    libopus_version, libvpx_version, EncodedVideoFrame, OpusDecoder, OpusEncoder, VideoDecoder,
+    VideoEncoder, VideoEncoderTuning, MAX_OPUS_FRAME_SAMPLES, MAX_OPUS_PACKET,
 };
-pub use video::{I420Buffer, I420Frame, VideoEncoderConfig};
+pub use video::{i420_len, psnr_y, I420Buffer, I420Frame, VideoEncoderConfig};

@@ -53,7 +53,7 @@ impl Default for VideoEncoderConfig {
 impl VideoEncoderConfig {
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [("width", self.width), ("height", self.height)] {
-            if v < 2 || v > MAX_DIMENSION || v % 2 != 0 {
+            if !(2..=MAX_DIMENSION).contains(&v) || !v.is_multiple_of(2) {
                 return Err(Error::InvalidConfig(format!(
                     "{name} must be even and 2..={MAX_DIMENSION}, got {v}"
                 )));
@@ -98,7 +98,7 @@ pub fn check_dimensions(width: u32, height: u32) -> Result<()> {
             "I420 frame dimensions must be non-zero, got {width}x{height}"
         )));
     }
-    if width % 2 != 0 || height % 2 != 0 {
+    if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         return Err(Error::InvalidData(format!(
             "I420 frame dimensions must be even, got {width}x{height}"
         )));
@@ -291,24 +291,31 @@ impl I420Buffer {
         })
     }
 
-    /// A moving test pattern for frame `index`: diagonal luma gradient, chroma gradients and a
-    /// bright square that moves 4 px right and 2 px down per frame (wrapping). Deterministic.
+    /// A moving test pattern for frame `index`: diagonal luma gradient with a fine texture that
+    /// pans 2 px per frame (so the encoder has real detail and motion to code), chroma gradients
+    /// and a bright checkered square that moves 4 px right and 2 px down per frame (wrapping).
+    /// Deterministic.
     pub fn test_pattern(width: u32, height: u32, index: u32) -> Result<Self> {
         let mut buf = Self::black(width, height)?;
         let (w, h) = (width as usize, height as usize);
         let t = index as usize;
         let side = (w.min(h) / 4).max(2) & !1;
-        let sx = (t * 4) % w.saturating_sub(side).max(1) & !1;
-        let sy = (t * 2) % h.saturating_sub(side).max(1) & !1;
+        let sx = ((t * 4) % w.saturating_sub(side).max(1)) & !1;
+        let sy = ((t * 2) % h.saturating_sub(side).max(1)) & !1;
         let (y, u, v) = buf.planes_mut();
         for r in 0..h {
             let row = &mut y[r * w..(r + 1) * w];
             for (c, px) in row.iter_mut().enumerate() {
                 let inside = c >= sx && c < sx + side && r >= sy && r < sy + side;
                 *px = if inside {
-                    235
+                    if ((c - sx) / 8 + (r - sy) / 8).is_multiple_of(2) {
+                        235
+                    } else {
+                        180
+                    }
                 } else {
-                    (16 + ((c * 160 / w + r * 60 / h + t) % 200)) as u8
+                    let texture = (texture_noise(c + 2 * t, r) % 10) as usize;
+                    (16 + ((c * 160 / w + r * 60 / h + t) % 190) + texture) as u8
                 };
             }
         }
@@ -384,6 +391,14 @@ impl I420Buffer {
     pub fn from_frame(frame: &I420Frame<'_>) -> Self {
         frame.to_buffer()
     }
+}
+
+/// A deterministic hash of a pixel position, for test-pattern texture.
+fn texture_noise(x: usize, y: usize) -> u32 {
+    let mut h = (x as u32).wrapping_mul(0x9e37_79b1) ^ (y as u32).wrapping_mul(0x85eb_ca77);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x2c1b_3c6d);
+    h ^ (h >> 12)
 }
 
 /// PSNR of the Y planes of two frames of the same size, in dB (`f64::INFINITY` if identical).
@@ -488,7 +503,10 @@ mod tests {
         }
         let c: VideoEncoderConfig =
             serde_json::from_str(r#"{"width":640,"height":480,"keyframeInterval":0}"#).unwrap();
-        assert_eq!((c.width, c.height, c.framerate, c.keyframe_interval), (640, 480, 30, 0));
+        assert_eq!(
+            (c.width, c.height, c.framerate, c.keyframe_interval),
+            (640, 480, 30, 0)
+        );
         c.validate().unwrap();
     }
 
@@ -497,7 +515,10 @@ mod tests {
         assert_eq!(i420_len(320, 240).unwrap(), 115_200);
         let ok = vec![0u8; 115_200];
         let f = I420Frame::from_packed(320, 240, &ok).unwrap();
-        assert_eq!((f.y().len(), f.u().len(), f.v().len()), (76_800, 19_200, 19_200));
+        assert_eq!(
+            (f.y().len(), f.u().len(), f.v().len()),
+            (76_800, 19_200, 19_200)
+        );
         assert!(invalid_data(I420Frame::from_packed(320, 240, &ok[..115_199])).contains("115200"));
         let mut long = ok.clone();
         long.push(0);
