@@ -98,7 +98,35 @@ export class DataChannel extends EventEmitter<DataChannelEvents> {
   close(): Promise<void>
 }
 
+export interface AudioTrackOptions {
+  /** Only 48 000 (Opus); other rates are refused with ERR_INVALID_DATA. */
+  sampleRate?: 48000
+  channels?: 1 | 2
+  /** 6 000..=510 000 bit/s, default 64 000. */
+  bitrate?: number
+  /** 0..=10, default 10. */
+  complexity?: number
+  /** In-band FEC (default off: it quadruples encode cost). */
+  fec?: boolean
+  dtx?: boolean
+}
+
+export interface AudioFrame {
+  /** Interleaved samples. */
+  samples: Float32Array
+  sampleRate: number
+  channels: number
+  rtpTimestamp: number
+  /** µs since the Unix epoch; local arrival clock until RTCP sync is wired. */
+  wallClockUs: number
+  bufferDelayMs: number
+  /** 0.5 on the local arrival clock, 1.0 with a recent RTCP sender report. */
+  syncConfidence: number
+  driftPpm: number
+}
+
 export interface PeerEvents {
+  'audio-frame': [AudioFrame]
   'data-channel': [DataChannel]
   state: [PeerStateName]
   close: []
@@ -112,6 +140,9 @@ export class Peer extends EventEmitter<PeerEvents> {
   readonly defaultChannel: DataChannel | null
   readonly channels: DataChannel[]
   createDataChannel(label: string, options?: { mode?: DataChannelMode }): Promise<DataChannel>
+  /** Adds an Opus track sending to this peer and renegotiates the connection. */
+  addAudioTrack(options?: AudioTrackOptions): Promise<void>
+  readonly hasAudioTrack: boolean
   close(): Promise<void>
 }
 
@@ -121,6 +152,7 @@ export interface TransportEvents {
   'peer-disconnected': [PeerDisconnectedEvent]
   'peer-state': [PeerStateEvent]
   'data-channel': [DataChannel, Peer]
+  'audio-frame': [AudioFrame, Peer | null]
   'signaling-reconnecting': [{ attempt: number }]
   'signaling-reconnected': [{}]
   error: [WebRtcError]
@@ -140,6 +172,13 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   connectPeer(peerId: string): Promise<Peer>
   disconnectPeer(peerId: string): Promise<void>
   getPeer(peerId: string): Peer
+  /** One frame (10/20/40/60 ms at 48 kHz, interleaved) to a peer with an audio track. */
+  sendAudio(peerId: string, samples: Float32Array | Int16Array): Promise<void>
+  /** Encodes once, sends to every connected peer with an audio track. */
+  broadcastAudio(samples: Float32Array | Int16Array): Promise<{
+    sent: number
+    failed: Array<{ peerId: string; code: ErrorCode; message: string }>
+  }>
   listPeers(): string[]
   listAllPeers(): Array<{ peerId: string; state: PeerStateName }>
   shutdown(): Promise<void>

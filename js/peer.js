@@ -2,7 +2,7 @@
 const { EventEmitter } = require('node:events')
 const { callAsync, invalid } = require('./errors')
 
-// One remote peer. Events: 'data-channel' (channel), 'state' (state), 'close'.
+// One remote peer. Events: 'data-channel' (channel), 'audio-frame' (frame), 'state' (state), 'close'.
 class Peer extends EventEmitter {
   constructor(transport, native) {
     super()
@@ -32,6 +32,18 @@ class Peer extends EventEmitter {
     const n = await callAsync(() => this._native.createDataChannel(label, mode))
     return this._transport._channelFor(n)
   }
+
+  // Adds an Opus track sending to this peer and renegotiates. config: { sampleRate: 48000,
+  // channels: 1 | 2, bitrate, complexity, fec, dtx } (defaults for what is missing).
+  async addAudioTrack(config = {}) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw invalid('ERR_INVALID_DATA', 'audio track config must be an object')
+    }
+    await callAsync(() => this._native.addAudioTrack(JSON.stringify(config)))
+  }
+
+  get hasAudioTrack() { return !this._closed && this._native.hasAudioTrack }
 
   // Closes the connection (same as transport.disconnectPeer(peer.peerId)).
   close() {

@@ -68,6 +68,30 @@ class WebRtcTransport extends EventEmitter {
     return this._peerFor(callSync(() => this._native.getPeer(peerId)))
   }
 
+  // One frame of PCM (Float32Array or Int16Array, 10/20/40/60 ms at 48 kHz, interleaved) to a
+  // peer with an audio track. Encoded synchronously, so call order is send order.
+  sendAudio(peerId, samples) {
+    try {
+      if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+      checkPeerId(peerId)
+      if (samples instanceof Float32Array) return callAsync(() => this._native.sendAudio(peerId, samples))
+      if (samples instanceof Int16Array) return callAsync(() => this._native.sendAudioI16(peerId, samples))
+      throw invalid('ERR_INVALID_DATA', 'samples must be a Float32Array or an Int16Array')
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  // Encodes once and sends to every connected peer with an audio track: { sent, failed }.
+  async broadcastAudio(samples) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    let r
+    if (samples instanceof Float32Array) r = await callAsync(() => this._native.broadcastAudio(samples))
+    else if (samples instanceof Int16Array) r = await callAsync(() => this._native.broadcastAudioI16(samples))
+    else throw invalid('ERR_INVALID_DATA', 'samples must be a Float32Array or an Int16Array')
+    return { sent: r.sent, failed: r.failed.map((f) => ({ peerId: f.peerId, code: f.code, message: f.message })) }
+  }
+
   listPeers() { return this._closed ? [] : this._native.listPeers() }
   listAllPeers() { return this._closed ? [] : this._native.listAllPeers() }
 
@@ -190,6 +214,24 @@ class WebRtcTransport extends EventEmitter {
           this._channels.delete(ev.channelKey)
           ch._markClosed()
         }
+        break
+      }
+      case 'audio-frame': {
+        const p = this._peers.get(ev.peerId)
+        // Until RTCP-based A/V sync is wired in, times come from the local arrival clock:
+        // confidence 0.5 as shared/spec/sync.md defines it, no jitter buffer, drift unknown (0).
+        const frame = {
+          samples: ev.samples,
+          sampleRate: ev.sampleRate,
+          channels: ev.channels,
+          rtpTimestamp: ev.rtpTimestamp,
+          wallClockUs: ev.wallClockUs,
+          bufferDelayMs: 0,
+          syncConfidence: 0.5,
+          driftPpm: 0,
+        }
+        if (p) p.emit('audio-frame', frame)
+        this.emit('audio-frame', frame, p ?? null)
         break
       }
       case 'signaling-reconnecting':

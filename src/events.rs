@@ -30,6 +30,12 @@ pub struct NativeEvent {
     pub attempt: Option<u32>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// Audio frames: interleaved samples, moved out of Rust without a copy.
+    pub samples: Option<Float32Array>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u32>,
+    pub rtp_timestamp: Option<u32>,
+    pub wall_clock_us: Option<f64>,
 }
 
 pub type EventFn =

@@ -1,7 +1,8 @@
 use crate::channel::NativeDataChannel;
-use crate::error::js;
+use crate::error::{invalid_data, js};
 use crate::transport::parse_mode;
 use napi_derive::napi;
+use remotemedia_webrtc::media::AudioEncoderConfig;
 use remotemedia_webrtc::peer::Peer;
 use std::sync::Arc;
 
@@ -42,6 +43,24 @@ impl NativePeer {
         let mode = parse_mode(&mode)?;
         let ch = self.p.create_data_channel(&label, mode).await.map_err(js)?;
         Ok(NativeDataChannel::new(ch))
+    }
+
+    /// Adds an Opus track sending to this peer (`config_json`: AudioEncoderConfig in camelCase,
+    /// defaults for what is missing) and renegotiates.
+    #[napi]
+    pub async fn add_audio_track(&self, config_json: Option<String>) -> napi::Result<()> {
+        let config: AudioEncoderConfig = match config_json {
+            Some(j) => serde_json::from_str(&j)
+                .map_err(|e| invalid_data(format!("audio track config: {e}")))?,
+            None => AudioEncoderConfig::default(),
+        };
+        self.p.add_audio_track(config).await.map_err(js)?;
+        Ok(())
+    }
+
+    #[napi(getter)]
+    pub fn has_audio_track(&self) -> bool {
+        self.p.audio_track().is_some()
     }
 
     /// The channel with this key, if it belongs to this peer.

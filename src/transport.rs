@@ -8,6 +8,7 @@ use remotemedia_webrtc::config::{
     WebRtcTransportConfig,
 };
 use remotemedia_webrtc::event::TransportEvent;
+use remotemedia_webrtc::media::Pcm;
 use remotemedia_webrtc::WebRtcTransport;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,6 +257,15 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.attempt = Some(attempt);
         }
         TransportEvent::SignalingReconnected => n.kind = "signaling-reconnected".into(),
+        TransportEvent::AudioFrame { peer_id, frame } => {
+            n.kind = "audio-frame".into();
+            n.peer_id = Some(peer_id);
+            n.sample_rate = Some(frame.sample_rate);
+            n.channels = Some(frame.channels as u32);
+            n.rtp_timestamp = Some(frame.rtp_timestamp);
+            n.wall_clock_us = Some(frame.wall_clock_us as f64);
+            n.samples = Some(Float32Array::new(frame.samples));
+        }
         TransportEvent::Error { peer_id, error } => {
             n.kind = "error".into();
             n.peer_id = peer_id;
@@ -371,6 +381,46 @@ impl NativeTransport {
             .collect()
     }
 
+    /// Encodes (synchronously, borrowing the samples) and sends one frame to `peer_id`.
+    #[napi(catch_unwind)]
+    pub fn send_audio<'env>(
+        &self,
+        env: &'env Env,
+        peer_id: String,
+        samples: Float32Array,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.send_pcm(env, &peer_id, Pcm::F32(&samples))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn send_audio_i16<'env>(
+        &self,
+        env: &'env Env,
+        peer_id: String,
+        samples: Int16Array,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.send_pcm(env, &peer_id, Pcm::I16(&samples))
+    }
+
+    /// Encodes once and sends to every connected peer with an audio track.
+    #[napi(catch_unwind)]
+    pub fn broadcast_audio<'env>(
+        &self,
+        env: &'env Env,
+        samples: Float32Array,
+    ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
+        self.broadcast_pcm(env, Pcm::F32(&samples))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn broadcast_audio_i16<'env>(
+        &self,
+        env: &'env Env,
+        samples: Int16Array,
+    ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
+        self.broadcast_pcm(env, Pcm::I16(&samples))
+    }
+
     #[napi(getter)]
     pub fn is_started(&self) -> bool {
         self.t.is_started()
@@ -386,5 +436,54 @@ impl NativeTransport {
     pub async fn shutdown(&self) -> napi::Result<()> {
         self.closed.store(true, Ordering::SeqCst);
         self.t.shutdown().await.map_err(js)
+    }
+}
+
+#[napi(object)]
+pub struct BroadcastFailure {
+    pub peer_id: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[napi(object)]
+pub struct BroadcastOutcome {
+    pub sent: u32,
+    pub failed: Vec<BroadcastFailure>,
+}
+
+impl NativeTransport {
+    fn send_pcm<'env>(
+        &self,
+        env: &'env Env,
+        peer_id: &str,
+        pcm: Pcm<'_>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let track = self.t.audio_track(peer_id).map_err(js)?;
+        let (packet, duration) = track.encode(pcm).map_err(js)?;
+        env.spawn_future(async move { track.send_packet(packet, duration).await.map_err(js) })
+    }
+
+    fn broadcast_pcm<'env>(
+        &self,
+        env: &'env Env,
+        pcm: Pcm<'_>,
+    ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
+        let (targets, packet, duration) = self.t.encode_broadcast(pcm).map_err(js)?;
+        env.spawn_future(async move {
+            let r = WebRtcTransport::send_to_all(targets, packet, duration).await;
+            Ok(BroadcastOutcome {
+                sent: r.sent as u32,
+                failed: r
+                    .failed
+                    .into_iter()
+                    .map(|(peer_id, e)| BroadcastFailure {
+                        peer_id,
+                        code: e.code().into(),
+                        message: e.to_string(),
+                    })
+                    .collect(),
+            })
+        })
     }
 }

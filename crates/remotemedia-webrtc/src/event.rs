@@ -47,6 +47,11 @@ pub enum TransportEvent {
         peer_id: String,
         channel: u64,
     },
+    /// A decoded audio frame from a peer's remote track.
+    AudioFrame {
+        peer_id: String,
+        frame: crate::media::track::AudioFrame,
+    },
     /// The signaling socket dropped; retrying.
     SignalingReconnecting {
         attempt: u32,

@@ -10,6 +10,8 @@
 use crate::config::{is_valid_peer_id, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
+use crate::media::track::LocalAudioTrack;
+use crate::media::{AudioEncoderConfig, OpusEncoder, Pcm};
 use crate::peer::connection::{PeerNotice, PeerSetup, Signal};
 use crate::peer::{Peer, PeerManager, PeerState};
 use crate::signaling::client::{SignalingClient, SignalingEvent};
@@ -17,6 +19,7 @@ use crate::signaling::protocol::{
     self, AnnouncedParams, Capability, DisconnectParams, DisconnectReason, DisconnectedParams,
     IceCandidateParams, PeerInfo, SdpParams,
 };
+use bytes::Bytes;
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -42,6 +45,8 @@ struct Inner {
     notices: mpsc::UnboundedSender<PeerNotice>,
     notices_rx: Mutex<Option<mpsc::UnboundedReceiver<PeerNotice>>>,
     stop: CancellationToken,
+    /// Encodes once for `broadcast_audio` (one continuous stream for every receiver).
+    broadcast_encoder: Mutex<Option<(AudioEncoderConfig, OpusEncoder)>>,
 }
 
 impl Drop for Inner {
@@ -94,6 +99,7 @@ impl WebRtcTransport {
                 notices,
                 notices_rx: Mutex::new(Some(notices_rx)),
                 stop: CancellationToken::new(),
+                broadcast_encoder: Mutex::new(None),
             }),
         })
     }
@@ -585,6 +591,81 @@ impl WebRtcTransport {
         self.inner.peers.all()
     }
 
+    /// The audio track sending to `peer_id`.
+    pub fn audio_track(&self, peer_id: &str) -> Result<Arc<LocalAudioTrack>> {
+        self.get_peer(peer_id)?.audio_track().ok_or_else(|| {
+            Error::PeerNotConnected(format!("{peer_id} has no audio track: add one first"))
+        })
+    }
+
+    /// Encodes one frame of PCM (10/20/40/60 ms at 48 kHz) and sends it to `peer_id`.
+    pub async fn send_audio(&self, peer_id: &str, pcm: Pcm<'_>) -> Result<()> {
+        let track = self.audio_track(peer_id)?;
+        let (packet, duration) = track.encode(pcm)?;
+        track.send_packet(packet, duration).await
+    }
+
+    /// Encodes one frame once for every connected peer with an audio track. Returns the
+    /// targets and the packet; [`send_to_all`](Self::send_to_all) sends it.
+    pub fn encode_broadcast(
+        &self,
+        pcm: Pcm<'_>,
+    ) -> Result<(
+        Vec<(String, Arc<LocalAudioTrack>)>,
+        Bytes,
+        std::time::Duration,
+    )> {
+        let targets: Vec<(String, Arc<LocalAudioTrack>)> = self
+            .list_peers()
+            .into_iter()
+            .filter_map(|id| {
+                let t = self.inner.peers.get(&id)?.audio_track()?;
+                Some((id, t))
+            })
+            .collect();
+        let Some((_, first)) = targets.first() else {
+            return Ok((targets, Bytes::new(), std::time::Duration::ZERO));
+        };
+        let mut enc = self.inner.broadcast_encoder.lock().unwrap();
+        if enc.as_ref().is_none_or(|(c, _)| c != first.config()) {
+            *enc = Some((first.config().clone(), OpusEncoder::new(first.config())?));
+        }
+        let (config, encoder) = enc.as_mut().expect("set above");
+        let len = match pcm {
+            Pcm::F32(s) => s.len(),
+            Pcm::I16(s) => s.len(),
+        };
+        let duration = config.frame_duration(len)?;
+        let packet = encoder.encode(pcm)?;
+        Ok((
+            targets,
+            Bytes::from(packet),
+            std::time::Duration::from_millis(duration.millis() as u64),
+        ))
+    }
+
+    /// Sends one encoded packet to every target; returns who got it and who did not.
+    pub async fn send_to_all(
+        targets: Vec<(String, Arc<LocalAudioTrack>)>,
+        packet: Bytes,
+        duration: std::time::Duration,
+    ) -> BroadcastResult {
+        let mut result = BroadcastResult::default();
+        for (id, track) in targets {
+            match track.send_packet(packet.clone(), duration).await {
+                Ok(()) => result.sent += 1,
+                Err(e) => result.failed.push((id, e)),
+            }
+        }
+        result
+    }
+
+    /// Encodes once and sends to every connected peer with an audio track.
+    pub async fn broadcast_audio(&self, pcm: Pcm<'_>) -> Result<BroadcastResult> {
+        let (targets, packet, duration) = self.encode_broadcast(pcm)?;
+        Ok(Self::send_to_all(targets, packet, duration).await)
+    }
+
     /// Closes every peer and channel and the signaling socket; ends the event stream.
     /// Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
@@ -610,4 +691,11 @@ fn caps_to_strings(caps: &[Capability]) -> Vec<String> {
         .filter_map(|c| serde_json::to_value(c).ok())
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect()
+}
+
+/// What a broadcast reached.
+#[derive(Debug, Default)]
+pub struct BroadcastResult {
+    pub sent: usize,
+    pub failed: Vec<(String, Error)>,
 }

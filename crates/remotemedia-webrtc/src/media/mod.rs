@@ -15,6 +15,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod track;
 pub mod video;
 
 pub use crate::config::VideoCodec;

@@ -6,6 +6,8 @@ use crate::channel::{channel_init, DataChannel};
 use crate::config::{DataChannelMode, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
+use crate::media::track::{read_remote_track, LocalAudioTrack};
+use crate::media::AudioEncoderConfig;
 use crate::signaling::client::SignalingClient;
 use crate::signaling::protocol::{
     self, DisconnectParams, DisconnectReason, IceCandidateParams, SdpParams,
@@ -112,6 +114,7 @@ struct Shared {
     connected_once: AtomicBool,
     setup_boost: Mutex<Option<Boost>>,
     created_at: Instant,
+    audio: Mutex<Option<Arc<LocalAudioTrack>>>,
 }
 
 impl Shared {
@@ -214,6 +217,15 @@ impl PeerConnectionEventHandler for Handler {
         });
     }
 
+    async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        let s = &self.shared;
+        tokio::spawn(read_remote_track(
+            track,
+            s.setup.remote_id.clone(),
+            s.setup.events.clone(),
+        ));
+    }
+
     async fn on_data_channel(&self, dc: Arc<dyn RtcDataChannel>) {
         let s = self.shared.clone();
         let label = dc.label().await.unwrap_or_default();
@@ -299,6 +311,7 @@ impl Peer {
             connected_once: AtomicBool::new(false),
             setup_boost: Mutex::new(Some(runtime.boost())),
             created_at: Instant::now(),
+            audio: Mutex::new(None),
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
         // still reach us), and its multicast socket cannot even be opened in a network without
@@ -445,6 +458,13 @@ impl Peer {
             s.register_channel(ch.clone());
             *s.default_channel.lock().unwrap() = Some(ch);
         }
+        self.send_offer().await
+    }
+
+    /// Makes an offer for the current state of the connection and sends it; the answer comes
+    /// back through [`Peer::signal`]. Used for the first offer and for renegotiation.
+    async fn send_offer(&self) -> Result<()> {
+        let s = &self.shared;
         let request_id = format!(
             "{}-{}-{}",
             s.setup.local_id,
@@ -662,6 +682,37 @@ impl Peer {
         Ok(ch)
     }
 
+    /// Adds an Opus track sending to this peer and renegotiates the connection.
+    pub async fn add_audio_track(
+        &self,
+        config: AudioEncoderConfig,
+    ) -> Result<Arc<LocalAudioTrack>> {
+        if self.is_closed() {
+            return Err(Error::ShutDown(format!(
+                "peer {} is closed",
+                self.peer_id()
+            )));
+        }
+        if self.state() != PeerState::Connected {
+            return Err(Error::PeerNotConnected(self.peer_id().to_string()));
+        }
+        if self.shared.audio.lock().unwrap().is_some() {
+            return Err(Error::InvalidData(format!(
+                "peer {} already has an audio track",
+                self.peer_id()
+            )));
+        }
+        let track = Arc::new(LocalAudioTrack::add_to(&self.pc, config).await?);
+        *self.shared.audio.lock().unwrap() = Some(track.clone());
+        self.send_offer().await?;
+        Ok(track)
+    }
+
+    /// The audio track sending to this peer, if one was added.
+    pub fn audio_track(&self) -> Option<Arc<LocalAudioTrack>> {
+        self.shared.audio.lock().unwrap().clone()
+    }
+
     /// Closes the connection and its channels. With `notify`, tells the remote side through
     /// signaling first. Idempotent; returns whether this call did the closing.
     pub async fn close(&self, notify: Option<DisconnectReason>) -> bool {
@@ -687,6 +738,7 @@ impl Peer {
             ch.close().await;
         }
         s.default_channel.lock().unwrap().take();
+        s.audio.lock().unwrap().take();
         s.release_boost();
         let _ = self.pc.close().await;
         s.state.send_replace(PeerState::Closed);

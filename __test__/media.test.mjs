@@ -1,0 +1,132 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { withServer, transport, until, uid, rejectsWithCode } from './helpers.mjs'
+
+const RATE = 48000
+
+function tone(freq, frames, samplesPerFrame = 960, amplitude = 0.5) {
+  let phase = 0
+  return Array.from({ length: frames }, () => {
+    const f = new Float32Array(samplesPerFrame)
+    for (let i = 0; i < f.length; i++) {
+      phase += (2 * Math.PI * freq) / RATE
+      f[i] = amplitude * Math.sin(phase)
+    }
+    return f
+  })
+}
+
+function frequency(samples) {
+  let crossings = 0
+  for (let i = 1; i < samples.length; i++) if ((samples[i - 1] < 0) !== (samples[i] < 0)) crossings++
+  return crossings / 2 / (samples.length / RATE)
+}
+
+function rms(samples) {
+  let s = 0
+  for (const x of samples) s += x * x
+  return Math.sqrt(s / samples.length)
+}
+
+async function untilNegotiated(t, peerId) {
+  const silence = new Float32Array(960)
+  await until(async () => t.sendAudio(peerId, silence).then(() => true, () => false), 5000, 10)
+}
+
+describe('audio between Node transports', () => {
+  let server, a, b
+  beforeAll(async () => {
+    server = await withServer()
+    a = await transport(server, uid('sa'))
+    b = await transport(server, uid('sb'))
+  })
+  afterAll(async () => {
+    await a?.shutdown()
+    await b?.shutdown()
+    await server?.close()
+  })
+
+  it('a 440 Hz tone arrives as 440 Hz ± 5 Hz with its level within 3 dB', async () => {
+    const peer = await a.connectPeer(b.peerId)
+    await peer.addAudioTrack({ bitrate: 64000 })
+    expect(peer.hasAudioTrack).toBe(true)
+    await untilNegotiated(a, b.peerId)
+    const frames = []
+    const remote = b.getPeer(a.peerId)
+    remote.on('audio-frame', (f) => frames.push(f))
+    const sent = tone(440, 100)
+    for (const f of sent) {
+      await a.sendAudio(b.peerId, f)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    await until(() => frames.length >= 95, 5000).catch(() => {})
+    expect(frames.length).toBeGreaterThanOrEqual(90)
+    for (const f of frames) {
+      expect(f.samples).toBeInstanceOf(Float32Array)
+      expect(f.sampleRate).toBe(48000)
+      expect(f.channels).toBe(1)
+      expect(typeof f.rtpTimestamp).toBe('number')
+      expect(f.wallClockUs).toBeGreaterThan(Date.now() * 1000 - 60e6)
+    }
+    const all = new Float32Array(frames.slice(frames.length / 4).flatMap((f) => Array.from(f.samples)))
+    expect(Math.abs(frequency(all) - 440)).toBeLessThanOrEqual(5)
+    const levelDb = 20 * Math.log10(rms(all) / (0.5 / Math.SQRT2))
+    expect(Math.abs(levelDb)).toBeLessThanOrEqual(3)
+  })
+
+  it('accepts Int16Array frames too', async () => {
+    const got = new Promise((r) => b.getPeer(a.peerId).once('audio-frame', r))
+    const pcm = new Int16Array(480) // 10 ms
+    await a.sendAudio(b.peerId, pcm)
+    expect((await got).samples.length).toBe(480)
+  })
+
+  it('refuses bad frames and configs with codes, and keeps working', async () => {
+    await rejectsWithCode(a.sendAudio(b.peerId, new Float32Array(123)), 'ERR_INVALID_DATA')
+    await rejectsWithCode(a.sendAudio(b.peerId, [0, 0, 0]), 'ERR_INVALID_DATA')
+    await rejectsWithCode(a.sendAudio(b.peerId, new Float32Array(0)), 'ERR_INVALID_DATA')
+    await rejectsWithCode(a.sendAudio('nobody', new Float32Array(960)), 'ERR_PEER_NOT_FOUND')
+    await rejectsWithCode(b.sendAudio(a.peerId, new Float32Array(960)), 'ERR_PEER_NOT_CONNECTED')
+    const peer = a.getPeer(b.peerId)
+    await rejectsWithCode(peer.addAudioTrack(), 'ERR_INVALID_DATA') // already has one
+    const back = b.getPeer(a.peerId)
+    await rejectsWithCode(back.addAudioTrack({ sampleRate: 44100 }), 'ERR_INVALID_DATA')
+    await rejectsWithCode(back.addAudioTrack({ bitrate: 1 }), 'ERR_INVALID_CONFIG')
+    await rejectsWithCode(back.addAudioTrack({ channels: 3 }), 'ERR_INVALID_CONFIG')
+    await rejectsWithCode(back.addAudioTrack('loud'), 'ERR_INVALID_DATA')
+    const got = new Promise((r) => b.getPeer(a.peerId).once('audio-frame', r))
+    await a.sendAudio(b.peerId, tone(440, 1)[0])
+    expect((await got).samples.length).toBe(960)
+  })
+})
+
+describe('broadcast', () => {
+  it('encodes once and reaches every peer with an audio track', async () => {
+    const server = await withServer()
+    const hub = await transport(server, uid('hub'))
+    const others = []
+    try {
+      for (let i = 0; i < 3; i++) others.push(await transport(server, uid(`l${i}`)))
+      const counts = new Map(others.map((t) => [t.peerId, 0]))
+      for (const t of others) {
+        t.on('audio-frame', (f, p) => counts.set(t.peerId, counts.get(t.peerId) + 1))
+        const p = await hub.connectPeer(t.peerId)
+        await p.addAudioTrack()
+        await untilNegotiated(hub, t.peerId)
+      }
+      // A fourth peer without an audio track is not a target.
+      const silent = await transport(server, uid('quiet'))
+      others.push(silent)
+      await hub.connectPeer(silent.peerId)
+      for (const f of tone(300, 10)) {
+        const r = await hub.broadcastAudio(f)
+        expect(r).toEqual({ sent: 3, failed: [] })
+      }
+      await until(() => [...counts.values()].every((c) => c >= 9), 5000)
+      await rejectsWithCode(hub.broadcastAudio(new Float32Array(7)), 'ERR_INVALID_DATA')
+    } finally {
+      for (const t of others) await t.shutdown()
+      await hub.shutdown()
+      await server.close()
+    }
+  })
+})

@@ -1,0 +1,96 @@
+//! Audio between two transports on loopback: PCM → Opus → RTP → Opus → PCM.
+
+mod common;
+use common::{server, transport};
+use remotemedia_webrtc::event::TransportEvent;
+use remotemedia_webrtc::media::{AudioEncoderConfig, Pcm};
+use std::time::Duration;
+
+/// Frequency from zero crossings, in Hz.
+fn frequency(samples: &[f32], rate: f32) -> f32 {
+    let crossings = samples
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count();
+    crossings as f32 / 2.0 / (samples.len() as f32 / rate)
+}
+
+fn rms(samples: &[f32]) -> f32 {
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tone_arrives_as_the_same_tone() {
+    let s = server().await;
+    let (a, _ea) = transport(&s.url(), "tone-a").await;
+    let (b, mut eb) = transport(&s.url(), "tone-b").await;
+    let peer = a.connect_peer("tone-b").await.unwrap();
+    peer.add_audio_track(AudioEncoderConfig::default())
+        .await
+        .unwrap();
+    // Wait for the renegotiation to complete (sending fails until it has).
+    let silence = vec![0.0f32; 960];
+    let mut ready = false;
+    for _ in 0..200 {
+        if a.send_audio("tone-b", Pcm::F32(&silence)).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready, "audio track never negotiated");
+
+    let sent = 100; // 2 s of 20 ms frames
+    let sender = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let mut phase = 0.0f32;
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for _ in 0..sent {
+                tick.tick().await;
+                let frame: Vec<f32> = (0..960)
+                    .map(|_| {
+                        phase += 2.0 * std::f32::consts::PI * 440.0 / 48_000.0;
+                        0.5 * phase.sin()
+                    })
+                    .collect();
+                a.send_audio("tone-b", Pcm::F32(&frame)).await.unwrap();
+            }
+        }
+    });
+    let mut received = Vec::new();
+    let mut frames = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while frames < sent && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), eb.recv()).await {
+            Ok(Some(TransportEvent::AudioFrame { peer_id, frame })) => {
+                assert_eq!(peer_id, "tone-a");
+                assert_eq!(frame.sample_rate, 48_000);
+                assert_eq!(frame.channels, 1);
+                frames += 1;
+                received.extend(frame.samples);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                if sender.is_finished() {
+                    break;
+                }
+            }
+        }
+    }
+    sender.await.unwrap();
+    assert!(
+        frames >= sent * 9 / 10,
+        "only {frames} of {sent} frames arrived"
+    );
+    // Skip the first frames (silence, codec start-up), then measure.
+    let tail = &received[received.len() / 4..];
+    let f = frequency(tail, 48_000.0);
+    assert!((f - 440.0).abs() <= 5.0, "frequency {f} Hz");
+    let level_db = 20.0 * (rms(tail) / (0.5 / 2f32.sqrt())).log10();
+    assert!(level_db.abs() <= 3.0, "level off by {level_db} dB");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
