@@ -469,9 +469,9 @@ impl NativeTransport {
         env: &'env Env,
         pcm: Pcm<'_>,
     ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
-        let (targets, packet, duration) = self.t.encode_broadcast(pcm).map_err(js)?;
+        let broadcast = self.t.encode_broadcast(pcm).map_err(js)?;
         env.spawn_future(async move {
-            let r = WebRtcTransport::send_to_all(targets, packet, duration).await;
+            let r = WebRtcTransport::send_to_all(broadcast).await;
             Ok(BroadcastOutcome {
                 sent: r.sent as u32,
                 failed: r

@@ -624,11 +624,15 @@ impl WebRtcTransport {
             })
             .collect();
         let Some((_, first)) = targets.first() else {
-            return Ok((targets, Bytes::new(), std::time::Duration::ZERO));
+            return Ok(AudioBroadcast {
+                targets,
+                packet: Bytes::new(),
+                duration: std::time::Duration::ZERO,
+            });
         };
         let mut enc = self.inner.broadcast_encoder.lock().unwrap();
         if enc.as_ref().is_none_or(|(c, _)| c != first.config()) {
-            *enc = Some((first.config().clone(), OpusEncoder::new(first.config())?));
+            *enc = Some((*first.config(), OpusEncoder::new(first.config())?));
         }
         let (config, encoder) = enc.as_mut().expect("set above");
         let len = match pcm {
@@ -637,19 +641,20 @@ impl WebRtcTransport {
         };
         let duration = config.frame_duration(len)?;
         let packet = encoder.encode(pcm)?;
-        Ok((
+        Ok(AudioBroadcast {
             targets,
-            Bytes::from(packet),
-            std::time::Duration::from_millis(duration.millis() as u64),
-        ))
+            packet: Bytes::from(packet),
+            duration: std::time::Duration::from_millis(duration.millis() as u64),
+        })
     }
 
     /// Sends one encoded packet to every target; returns who got it and who did not.
-    pub async fn send_to_all(
-        targets: Vec<(String, Arc<LocalAudioTrack>)>,
-        packet: Bytes,
-        duration: std::time::Duration,
-    ) -> BroadcastResult {
+    pub async fn send_to_all(b: AudioBroadcast) -> BroadcastResult {
+        let AudioBroadcast {
+            targets,
+            packet,
+            duration,
+        } = b;
         let mut result = BroadcastResult::default();
         for (id, track) in targets {
             match track.send_packet(packet.clone(), duration).await {
@@ -662,8 +667,7 @@ impl WebRtcTransport {
 
     /// Encodes once and sends to every connected peer with an audio track.
     pub async fn broadcast_audio(&self, pcm: Pcm<'_>) -> Result<BroadcastResult> {
-        let (targets, packet, duration) = self.encode_broadcast(pcm)?;
-        Ok(Self::send_to_all(targets, packet, duration).await)
+        Ok(Self::send_to_all(self.encode_broadcast(pcm)?).await)
     }
 
     /// Closes every peer and channel and the signaling socket; ends the event stream.
@@ -691,6 +695,13 @@ fn caps_to_strings(caps: &[Capability]) -> Vec<String> {
         .filter_map(|c| serde_json::to_value(c).ok())
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect()
+}
+
+/// One encoded audio frame and the peers it goes to.
+pub struct AudioBroadcast {
+    pub targets: Vec<(String, Arc<LocalAudioTrack>)>,
+    pub packet: Bytes,
+    pub duration: std::time::Duration,
 }
 
 /// What a broadcast reached.
