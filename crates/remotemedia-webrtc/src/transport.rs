@@ -605,16 +605,9 @@ impl WebRtcTransport {
         track.send_packet(packet, duration).await
     }
 
-    /// Encodes one frame once for every connected peer with an audio track. Returns the
-    /// targets and the packet; [`send_to_all`](Self::send_to_all) sends it.
-    pub fn encode_broadcast(
-        &self,
-        pcm: Pcm<'_>,
-    ) -> Result<(
-        Vec<(String, Arc<LocalAudioTrack>)>,
-        Bytes,
-        std::time::Duration,
-    )> {
+    /// Encodes one frame once for every connected peer with an audio track;
+    /// [`send_to_all`](Self::send_to_all) sends it.
+    pub fn encode_broadcast(&self, pcm: Pcm<'_>) -> Result<AudioBroadcast> {
         let targets: Vec<(String, Arc<LocalAudioTrack>)> = self
             .list_peers()
             .into_iter()
