@@ -99,6 +99,31 @@ describe('audio between Node transports', () => {
   })
 })
 
+describe('renegotiation from the answering side', () => {
+  it('the peer that answered the first offer can add a track too (DTLS roles kept)', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('ra'))
+    const b = await transport(server, uid('rb'))
+    try {
+      await a.connectPeer(b.peerId)
+      await until(() => b.listPeers().includes(a.peerId))
+      await b.getPeer(a.peerId).addAudioTrack()
+      await untilNegotiated(b, a.peerId)
+      const got = new Promise((r) => a.getPeer(b.peerId).once('audio-frame', r))
+      await b.sendAudio(a.peerId, tone(500, 1)[0])
+      expect((await got).samples.length).toBe(960)
+      // The data channel still works after the renegotiation.
+      const msg = new Promise((r) => b.getPeer(a.peerId).channels[0].once('message', r))
+      await a.getPeer(b.peerId).defaultChannel.send('after')
+      expect((await msg).data).toBe('after')
+    } finally {
+      await a.shutdown()
+      await b.shutdown()
+      await server.close()
+    }
+  })
+})
+
 describe('broadcast', () => {
   it('encodes once and reaches every peer with an audio track', async () => {
     const server = await withServer()

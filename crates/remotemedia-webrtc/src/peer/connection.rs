@@ -14,6 +14,7 @@ use crate::signaling::protocol::{
 };
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -275,6 +276,7 @@ impl Peer {
         let runtime = FastStartRuntime::new()
             .ok_or_else(|| Error::Internal("no tokio runtime for webrtc".into()))?;
         let config = setup.config.clone();
+        let outgoing = setup.outgoing;
         let mut ice_servers = Vec::new();
         if !config.stun_servers.is_empty() {
             ice_servers.push(RTCIceServer {
@@ -318,7 +320,16 @@ impl Peer {
         // a multicast route (a loopback-only namespace), which would fail every connection.
         // The SCTP window follows the socket buffer the kernel grants (see `peer::udp`), and the
         // SDP advertises the message size this transport accepts.
-        let settings = SettingEngineBuilder::new()
+        //
+        // A peer that makes the first offer becomes the DTLS server (answerers, browsers and
+        // webrtc-rs alike, answer `a=setup:active`). Should the other side renegotiate later, our
+        // answer must keep that role (`passive`): webrtc-rs would answer `active` again and
+        // Chromium rejects the role change ("Failed to set SSL role for the transport").
+        let mut settings = SettingEngineBuilder::new();
+        if outgoing {
+            settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
+        }
+        let settings = settings
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message_size as u32))
             .with_sctp_max_receive_buffer_size(super::udp::sctp_window(

@@ -1,0 +1,75 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { readFileSync, existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { lib, until, once } from './helpers.mjs'
+
+const require = createRequire(import.meta.url)
+const { chromium } = require('playwright-core')
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+const page = readFileSync(new URL('./pages/audio-peer.html', import.meta.url), 'utf8')
+
+describe('audio with a real Chromium', () => {
+  let server, node, browser, tab
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
+    server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
+    node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1' })
+    await node.start()
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
+        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+        '--autoplay-policy=no-user-gesture-required'],
+    })
+    tab = await browser.newPage()
+  })
+  afterAll(async () => {
+    await browser?.close()
+    await node?.shutdown()
+    await server?.close()
+  })
+
+  it('decodes Chromium\'s microphone, and Chromium plays what Node sends', async () => {
+    const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
+    await tab.goto(`http://127.0.0.1:${server.port}/`)
+    const browserId = (await announced).peerId
+    const peer = await node.connectPeer(browserId)
+    expect(peer.state).toBe('connected')
+
+    // Chromium → Node: its fake microphone, Opus, decoded here.
+    const frames = []
+    peer.on('audio-frame', (f) => frames.push(f))
+    await tab.evaluate(() => window.sendMicrophone())
+    await until(() => frames.length >= 50, 15000)
+    for (const f of frames.slice(0, 50)) {
+      expect(f.sampleRate).toBe(48000)
+      expect(f.samples.length % f.channels).toBe(0)
+      expect(f.samples.length / f.channels).toBe(960) // 20 ms
+    }
+
+    // Node → Chromium: a 440 Hz tone it decodes and plays.
+    await peer.addAudioTrack()
+    const silence = new Float32Array(960)
+    await until(async () => node.sendAudio(browserId, silence).then(() => true, () => false), 10000, 20)
+    let phase = 0
+    const deadline = Date.now() + 15000
+    let stats = null
+    while (Date.now() < deadline) {
+      for (let k = 0; k < 5; k++) {
+        const f = new Float32Array(960)
+        for (let i = 0; i < f.length; i++) f[i] = 0.5 * Math.sin((phase += (2 * Math.PI * 440) / 48000))
+        await node.sendAudio(browserId, f)
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      stats = await tab.evaluate(() => window.inboundAudio())
+      if (stats && stats.packetsReceived > 50 && stats.audioLevel > 0) break
+    }
+    const errors = await tab.evaluate(() => window.peer.errors)
+    expect(errors).toEqual([])
+    expect(stats).not.toBeNull()
+    expect(stats.packetsReceived).toBeGreaterThan(50)
+    expect(stats.audioLevel).toBeGreaterThan(0)
+  }, 60000)
+})
