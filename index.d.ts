@@ -125,8 +125,46 @@ export interface AudioFrame {
   driftPpm: number
 }
 
+export interface VideoTrackOptions {
+  width?: number
+  height?: number
+  framerate?: number
+  /** bit/s, default 2 000 000. */
+  bitrate?: number
+  /** Frames between keyframes (0 = only on request), default 60. */
+  keyframeInterval?: number
+}
+
+export interface VideoFrameInput {
+  /** Packed I420: Y (w×h), U and V (w/2×h/2 each). Do not modify until sendVideo settles. */
+  data: Buffer | Uint8Array
+  width: number
+  height: number
+  format?: 'i420'
+  timestampUs?: number
+  /** Force a keyframe. */
+  keyframe?: boolean
+}
+
+export interface VideoFrame {
+  /** Packed I420. */
+  data: Buffer
+  width: number
+  height: number
+  format: 'i420'
+  rtpTimestamp: number
+  /** µs since the Unix epoch; local arrival clock until RTCP sync is wired. */
+  wallClockUs: number
+  keyframe: boolean
+  /** Estimated from RTP timestamps. */
+  framerate: number | null
+  /** Offset from the audio timeline (null until A/V sync is wired). */
+  audioSyncOffsetMs: number | null
+}
+
 export interface PeerEvents {
   'audio-frame': [AudioFrame]
+  'video-frame': [VideoFrame]
   'data-channel': [DataChannel]
   state: [PeerStateName]
   close: []
@@ -143,6 +181,9 @@ export class Peer extends EventEmitter<PeerEvents> {
   /** Adds an Opus track sending to this peer and renegotiates the connection. */
   addAudioTrack(options?: AudioTrackOptions): Promise<void>
   readonly hasAudioTrack: boolean
+  /** Adds a video track (the transport's videoCodec) and renegotiates the connection. */
+  addVideoTrack(options?: VideoTrackOptions): Promise<void>
+  readonly hasVideoTrack: boolean
   close(): Promise<void>
 }
 
@@ -153,6 +194,7 @@ export interface TransportEvents {
   'peer-state': [PeerStateEvent]
   'data-channel': [DataChannel, Peer]
   'audio-frame': [AudioFrame, Peer | null]
+  'video-frame': [VideoFrame, Peer | null]
   'signaling-reconnecting': [{ attempt: number }]
   'signaling-reconnected': [{}]
   error: [WebRtcError]
@@ -174,6 +216,8 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   getPeer(peerId: string): Peer
   /** One frame (10/20/40/60 ms at 48 kHz, interleaved) to a peer with an audio track. */
   sendAudio(peerId: string, samples: Float32Array | Int16Array): Promise<void>
+  /** One packed I420 frame to a peer with a video track; encoded off the JS thread. */
+  sendVideo(peerId: string, frame: VideoFrameInput): Promise<void>
   /** Encodes once, sends to every connected peer with an audio track. */
   broadcastAudio(samples: Float32Array | Int16Array): Promise<{
     sent: number

@@ -155,3 +155,78 @@ describe('broadcast', () => {
     }
   })
 })
+
+function testPattern(w, h, i) {
+  const data = Buffer.alloc((w * h * 3) / 2)
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data[y * w + x] = (x + y + i * 4) & 0xff
+  const sq = 40
+  const ox = (i * 6) % (w - sq)
+  for (let y = 40; y < 40 + sq; y++) for (let x = ox; x < ox + sq; x++) data[y * w + x] = 235
+  data.fill(128, w * h)
+  return data
+}
+
+describe('video between Node transports', () => {
+  for (const codec of ['vp8', 'vp9']) {
+    it(`${codec}: I420 frames arrive decoded with the right size (≥ 90 %)`, async () => {
+      const server = await withServer()
+      const a = await transport(server, uid(`${codec}a`), { videoCodec: codec })
+      const b = await transport(server, uid(`${codec}b`), { videoCodec: codec })
+      try {
+        const peer = await a.connectPeer(b.peerId)
+        const [w, h] = [320, 240]
+        await peer.addVideoTrack({ width: w, height: h, framerate: 30, bitrate: 600000, keyframeInterval: 30 })
+        expect(peer.hasVideoTrack).toBe(true)
+        await until(async () => a.sendVideo(b.peerId, { data: testPattern(w, h, 0), width: w, height: h, timestampUs: 0, keyframe: true }).then(() => true, () => false), 5000, 10)
+        const got = []
+        b.getPeer(a.peerId).on('video-frame', (f) => got.push(f))
+        for (let i = 1; i <= 60; i++) {
+          await a.sendVideo(b.peerId, { data: testPattern(w, h, i), width: w, height: h, format: 'i420', timestampUs: i * 33333 })
+          await new Promise((r) => setTimeout(r, 30))
+        }
+        await until(() => got.length >= 57, 5000).catch(() => {})
+        expect(got.length).toBeGreaterThanOrEqual(54)
+        for (const f of got) {
+          expect(f.width).toBe(w)
+          expect(f.height).toBe(h)
+          expect(f.format).toBe('i420')
+          expect(Buffer.isBuffer(f.data)).toBe(true)
+          expect(f.data.length).toBe((w * h * 3) / 2)
+        }
+        expect(got.at(-1).framerate).toBeGreaterThan(15)
+      } finally {
+        await a.shutdown()
+        await b.shutdown()
+        await server.close()
+      }
+    })
+  }
+
+  it('refuses bad frames with codes (never a crash) and keeps working', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('bva'))
+    const b = await transport(server, uid('bvb'))
+    try {
+      const peer = await a.connectPeer(b.peerId)
+      await rejectsWithCode(a.sendVideo(b.peerId, { data: Buffer.alloc(10), width: 2, height: 2 }), 'ERR_PEER_NOT_CONNECTED')
+      await rejectsWithCode(peer.addVideoTrack({ width: 0 }), 'ERR_INVALID_CONFIG')
+      await peer.addVideoTrack({ width: 64, height: 48 })
+      const ok = { data: testPattern(64, 48, 0), width: 64, height: 48 }
+      await until(async () => a.sendVideo(b.peerId, ok).then(() => true, () => false), 5000, 10)
+      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, data: Buffer.alloc(100) }), 'ERR_INVALID_DATA')
+      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, width: 63 }), 'ERR_INVALID_DATA')
+      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, width: 32, height: 24, data: testPattern(32, 24, 0) }), 'ERR_INVALID_DATA')
+      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, format: 'nv12' }), 'ERR_INVALID_DATA')
+      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, data: 'pixels' }), 'ERR_INVALID_DATA')
+      await rejectsWithCode(a.sendVideo(b.peerId, null), 'ERR_INVALID_DATA')
+      await rejectsWithCode(peer.addVideoTrack(), 'ERR_INVALID_DATA') // already has one
+      const got = new Promise((r) => b.getPeer(a.peerId).once('video-frame', r))
+      await a.sendVideo(b.peerId, { ...ok, keyframe: true, timestampUs: 100000 })
+      expect((await got).width).toBe(64)
+    } finally {
+      await a.shutdown()
+      await b.shutdown()
+      await server.close()
+    }
+  })
+})

@@ -2,7 +2,7 @@
 const { EventEmitter } = require('node:events')
 const { callAsync, invalid } = require('./errors')
 
-// One remote peer. Events: 'data-channel' (channel), 'audio-frame' (frame), 'state' (state), 'close'.
+// One remote peer. Events: 'data-channel' (channel), 'audio-frame', 'video-frame' (frame), 'state' (state), 'close'.
 class Peer extends EventEmitter {
   constructor(transport, native) {
     super()
@@ -44,6 +44,18 @@ class Peer extends EventEmitter {
   }
 
   get hasAudioTrack() { return !this._closed && this._native.hasAudioTrack }
+
+  // Adds a video track (the transport's videoCodec) and renegotiates. config: { width, height,
+  // framerate, bitrate, keyframeInterval } (defaults 1280x720, 30 fps, 2 Mbit/s, 60).
+  async addVideoTrack(config = {}) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+      throw invalid('ERR_INVALID_DATA', 'video track config must be an object')
+    }
+    await callAsync(() => this._native.addVideoTrack(JSON.stringify(config)))
+  }
+
+  get hasVideoTrack() { return !this._closed && this._native.hasVideoTrack }
 
   // Closes the connection (same as transport.disconnectPeer(peer.peerId)).
   close() {

@@ -82,6 +82,24 @@ class WebRtcTransport extends EventEmitter {
     }
   }
 
+  // One raw video frame: { data: Buffer | Uint8Array (packed I420), width, height,
+  // format: 'i420', timestampUs, keyframe }. Encoded off the JS thread; do not modify `data`
+  // until the promise settles.
+  async sendVideo(peerId, frame) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    checkPeerId(peerId)
+    if (!frame || typeof frame !== 'object') throw invalid('ERR_INVALID_DATA', 'frame must be an object')
+    const { data, width, height, format = 'i420', timestampUs = 0, keyframe = false } = frame
+    if (format !== 'i420') throw invalid('ERR_INVALID_DATA', `format must be 'i420', got ${JSON.stringify(format)}`)
+    if (!(data instanceof Uint8Array)) throw invalid('ERR_INVALID_DATA', 'frame.data must be a Buffer or Uint8Array')
+    for (const [k, v] of [['width', width], ['height', height]]) {
+      if (!Number.isInteger(v) || v <= 0 || v > 16384) throw invalid('ERR_INVALID_DATA', `frame.${k} must be an integer in 1..=16384`)
+    }
+    if (typeof timestampUs !== 'number' || !Number.isFinite(timestampUs)) throw invalid('ERR_INVALID_DATA', 'frame.timestampUs must be a number')
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    await callAsync(() => this._native.sendVideo(peerId, buf, width, height, timestampUs, Boolean(keyframe)))
+  }
+
   // Encodes once and sends to every connected peer with an audio track: { sent, failed }.
   async broadcastAudio(samples) {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
@@ -232,6 +250,24 @@ class WebRtcTransport extends EventEmitter {
         }
         if (p) p.emit('audio-frame', frame)
         this.emit('audio-frame', frame, p ?? null)
+        break
+      }
+      case 'video-frame': {
+        const p = this._peers.get(ev.peerId)
+        const frame = {
+          data: ev.data,
+          width: ev.width,
+          height: ev.height,
+          format: 'i420',
+          rtpTimestamp: ev.rtpTimestamp,
+          wallClockUs: ev.wallClockUs,
+          keyframe: ev.keyframe,
+          framerate: ev.framerate ?? null,
+          // Until RTCP-based A/V sync is wired in there is no audio timeline to compare with.
+          audioSyncOffsetMs: null,
+        }
+        if (p) p.emit('video-frame', frame)
+        this.emit('video-frame', frame, p ?? null)
         break
       }
       case 'signaling-reconnecting':

@@ -2,7 +2,7 @@ use crate::channel::NativeDataChannel;
 use crate::error::{invalid_data, js};
 use crate::transport::parse_mode;
 use napi_derive::napi;
-use remotemedia_webrtc::media::AudioEncoderConfig;
+use remotemedia_webrtc::media::{AudioEncoderConfig, VideoEncoderConfig};
 use remotemedia_webrtc::peer::Peer;
 use std::sync::Arc;
 
@@ -56,6 +56,23 @@ impl NativePeer {
         };
         self.p.add_audio_track(config).await.map_err(js)?;
         Ok(())
+    }
+
+    /// Adds a video track (the transport's videoCodec) sending to this peer and renegotiates.
+    #[napi]
+    pub async fn add_video_track(&self, config_json: Option<String>) -> napi::Result<()> {
+        let config: VideoEncoderConfig = match config_json {
+            Some(j) => serde_json::from_str(&j)
+                .map_err(|e| invalid_data(format!("video track config: {e}")))?,
+            None => VideoEncoderConfig::default(),
+        };
+        self.p.add_video_track(config).await.map_err(js)?;
+        Ok(())
+    }
+
+    #[napi(getter)]
+    pub fn has_video_track(&self) -> bool {
+        self.p.video_track().is_some()
     }
 
     #[napi(getter)]

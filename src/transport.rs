@@ -9,6 +9,7 @@ use remotemedia_webrtc::config::{
 };
 use remotemedia_webrtc::event::TransportEvent;
 use remotemedia_webrtc::media::Pcm;
+use remotemedia_webrtc::transport::VideoInput;
 use remotemedia_webrtc::WebRtcTransport;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -266,6 +267,17 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.wall_clock_us = Some(frame.wall_clock_us as f64);
             n.samples = Some(Float32Array::new(frame.samples));
         }
+        TransportEvent::VideoFrame { peer_id, frame } => {
+            n.kind = "video-frame".into();
+            n.peer_id = Some(peer_id);
+            n.width = Some(frame.width);
+            n.height = Some(frame.height);
+            n.rtp_timestamp = Some(frame.rtp_timestamp);
+            n.wall_clock_us = Some(frame.wall_clock_us as f64);
+            n.keyframe = Some(frame.keyframe);
+            n.framerate = frame.framerate;
+            n.data = Some(frame.data.into());
+        }
         TransportEvent::Error { peer_id, error } => {
             n.kind = "error".into();
             n.peer_id = peer_id;
@@ -419,6 +431,32 @@ impl NativeTransport {
         samples: Int16Array,
     ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
         self.broadcast_pcm(env, Pcm::I16(&samples))
+    }
+
+    /// Encodes (off the JS thread, reading the Buffer in place) and sends one packed I420 frame.
+    #[napi]
+    pub async fn send_video(
+        &self,
+        peer_id: String,
+        data: Buffer,
+        width: u32,
+        height: u32,
+        timestamp_us: f64,
+        keyframe: bool,
+    ) -> napi::Result<()> {
+        self.t
+            .send_video(
+                &peer_id,
+                VideoInput {
+                    data,
+                    width,
+                    height,
+                    timestamp_us: timestamp_us as i64,
+                    keyframe,
+                },
+            )
+            .await
+            .map_err(js)
     }
 
     #[napi(getter)]

@@ -52,6 +52,11 @@ pub enum TransportEvent {
         peer_id: String,
         frame: crate::media::track::AudioFrame,
     },
+    /// A decoded video frame from a peer's remote track.
+    VideoFrame {
+        peer_id: String,
+        frame: crate::media::track::VideoFrame,
+    },
     /// The signaling socket dropped; retrying.
     SignalingReconnecting {
         attempt: u32,

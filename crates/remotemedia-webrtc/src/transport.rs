@@ -10,7 +10,7 @@
 use crate::config::{is_valid_peer_id, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
-use crate::media::track::LocalAudioTrack;
+use crate::media::track::{LocalAudioTrack, LocalVideoTrack};
 use crate::media::{AudioEncoderConfig, OpusEncoder, Pcm};
 use crate::peer::connection::{PeerNotice, PeerSetup, Signal};
 use crate::peer::{Peer, PeerManager, PeerState};
@@ -598,6 +598,36 @@ impl WebRtcTransport {
         })
     }
 
+    /// The video track sending to `peer_id`.
+    pub fn video_track(&self, peer_id: &str) -> Result<Arc<LocalVideoTrack>> {
+        self.get_peer(peer_id)?.video_track().ok_or_else(|| {
+            Error::PeerNotConnected(format!("{peer_id} has no video track: add one first"))
+        })
+    }
+
+    /// Encodes one packed I420 frame (on a blocking thread) and sends it to `peer_id`. `data`
+    /// is anything that derefs to bytes (a `Vec`, or a JS Buffer held without copying).
+    pub async fn send_video<D: AsRef<[u8]> + Send + 'static>(
+        &self,
+        peer_id: &str,
+        frame: VideoInput<D>,
+    ) -> Result<()> {
+        let track = self.video_track(peer_id)?;
+        let t = track.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            t.encode(
+                frame.data.as_ref(),
+                frame.width,
+                frame.height,
+                frame.timestamp_us,
+                frame.keyframe,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("video encoder task: {e}")))??;
+        track.send_encoded(encoded).await
+    }
+
     /// Encodes one frame of PCM (10/20/40/60 ms at 48 kHz) and sends it to `peer_id`.
     pub async fn send_audio(&self, peer_id: &str, pcm: Pcm<'_>) -> Result<()> {
         let track = self.audio_track(peer_id)?;
@@ -688,6 +718,16 @@ fn caps_to_strings(caps: &[Capability]) -> Vec<String> {
         .filter_map(|c| serde_json::to_value(c).ok())
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect()
+}
+
+/// One raw video frame to send: packed I420.
+pub struct VideoInput<D> {
+    pub data: D,
+    pub width: u32,
+    pub height: u32,
+    pub timestamp_us: i64,
+    /// Force a keyframe.
+    pub keyframe: bool,
 }
 
 /// One encoded audio frame and the peers it goes to.

@@ -94,3 +94,131 @@ async fn a_tone_arrives_as_the_same_tone() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+async fn video_round_trip(codec: remotemedia_webrtc::config::VideoCodec, tag: &str) {
+    use remotemedia_webrtc::media::{psnr_y, I420Buffer, I420Frame, VideoEncoderConfig};
+    use remotemedia_webrtc::transport::VideoInput;
+    use remotemedia_webrtc::WebRtcTransportConfig;
+    let s = server().await;
+    let mk = |id: &str| {
+        remotemedia_webrtc::WebRtcTransport::new(
+            WebRtcTransportConfig::new(s.url())
+                .with_peer_id(id)
+                .with_bind_address("127.0.0.1")
+                .with_video_codec(codec),
+        )
+        .unwrap()
+    };
+    let a = mk(&format!("{tag}-a"));
+    let b = mk(&format!("{tag}-b"));
+    let mut eb = b.take_events().unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let peer = a.connect_peer(&format!("{tag}-b")).await.unwrap();
+    let (w, h) = (320, 240);
+    peer.add_video_track(VideoEncoderConfig {
+        width: w,
+        height: h,
+        framerate: 30,
+        bitrate: 800_000,
+        keyframe_interval: 30,
+    })
+    .await
+    .unwrap();
+    let frames: Vec<I420Buffer> = (0..60)
+        .map(|i| I420Buffer::test_pattern(w, h, i).unwrap())
+        .collect();
+    let to = format!("{tag}-b");
+    // The first send may race the renegotiation: retry until the track is negotiated.
+    let mut sent = 0;
+    for _ in 0..200 {
+        let f = &frames[0];
+        let ok = a
+            .send_video(
+                &to,
+                VideoInput {
+                    data: f.data().to_vec(),
+                    width: w,
+                    height: h,
+                    timestamp_us: 0,
+                    keyframe: true,
+                },
+            )
+            .await
+            .is_ok();
+        if ok {
+            sent = 1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sent, 1, "video track never negotiated");
+    let sender = tokio::spawn({
+        let a = a.clone();
+        let frames = frames.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            for (i, f) in frames.iter().enumerate().skip(1) {
+                tick.tick().await;
+                a.send_video(
+                    &to,
+                    VideoInput {
+                        data: f.data().to_vec(),
+                        width: w,
+                        height: h,
+                        timestamp_us: i as i64 * 33_333,
+                        keyframe: false,
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while got.len() < 60 && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), eb.recv()).await {
+            Ok(Some(TransportEvent::VideoFrame { frame, .. })) => got.push(frame),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) if sender.is_finished() => break,
+            Err(_) => {}
+        }
+    }
+    sender.await.unwrap();
+    assert!(
+        got.len() >= 54,
+        "{tag}: only {} of 60 frames arrived",
+        got.len()
+    );
+    assert!(got[0].keyframe);
+    for f in &got {
+        assert_eq!((f.width, f.height), (w, h));
+        assert_eq!(f.data.len(), (w * h * 3 / 2) as usize);
+    }
+    // The last frame decodes to (nearly) what was sent last.
+    let last = got.last().unwrap();
+    let shown = I420Frame::from_packed(w, h, &last.data).unwrap();
+    let best = frames
+        .iter()
+        .map(|f| psnr_y(&f.as_frame(), &shown).unwrap())
+        .fold(0.0f64, f64::max);
+    assert!(best > 30.0, "{tag}: PSNR {best}");
+    assert!(last
+        .framerate
+        .is_some_and(|fps| (20.0..40.0).contains(&fps)));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_frames_arrive_decoded() {
+    video_round_trip(remotemedia_webrtc::config::VideoCodec::Vp8, "vp8").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_frames_arrive_decoded() {
+    video_round_trip(remotemedia_webrtc::config::VideoCodec::Vp9, "vp9").await;
+}

@@ -13,6 +13,7 @@
 //! (`InvalidData` for malformed frames or packets, `InvalidConfig` for bad settings,
 //! `Encoding` / `Decoding` for codec failures) and never a panic. Every codec type is `Send`.
 
+pub mod assembler;
 pub mod audio;
 pub mod codec;
 pub mod track;

@@ -1,14 +1,20 @@
 //! Media tracks on a peer connection: a local Opus track that encodes PCM and sends it as RTP,
 //! and the reader of a remote audio track that decodes what arrives.
 
+use super::assembler::{Assembled, FrameAssembler};
 use super::audio::{AudioEncoderConfig, Pcm, OPUS_SAMPLE_RATE};
-use super::codec::{OpusDecoder, OpusEncoder};
+use super::codec::{OpusDecoder, OpusEncoder, VideoDecoder, VideoEncoder};
+use super::video::{I420Frame, VideoEncoderConfig};
+use crate::config::VideoCodec;
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
 use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -42,6 +48,180 @@ pub fn opus_rtp_codec() -> RTCRtpCodec {
     }
 }
 
+/// The payload type negotiated for `mime` on `sender` (from the SDP, not hard-coded).
+async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Result<u8> {
+    sender
+        .get_parameters()
+        .await
+        .map_err(|e| Error::webrtc("rtp sender", e))?
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .map(|c| c.payload_type)
+        .ok_or_else(|| Error::PeerNotConnected("track is not negotiated yet".into()))
+}
+
+/// A sample track with one encoding of `codec`, added to `pc`.
+async fn add_sample_track(
+    pc: &Arc<dyn RtcPeerConnection>,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, u32)> {
+    let ssrc = new_ssrc();
+    let label = if kind == RtpCodecKind::Audio {
+        "audio"
+    } else {
+        "video"
+    };
+    let track = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "remotemedia".to_owned(),
+                format!("{label}-{ssrc:08x}"),
+                label.to_owned(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            ),
+        )
+        .map_err(|e| Error::webrtc("media track", e))?,
+    );
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| Error::webrtc("add track", e))?;
+    Ok((track, sender, ssrc))
+}
+
+/// The SDP codec for a video codec.
+pub fn video_rtp_codec(codec: VideoCodec) -> Result<RTCRtpCodec> {
+    let (mime, fmtp) = match codec {
+        VideoCodec::Vp8 => (MIME_TYPE_VP8, ""),
+        VideoCodec::Vp9 => (MIME_TYPE_VP9, "profile-id=0"),
+        VideoCodec::H264 => {
+            return Err(Error::InvalidConfig(
+                "videoCodec 'h264' is not available on RTP tracks yet: use 'vp8' or 'vp9'".into(),
+            ))
+        }
+    };
+    Ok(RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: fmtp.to_owned(),
+        rtcp_feedback: vec![],
+    })
+}
+
+/// A local video track: I420 frames in, VP8/VP9 over RTP out.
+pub struct LocalVideoTrack {
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    codec: VideoCodec,
+    config: VideoEncoderConfig,
+    state: Mutex<VideoSendState>,
+}
+
+struct VideoSendState {
+    encoder: VideoEncoder,
+    last_timestamp_us: Option<i64>,
+}
+
+impl LocalVideoTrack {
+    pub async fn add_to(
+        pc: &Arc<dyn RtcPeerConnection>,
+        codec: VideoCodec,
+        config: VideoEncoderConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let rtp_codec = video_rtp_codec(codec)?;
+        let encoder = VideoEncoder::new(codec, &config)?;
+        let (track, sender, ssrc) = add_sample_track(pc, RtpCodecKind::Video, rtp_codec).await?;
+        Ok(Self {
+            track,
+            sender,
+            ssrc,
+            codec,
+            config,
+            state: Mutex::new(VideoSendState {
+                encoder,
+                last_timestamp_us: None,
+            }),
+        })
+    }
+
+    pub fn codec(&self) -> VideoCodec {
+        self.codec
+    }
+
+    pub fn config(&self) -> &VideoEncoderConfig {
+        &self.config
+    }
+
+    /// The next frame will be a keyframe.
+    pub fn request_keyframe(&self) {
+        self.state.lock().unwrap().encoder.force_keyframe();
+    }
+
+    /// Encodes one packed I420 frame (CPU-bound: call from a blocking-capable thread).
+    /// Returns the encoded frames with the duration each covers.
+    pub fn encode(
+        &self,
+        data: &[u8],
+        width: u32,
+        height: u32,
+        timestamp_us: i64,
+        keyframe: bool,
+    ) -> Result<Vec<(Bytes, Duration)>> {
+        let frame = I420Frame::from_packed(width, height, data)?;
+        let mut st = self.state.lock().unwrap();
+        if keyframe {
+            st.encoder.force_keyframe();
+        }
+        let nominal = 1_000_000 / self.config.framerate.max(1) as i64;
+        let step = match st.last_timestamp_us {
+            Some(last) if timestamp_us > last => (timestamp_us - last).min(1_000_000),
+            _ => nominal,
+        };
+        st.last_timestamp_us = Some(timestamp_us);
+        let out = st.encoder.encode(&frame, timestamp_us)?;
+        Ok(out
+            .into_iter()
+            .map(|f| (Bytes::from(f.data), Duration::from_micros(step as u64)))
+            .collect())
+    }
+
+    pub async fn send_encoded(&self, frames: Vec<(Bytes, Duration)>) -> Result<()> {
+        let mime = if self.codec == VideoCodec::Vp9 {
+            MIME_TYPE_VP9
+        } else {
+            MIME_TYPE_VP8
+        };
+        let pt = negotiated_pt(&self.sender, mime).await?;
+        for (data, duration) in frames {
+            self.track
+                .sample_writer(self.ssrc, pt)
+                .write_sample(&Sample {
+                    data,
+                    duration,
+                    ..Sample::new(Instant::now())
+                })
+                .await
+                .map_err(|e| Error::Encoding(format!("sending video: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// A local audio track: PCM in, Opus over RTP out.
 pub struct LocalAudioTrack {
     track: Arc<TrackLocalStaticSample>,
@@ -59,31 +239,8 @@ impl LocalAudioTrack {
     ) -> Result<Self> {
         config.validate()?;
         let encoder = OpusEncoder::new(&config)?;
-        let ssrc = new_ssrc();
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    "remotemedia".to_owned(),
-                    format!("audio-{ssrc:08x}"),
-                    "audio".to_owned(),
-                    RtpCodecKind::Audio,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: opus_rtp_codec(),
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(|e| Error::webrtc("audio track", e))?,
-        );
-        let sender = pc
-            .add_track(track.clone() as Arc<dyn TrackLocal>)
-            .await
-            .map_err(|e| Error::webrtc("add audio track", e))?;
+        let (track, sender, ssrc) =
+            add_sample_track(pc, RtpCodecKind::Audio, opus_rtp_codec()).await?;
         Ok(Self {
             track,
             sender,
@@ -113,17 +270,7 @@ impl LocalAudioTrack {
 
     /// Sends an already encoded Opus packet of `duration` (used to encode once for many peers).
     pub async fn send_packet(&self, packet: Bytes, duration: Duration) -> Result<()> {
-        let pt = self
-            .sender
-            .get_parameters()
-            .await
-            .map_err(|e| Error::webrtc("audio sender", e))?
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
-            .map(|c| c.payload_type)
-            .ok_or_else(|| Error::PeerNotConnected("audio track is not negotiated yet".into()))?;
+        let pt = negotiated_pt(&self.sender, MIME_TYPE_OPUS).await?;
         self.track
             .sample_writer(self.ssrc, pt)
             .write_sample(&Sample {
@@ -161,22 +308,139 @@ fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads a remote track until it ends; audio is decoded and emitted as `AudioFrame` events.
+/// A decoded video frame as delivered to the application.
+#[derive(Debug, Clone)]
+pub struct VideoFrame {
+    /// Packed I420 (Y, then U, then V).
+    pub data: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub rtp_timestamp: u32,
+    /// Arrival time, µs since the Unix epoch (the sender's clock once RTCP sync is wired).
+    pub wall_clock_us: u64,
+    pub keyframe: bool,
+    /// Frames per second estimated from RTP timestamps.
+    pub framerate: Option<f64>,
+}
+
+/// Keyframe requests (PLI) to one sender at most this often.
+const PLI_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Reads a remote track until it ends: audio is decoded to `AudioFrame` events, video to
+/// `VideoFrame` events.
 pub async fn read_remote_track(
     track: Arc<dyn TrackRemote>,
     peer_id: String,
     events: Arc<EventSink>,
 ) {
-    let kind = track.kind().await;
+    match track.kind().await {
+        RtpCodecKind::Audio => read_audio(track, peer_id, events).await,
+        RtpCodecKind::Video => read_video(track, peer_id, events).await,
+        _ => {}
+    }
+}
+
+async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
+    let mut pipeline: Option<(FrameAssembler, VideoDecoder)> = None;
+    let mut last_pli: Option<Instant> = None;
+    let mut last_ts: Option<u32> = None;
+    let mut framerate: Option<f64> = None;
+    while let Some(ev) = track.poll().await {
+        let pkt = match ev {
+            TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+            TrackRemoteEvent::OnEnded => break,
+            _ => continue,
+        };
+        if pipeline.is_none() {
+            let mime = track
+                .codec(pkt.header.ssrc)
+                .await
+                .map(|c| c.mime_type.to_ascii_lowercase())
+                .unwrap_or_default();
+            let codec = if mime == MIME_TYPE_VP8.to_ascii_lowercase() {
+                VideoCodec::Vp8
+            } else if mime == MIME_TYPE_VP9.to_ascii_lowercase() {
+                VideoCodec::Vp9
+            } else {
+                tracing::warn!(peer = peer_id, "video codec {mime} is not decoded here");
+                break;
+            };
+            let (Some(asm), Ok(dec)) = (FrameAssembler::new(codec), VideoDecoder::new(codec))
+            else {
+                break;
+            };
+            pipeline = Some((asm, dec));
+        }
+        let Some((asm, dec)) = pipeline.as_mut() else {
+            break;
+        };
+        let mut need_keyframe = false;
+        match asm.push(
+            pkt.header.sequence_number,
+            pkt.header.timestamp,
+            pkt.header.marker,
+            &pkt.payload,
+        ) {
+            Assembled::Pending => {}
+            Assembled::NeedKeyframe => need_keyframe = true,
+            Assembled::Frame {
+                data,
+                rtp_timestamp,
+                keyframe,
+            } => match dec.decode(&data) {
+                Ok(Some(img)) => {
+                    if let Some(prev) = last_ts {
+                        let d = rtp_timestamp.wrapping_sub(prev);
+                        if d > 0 && d < 90_000 {
+                            let fps = 90_000.0 / d as f64;
+                            framerate = Some(framerate.map_or(fps, |f| f * 0.9 + fps * 0.1));
+                        }
+                    }
+                    last_ts = Some(rtp_timestamp);
+                    let (width, height) = (img.width(), img.height());
+                    events
+                        .emit(TransportEvent::VideoFrame {
+                            peer_id: peer_id.clone(),
+                            frame: VideoFrame {
+                                data: img.into_data(),
+                                width,
+                                height,
+                                rtp_timestamp,
+                                wall_clock_us: unix_us(),
+                                keyframe,
+                                framerate,
+                            },
+                        })
+                        .await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(peer = peer_id, "undecodable video frame: {e}");
+                    asm.resync();
+                    need_keyframe = true;
+                }
+            },
+        }
+        if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+            last_pli = Some(Instant::now());
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: pkt.header.ssrc,
+            };
+            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        }
+    }
+}
+
+async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
     let mut decoder: Option<(u16, OpusDecoder)> = None;
     while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
-            if matches!(ev, TrackRemoteEvent::OnEnded) {
-                break;
-            }
-            continue;
+        let pkt = match ev {
+            TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+            TrackRemoteEvent::OnEnded => break,
+            _ => continue,
         };
-        if kind != RtpCodecKind::Audio || pkt.payload.is_empty() {
+        if pkt.payload.is_empty() {
             continue;
         }
         // Decode at the packet's own channel count (TOC byte, bit 2).

@@ -6,8 +6,8 @@ use crate::channel::{channel_init, DataChannel};
 use crate::config::{DataChannelMode, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
-use crate::media::track::{read_remote_track, LocalAudioTrack};
-use crate::media::AudioEncoderConfig;
+use crate::media::track::{read_remote_track, LocalAudioTrack, LocalVideoTrack};
+use crate::media::{AudioEncoderConfig, VideoEncoderConfig};
 use crate::signaling::client::SignalingClient;
 use crate::signaling::protocol::{
     self, DisconnectParams, DisconnectReason, IceCandidateParams, SdpParams,
@@ -116,6 +116,7 @@ struct Shared {
     setup_boost: Mutex<Option<Boost>>,
     created_at: Instant,
     audio: Mutex<Option<Arc<LocalAudioTrack>>>,
+    video: Mutex<Option<Arc<LocalVideoTrack>>>,
 }
 
 impl Shared {
@@ -314,6 +315,7 @@ impl Peer {
             setup_boost: Mutex::new(Some(runtime.boost())),
             created_at: Instant::now(),
             audio: Mutex::new(None),
+            video: Mutex::new(None),
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
         // still reach us), and its multicast socket cannot even be opened in a network without
@@ -719,6 +721,38 @@ impl Peer {
         Ok(track)
     }
 
+    /// Adds a video track (the transport's `video_codec`) sending to this peer and renegotiates.
+    pub async fn add_video_track(
+        &self,
+        config: VideoEncoderConfig,
+    ) -> Result<Arc<LocalVideoTrack>> {
+        if self.is_closed() {
+            return Err(Error::ShutDown(format!(
+                "peer {} is closed",
+                self.peer_id()
+            )));
+        }
+        if self.state() != PeerState::Connected {
+            return Err(Error::PeerNotConnected(self.peer_id().to_string()));
+        }
+        if self.shared.video.lock().unwrap().is_some() {
+            return Err(Error::InvalidData(format!(
+                "peer {} already has a video track",
+                self.peer_id()
+            )));
+        }
+        let codec = self.shared.setup.config.video_codec;
+        let track = Arc::new(LocalVideoTrack::add_to(&self.pc, codec, config).await?);
+        *self.shared.video.lock().unwrap() = Some(track.clone());
+        self.send_offer().await?;
+        Ok(track)
+    }
+
+    /// The video track sending to this peer, if one was added.
+    pub fn video_track(&self) -> Option<Arc<LocalVideoTrack>> {
+        self.shared.video.lock().unwrap().clone()
+    }
+
     /// The audio track sending to this peer, if one was added.
     pub fn audio_track(&self) -> Option<Arc<LocalAudioTrack>> {
         self.shared.audio.lock().unwrap().clone()
@@ -750,6 +784,7 @@ impl Peer {
         }
         s.default_channel.lock().unwrap().take();
         s.audio.lock().unwrap().take();
+        s.video.lock().unwrap().take();
         s.release_boost();
         let _ = self.pc.close().await;
         s.state.send_replace(PeerState::Closed);
