@@ -6,7 +6,7 @@ import { lib, until, once } from './helpers.mjs'
 const require = createRequire(import.meta.url)
 const { chromium } = require('playwright-core')
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
-const page = readFileSync(new URL('./pages/audio-peer.html', import.meta.url), 'utf8')
+const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
 
 describe('audio with a real Chromium', () => {
   let server, node, browser, tab
@@ -73,3 +73,71 @@ describe('audio with a real Chromium', () => {
     expect(stats.audioLevel).toBeGreaterThan(0)
   }, 60000)
 })
+
+function pattern(w, h, i) {
+  const data = Buffer.alloc((w * h * 3) / 2)
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data[y * w + x] = (x * 2 + y + i * 5) & 0xff
+  data.fill(128, w * h)
+  return data
+}
+
+for (const [codec, mime] of [['vp8', null], ['vp9', 'video/VP9']]) {
+  describe(`video with a real Chromium (${codec})`, () => {
+    let server, node, browser, tab
+    beforeAll(async () => {
+      if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
+      server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
+      node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', videoCodec: codec })
+      await node.start()
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+          '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
+          '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+          '--autoplay-policy=no-user-gesture-required'],
+      })
+      tab = await browser.newPage()
+    })
+    afterAll(async () => {
+      await browser?.close()
+      await node?.shutdown()
+      await server?.close()
+    })
+
+    it(`decodes Chromium's camera (${codec}, 640x480), and Chromium decodes what Node sends`, async () => {
+      const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
+      await tab.goto(`http://127.0.0.1:${server.port}/`)
+      const browserId = (await announced).peerId
+      const peer = await node.connectPeer(browserId)
+
+      const frames = []
+      peer.on('video-frame', (f) => frames.push(f))
+      await tab.evaluate((m) => window.sendCamera(m), mime)
+      await until(() => frames.length >= 10, 15000)
+      expect(frames[0].keyframe).toBe(true)
+      for (const f of frames) {
+        expect([f.width, f.height]).toEqual([640, 480])
+        expect(f.data.length).toBe(640 * 480 * 1.5)
+      }
+
+      await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
+      await until(async () => node.sendVideo(browserId, { data: pattern(320, 240, 0), width: 320, height: 240, keyframe: true }).then(() => true, () => false), 10000, 20)
+      let stats = null
+      const deadline = Date.now() + 15000
+      for (let i = 1; Date.now() < deadline; i++) {
+        await node.sendVideo(browserId, { data: pattern(320, 240, i), width: 320, height: 240, timestampUs: i * 33333 })
+        await new Promise((r) => setTimeout(r, 33))
+        if (i % 10 === 0) {
+          stats = await tab.evaluate(() => window.inboundVideo())
+          if (stats && stats.framesDecoded > 10) break
+        }
+      }
+      expect(await tab.evaluate(() => window.peer.errors)).toEqual([])
+      expect(stats).not.toBeNull()
+      expect(stats.packetsReceived).toBeGreaterThan(0)
+      expect(stats.framesDecoded).toBeGreaterThan(10)
+      expect(stats.frameWidth).toBe(320)
+    }, 60000)
+  })
+}
