@@ -184,6 +184,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   /** Adds a video track (the transport's videoCodec) and renegotiates the connection. */
   addVideoTrack(options?: VideoTrackOptions): Promise<void>
   readonly hasVideoTrack: boolean
+  /** Asks the peer for a keyframe on the video it sends us (RTCP PLI). */
+  requestKeyframe(): Promise<void>
   close(): Promise<void>
 }
 

@@ -220,6 +220,7 @@ describe('video between Node transports', () => {
       await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, data: 'pixels' }), 'ERR_INVALID_DATA')
       await rejectsWithCode(a.sendVideo(b.peerId, null), 'ERR_INVALID_DATA')
       await rejectsWithCode(peer.addVideoTrack(), 'ERR_INVALID_DATA') // already has one
+      await rejectsWithCode(peer.requestKeyframe(), 'ERR_PEER_NOT_CONNECTED') // b sends a no video
       const got = new Promise((r) => b.getPeer(a.peerId).once('video-frame', r))
       await a.sendVideo(b.peerId, { ...ok, keyframe: true, timestampUs: 100000 })
       expect((await got).width).toBe(64)

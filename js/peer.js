@@ -57,6 +57,12 @@ class Peer extends EventEmitter {
 
   get hasVideoTrack() { return !this._closed && this._native.hasVideoTrack }
 
+  // Asks the peer for a keyframe on the video it sends us (RTCP PLI).
+  async requestKeyframe() {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    await callAsync(() => this._native.requestKeyframe())
+  }
+
   // Closes the connection (same as transport.disconnectPeer(peer.peerId)).
   close() {
     return this._transport.disconnectPeer(this.peerId).catch((e) => {

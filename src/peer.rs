@@ -70,6 +70,12 @@ impl NativePeer {
         Ok(())
     }
 
+    /// Asks this peer for a keyframe on the video it sends us (RTCP PLI).
+    #[napi]
+    pub async fn request_keyframe(&self) -> napi::Result<()> {
+        self.p.request_keyframe().await.map_err(js)
+    }
+
     #[napi(getter)]
     pub fn has_video_track(&self) -> bool {
         self.p.video_track().is_some()

@@ -222,3 +222,77 @@ async fn vp8_frames_arrive_decoded() {
 async fn vp9_frames_arrive_decoded() {
     video_round_trip(remotemedia_webrtc::config::VideoCodec::Vp9, "vp9").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyframe_request_is_answered_with_a_keyframe() {
+    use remotemedia_webrtc::media::{I420Buffer, VideoEncoderConfig};
+    use remotemedia_webrtc::transport::VideoInput;
+    let s = server().await;
+    let (a, _ea) = transport(&s.url(), "kf-a").await;
+    let (b, mut eb) = transport(&s.url(), "kf-b").await;
+    let peer = a.connect_peer("kf-b").await.unwrap();
+    let (w, h) = (160, 120);
+    // Keyframes only on request.
+    let track = peer
+        .add_video_track(VideoEncoderConfig {
+            width: w,
+            height: h,
+            framerate: 30,
+            bitrate: 300_000,
+            keyframe_interval: 0,
+        })
+        .await
+        .unwrap();
+    let frame = |i: u32| VideoInput {
+        data: I420Buffer::test_pattern(w, h, i).unwrap().data().to_vec(),
+        width: w,
+        height: h,
+        timestamp_us: i as i64 * 33_333,
+        keyframe: false,
+    };
+    let mut i = 0;
+    while a.send_video("kf-b", frame(i)).await.is_err() {
+        assert!(i < 300, "video track never negotiated");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Collect frames; after 10 of them ask for a keyframe.
+    let mut keyframes_after_request = 0;
+    let mut requested = false;
+    let mut received = 0;
+    for n in 1..=60u32 {
+        a.send_video("kf-b", frame(i + n)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(ev) = eb.try_recv() {
+            if let TransportEvent::VideoFrame { frame, .. } = ev {
+                received += 1;
+                if requested && frame.keyframe {
+                    keyframes_after_request += 1;
+                }
+            }
+        }
+        if received >= 10 && !requested {
+            b.get_peer("kf-a")
+                .unwrap()
+                .request_keyframe()
+                .await
+                .unwrap();
+            requested = true;
+        }
+        if keyframes_after_request > 0 {
+            break;
+        }
+    }
+    assert!(requested, "no frames arrived");
+    assert!(
+        track.keyframe_requests() >= 1,
+        "the sender never saw the PLI"
+    );
+    assert!(
+        keyframes_after_request >= 1,
+        "no keyframe followed the request"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

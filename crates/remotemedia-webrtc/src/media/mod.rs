@@ -16,6 +16,7 @@
 pub mod assembler;
 pub mod audio;
 pub mod codec;
+pub mod keyframe;
 pub mod track;
 pub mod video;
 

@@ -4,6 +4,7 @@
 use super::assembler::{Assembled, FrameAssembler};
 use super::audio::{AudioEncoderConfig, Pcm, OPUS_SAMPLE_RATE};
 use super::codec::{OpusDecoder, OpusEncoder, VideoDecoder, VideoEncoder};
+use super::keyframe::asks_for_keyframe;
 use super::video::{I420Frame, VideoEncoderConfig};
 use crate::config::VideoCodec;
 use crate::error::{Error, Result};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection as RtcPeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
@@ -128,7 +129,8 @@ pub struct LocalVideoTrack {
     ssrc: u32,
     codec: VideoCodec,
     config: VideoEncoderConfig,
-    state: Mutex<VideoSendState>,
+    state: Arc<Mutex<VideoSendState>>,
+    keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct VideoSendState {
@@ -146,17 +148,45 @@ impl LocalVideoTrack {
         let rtp_codec = video_rtp_codec(codec)?;
         let encoder = VideoEncoder::new(codec, &config)?;
         let (track, sender, ssrc) = add_sample_track(pc, RtpCodecKind::Video, rtp_codec).await?;
+        let state = Arc::new(Mutex::new(VideoSendState {
+            encoder,
+            last_timestamp_us: None,
+        }));
+        let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Answer the receivers' PLI/FIR (marked for us by `keyframe::KeyframeRequestTap`) by
+        // making the next frame a keyframe. Ends with the track.
+        tokio::spawn({
+            let track = track.clone();
+            let state = Arc::downgrade(&state);
+            let count = keyframe_requests.clone();
+            async move {
+                while let Some(ev) = track.poll().await {
+                    let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
+                        continue;
+                    };
+                    if !asks_for_keyframe(&packets) {
+                        continue;
+                    }
+                    let Some(state) = state.upgrade() else { break };
+                    state.lock().unwrap().encoder.force_keyframe();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
         Ok(Self {
             track,
             sender,
             ssrc,
             codec,
             config,
-            state: Mutex::new(VideoSendState {
-                encoder,
-                last_timestamp_us: None,
-            }),
+            state,
+            keyframe_requests,
         })
+    }
+
+    /// Keyframe requests (PLI/FIR) received from the other side so far.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.keyframe_requests.load(Ordering::Relaxed)
     }
 
     pub fn codec(&self) -> VideoCodec {
@@ -321,6 +351,21 @@ pub struct VideoFrame {
     pub keyframe: bool,
     /// Frames per second estimated from RTP timestamps.
     pub framerate: Option<f64>,
+}
+
+/// Asks the sender of a remote track for a keyframe (RTCP PLI on each of its SSRCs).
+pub async fn request_keyframe(track: &Arc<dyn TrackRemote>) -> Result<()> {
+    for ssrc in track.ssrcs().await {
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        track
+            .write_rtcp(vec![Box::new(pli)])
+            .await
+            .map_err(|e| Error::webrtc("keyframe request", e))?;
+    }
+    Ok(())
 }
 
 /// Keyframe requests (PLI) to one sender at most this often.

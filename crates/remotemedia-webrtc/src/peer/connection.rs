@@ -117,6 +117,7 @@ struct Shared {
     created_at: Instant,
     audio: Mutex<Option<Arc<LocalAudioTrack>>>,
     video: Mutex<Option<Arc<LocalVideoTrack>>>,
+    remote_video: Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>,
 }
 
 impl Shared {
@@ -221,6 +222,9 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
         let s = &self.shared;
+        if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+            s.remote_video.lock().unwrap().push(track.clone());
+        }
         tokio::spawn(read_remote_track(
             track,
             s.setup.remote_id.clone(),
@@ -299,9 +303,14 @@ impl Peer {
         media
             .register_default_codecs()
             .map_err(|e| Error::webrtc("media engine", e))?;
+        // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests.
         let registry =
             webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)
-                .map_err(|e| Error::webrtc("interceptors", e))?;
+                .map_err(|e| Error::webrtc("interceptors", e))?
+                .with(
+                    rtc::interceptor::Slot::from(crate::media::keyframe::TAP_SLOT),
+                    crate::media::keyframe::KeyframeRequestTap::default(),
+                );
 
         let (state, _) = watch::channel(PeerState::New);
         let shared = Arc::new(Shared {
@@ -316,6 +325,7 @@ impl Peer {
             created_at: Instant::now(),
             audio: Mutex::new(None),
             video: Mutex::new(None),
+            remote_video: Mutex::new(Vec::new()),
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
         // still reach us), and its multicast socket cannot even be opened in a network without
@@ -753,6 +763,21 @@ impl Peer {
         self.shared.video.lock().unwrap().clone()
     }
 
+    /// Asks this peer for a keyframe on every video track it sends us (RTCP PLI).
+    pub async fn request_keyframe(&self) -> Result<()> {
+        let tracks = self.shared.remote_video.lock().unwrap().clone();
+        if tracks.is_empty() {
+            return Err(Error::PeerNotConnected(format!(
+                "{} sends no video",
+                self.peer_id()
+            )));
+        }
+        for t in &tracks {
+            crate::media::track::request_keyframe(t).await?;
+        }
+        Ok(())
+    }
+
     /// The audio track sending to this peer, if one was added.
     pub fn audio_track(&self) -> Option<Arc<LocalAudioTrack>> {
         self.shared.audio.lock().unwrap().clone()
@@ -785,6 +810,7 @@ impl Peer {
         s.default_channel.lock().unwrap().take();
         s.audio.lock().unwrap().take();
         s.video.lock().unwrap().take();
+        s.remote_video.lock().unwrap().clear();
         s.release_boost();
         let _ = self.pc.close().await;
         s.state.send_replace(PeerState::Closed);
