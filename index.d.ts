@@ -220,6 +220,11 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   sendAudio(peerId: string, samples: Float32Array | Int16Array): Promise<void>
   /** One packed I420 frame to a peer with a video track; encoded off the JS thread. */
   sendVideo(peerId: string, frame: VideoFrameInput): Promise<void>
+  /** Encodes once, sends to every connected peer with a video track. */
+  broadcastVideo(frame: VideoFrameInput): Promise<{
+    sent: number
+    failed: Array<{ peerId: string; code: ErrorCode; message: string }>
+  }>
   /** Encodes once, sends to every connected peer with an audio track. */
   broadcastAudio(samples: Float32Array | Int16Array): Promise<{
     sent: number

@@ -231,3 +231,37 @@ describe('video between Node transports', () => {
     }
   })
 })
+
+describe('video broadcast', () => {
+  it('encodes once and reaches every peer with a video track', async () => {
+    const server = await withServer()
+    const hub = await transport(server, uid('vhub'))
+    const others = []
+    try {
+      const counts = new Map()
+      for (let i = 0; i < 3; i++) {
+        const t = await transport(server, uid(`vl${i}`))
+        others.push(t)
+        counts.set(t.peerId, 0)
+        t.on('video-frame', (f) => {
+          expect(f.width).toBe(64)
+          counts.set(t.peerId, counts.get(t.peerId) + 1)
+        })
+        const p = await hub.connectPeer(t.peerId)
+        await p.addVideoTrack({ width: 64, height: 48, keyframeInterval: 10 })
+        await until(async () => hub.sendVideo(t.peerId, { data: testPattern(64, 48, 0), width: 64, height: 48, keyframe: true }).then(() => true, () => false), 5000, 10)
+      }
+      for (let i = 1; i <= 20; i++) {
+        const r = await hub.broadcastVideo({ data: testPattern(64, 48, i), width: 64, height: 48, timestampUs: i * 33333, keyframe: i === 1 })
+        expect(r).toEqual({ sent: 3, failed: [] })
+        await new Promise((res) => setTimeout(res, 20))
+      }
+      await until(() => [...counts.values()].every((c) => c >= 18), 5000)
+      await rejectsWithCode(hub.broadcastVideo({ data: Buffer.alloc(5), width: 64, height: 48 }), 'ERR_INVALID_DATA')
+    } finally {
+      for (const t of others) await t.shutdown()
+      await hub.shutdown()
+      await server.close()
+    }
+  })
+})

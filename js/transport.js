@@ -12,6 +12,25 @@ function checkPeerId(peerId) {
   }
 }
 
+// Checks a raw video frame ({ data, width, height, format, timestampUs, keyframe }).
+function videoInput(frame) {
+  if (!frame || typeof frame !== 'object') throw invalid('ERR_INVALID_DATA', 'frame must be an object')
+  const { data, width, height, format = 'i420', timestampUs = 0, keyframe = false } = frame
+  if (format !== 'i420') throw invalid('ERR_INVALID_DATA', `format must be 'i420', got ${JSON.stringify(format)}`)
+  if (!(data instanceof Uint8Array)) throw invalid('ERR_INVALID_DATA', 'frame.data must be a Buffer or Uint8Array')
+  for (const [k, v] of [['width', width], ['height', height]]) {
+    if (!Number.isInteger(v) || v <= 0 || v > 16384) throw invalid('ERR_INVALID_DATA', `frame.${k} must be an integer in 1..=16384`)
+  }
+  if (typeof timestampUs !== 'number' || !Number.isFinite(timestampUs)) throw invalid('ERR_INVALID_DATA', 'frame.timestampUs must be a number')
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  return { buf, width, height, timestampUs, keyframe: Boolean(keyframe) }
+}
+
+// A broadcast's result as plain objects: { sent, failed: [{ peerId, code, message }] }.
+function outcome(r) {
+  return { sent: r.sent, failed: r.failed.map((f) => ({ peerId: f.peerId, code: f.code, message: f.message })) }
+}
+
 // One local peer in a mesh of up to `maxPeers` remote peers.
 // Events: 'peer-announced', 'peer-connected' (peer), 'peer-disconnected', 'peer-state',
 // 'data-channel' (channel, peer), 'signaling-reconnecting', 'signaling-reconnected', 'error'.
@@ -88,16 +107,16 @@ class WebRtcTransport extends EventEmitter {
   async sendVideo(peerId, frame) {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
     checkPeerId(peerId)
-    if (!frame || typeof frame !== 'object') throw invalid('ERR_INVALID_DATA', 'frame must be an object')
-    const { data, width, height, format = 'i420', timestampUs = 0, keyframe = false } = frame
-    if (format !== 'i420') throw invalid('ERR_INVALID_DATA', `format must be 'i420', got ${JSON.stringify(format)}`)
-    if (!(data instanceof Uint8Array)) throw invalid('ERR_INVALID_DATA', 'frame.data must be a Buffer or Uint8Array')
-    for (const [k, v] of [['width', width], ['height', height]]) {
-      if (!Number.isInteger(v) || v <= 0 || v > 16384) throw invalid('ERR_INVALID_DATA', `frame.${k} must be an integer in 1..=16384`)
-    }
-    if (typeof timestampUs !== 'number' || !Number.isFinite(timestampUs)) throw invalid('ERR_INVALID_DATA', 'frame.timestampUs must be a number')
-    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-    await callAsync(() => this._native.sendVideo(peerId, buf, width, height, timestampUs, Boolean(keyframe)))
+    const f = videoInput(frame)
+    await callAsync(() => this._native.sendVideo(peerId, f.buf, f.width, f.height, f.timestampUs, f.keyframe))
+  }
+
+  // Encodes one frame once and sends it to every connected peer with a video track.
+  async broadcastVideo(frame) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+    const f = videoInput(frame)
+    const r = await callAsync(() => this._native.broadcastVideo(f.buf, f.width, f.height, f.timestampUs, f.keyframe))
+    return outcome(r)
   }
 
   // Encodes once and sends to every connected peer with an audio track: { sent, failed }.
@@ -107,7 +126,7 @@ class WebRtcTransport extends EventEmitter {
     if (samples instanceof Float32Array) r = await callAsync(() => this._native.broadcastAudio(samples))
     else if (samples instanceof Int16Array) r = await callAsync(() => this._native.broadcastAudioI16(samples))
     else throw invalid('ERR_INVALID_DATA', 'samples must be a Float32Array or an Int16Array')
-    return { sent: r.sent, failed: r.failed.map((f) => ({ peerId: f.peerId, code: f.code, message: f.message })) }
+    return outcome(r)
   }
 
   listPeers() { return this._closed ? [] : this._native.listPeers() }

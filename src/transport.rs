@@ -459,6 +459,30 @@ impl NativeTransport {
             .map_err(js)
     }
 
+    /// Encodes one packed I420 frame once and sends it to every connected peer with a video track.
+    #[napi]
+    pub async fn broadcast_video(
+        &self,
+        data: Buffer,
+        width: u32,
+        height: u32,
+        timestamp_us: f64,
+        keyframe: bool,
+    ) -> napi::Result<BroadcastOutcome> {
+        let r = self
+            .t
+            .broadcast_video(VideoInput {
+                data,
+                width,
+                height,
+                timestamp_us: timestamp_us as i64,
+                keyframe,
+            })
+            .await
+            .map_err(js)?;
+        Ok(outcome(r))
+    }
+
     #[napi(getter)]
     pub fn is_started(&self) -> bool {
         self.t.is_started()
@@ -508,20 +532,21 @@ impl NativeTransport {
         pcm: Pcm<'_>,
     ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
         let broadcast = self.t.encode_broadcast(pcm).map_err(js)?;
-        env.spawn_future(async move {
-            let r = WebRtcTransport::send_to_all(broadcast).await;
-            Ok(BroadcastOutcome {
-                sent: r.sent as u32,
-                failed: r
-                    .failed
-                    .into_iter()
-                    .map(|(peer_id, e)| BroadcastFailure {
-                        peer_id,
-                        code: e.code().into(),
-                        message: e.to_string(),
-                    })
-                    .collect(),
+        env.spawn_future(async move { Ok(outcome(WebRtcTransport::send_to_all(broadcast).await)) })
+    }
+}
+
+fn outcome(r: remotemedia_webrtc::transport::BroadcastResult) -> BroadcastOutcome {
+    BroadcastOutcome {
+        sent: r.sent as u32,
+        failed: r
+            .failed
+            .into_iter()
+            .map(|(peer_id, e)| BroadcastFailure {
+                peer_id,
+                code: e.code().into(),
+                message: e.to_string(),
             })
-        })
+            .collect(),
     }
 }

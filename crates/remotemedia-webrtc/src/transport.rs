@@ -7,11 +7,12 @@
 //! dialled from both ends. When both ends still dial each other at once (glare), the peer with
 //! the greater id yields: it drops its own pending offer and answers the other's.
 
+use crate::config::VideoCodec;
 use crate::config::{is_valid_peer_id, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
-use crate::media::track::{LocalAudioTrack, LocalVideoTrack};
-use crate::media::{AudioEncoderConfig, OpusEncoder, Pcm};
+use crate::media::track::{LocalAudioTrack, LocalVideoTrack, VideoSendState};
+use crate::media::{AudioEncoderConfig, OpusEncoder, Pcm, VideoEncoderConfig};
 use crate::peer::connection::{PeerNotice, PeerSetup, Signal};
 use crate::peer::{Peer, PeerManager, PeerState};
 use crate::signaling::client::{SignalingClient, SignalingEvent};
@@ -47,6 +48,8 @@ struct Inner {
     stop: CancellationToken,
     /// Encodes once for `broadcast_audio` (one continuous stream for every receiver).
     broadcast_encoder: Mutex<Option<(AudioEncoderConfig, OpusEncoder)>>,
+    /// Encodes once for `broadcast_video`.
+    broadcast_video: Mutex<Option<(VideoCodec, VideoEncoderConfig, VideoSendState)>>,
 }
 
 impl Drop for Inner {
@@ -100,6 +103,7 @@ impl WebRtcTransport {
                 notices_rx: Mutex::new(Some(notices_rx)),
                 stop: CancellationToken::new(),
                 broadcast_encoder: Mutex::new(None),
+                broadcast_video: Mutex::new(None),
             }),
         })
     }
@@ -626,6 +630,59 @@ impl WebRtcTransport {
         .await
         .map_err(|e| Error::Internal(format!("video encoder task: {e}")))??;
         track.send_encoded(encoded).await
+    }
+
+    /// Encodes one packed I420 frame once (on a blocking thread) and sends it to every connected
+    /// peer with a video track. A keyframe request from any of them makes it a keyframe.
+    pub async fn broadcast_video<D: AsRef<[u8]> + Send + 'static>(
+        &self,
+        frame: VideoInput<D>,
+    ) -> Result<BroadcastResult> {
+        let targets: Vec<(String, Arc<LocalVideoTrack>)> = self
+            .list_peers()
+            .into_iter()
+            .filter_map(|id| {
+                let t = self.inner.peers.get(&id)?.video_track()?;
+                Some((id, t))
+            })
+            .collect();
+        let Some((_, first)) = targets.first() else {
+            return Ok(BroadcastResult::default());
+        };
+        let (codec, config) = (first.codec(), *first.config());
+        // Every request is taken (not short-circuited), so none is left pending.
+        let requested = targets
+            .iter()
+            .fold(false, |any, (_, t)| t.take_keyframe_request() | any);
+        let inner = self.inner.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let mut enc = inner.broadcast_video.lock().unwrap();
+            if enc
+                .as_ref()
+                .is_none_or(|(c, cfg, _)| *c != codec || *cfg != config)
+            {
+                *enc = Some((codec, config, VideoSendState::new(codec, &config)?));
+            }
+            let (_, cfg, state) = enc.as_mut().expect("set above");
+            state.encode(
+                frame.data.as_ref(),
+                frame.width,
+                frame.height,
+                frame.timestamp_us,
+                frame.keyframe || requested,
+                cfg.framerate,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("video encoder task: {e}")))??;
+        let mut result = BroadcastResult::default();
+        for (id, track) in targets {
+            match track.send_encoded(encoded.clone()).await {
+                Ok(()) => result.sent += 1,
+                Err(e) => result.failed.push((id, e)),
+            }
+        }
+        Ok(result)
     }
 
     /// Encodes one frame of PCM (10/20/40/60 ms at 48 kHz) and sends it to `peer_id`.

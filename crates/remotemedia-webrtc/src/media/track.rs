@@ -129,13 +129,53 @@ pub struct LocalVideoTrack {
     ssrc: u32,
     codec: VideoCodec,
     config: VideoEncoderConfig,
-    state: Arc<Mutex<VideoSendState>>,
+    state: Mutex<VideoSendState>,
     keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when a receiver asked for a keyframe; taken by whichever encoder feeds this track.
+    wants_keyframe: Arc<std::sync::atomic::AtomicBool>,
 }
 
-struct VideoSendState {
+/// An encoder and the timing it derives RTP durations from; one per track, or one for a
+/// broadcast to many tracks.
+pub struct VideoSendState {
     encoder: VideoEncoder,
     last_timestamp_us: Option<i64>,
+}
+
+impl VideoSendState {
+    pub fn new(codec: VideoCodec, config: &VideoEncoderConfig) -> Result<Self> {
+        Ok(Self {
+            encoder: VideoEncoder::new(codec, config)?,
+            last_timestamp_us: None,
+        })
+    }
+
+    /// Encodes one packed I420 frame; returns encoded frames with the duration each covers.
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        width: u32,
+        height: u32,
+        timestamp_us: i64,
+        keyframe: bool,
+        framerate: u32,
+    ) -> Result<Vec<(Bytes, Duration)>> {
+        let frame = I420Frame::from_packed(width, height, data)?;
+        if keyframe {
+            self.encoder.force_keyframe();
+        }
+        let nominal = 1_000_000 / framerate.max(1) as i64;
+        let step = match self.last_timestamp_us {
+            Some(last) if timestamp_us > last => (timestamp_us - last).min(1_000_000),
+            _ => nominal,
+        };
+        self.last_timestamp_us = Some(timestamp_us);
+        let out = self.encoder.encode(&frame, timestamp_us)?;
+        Ok(out
+            .into_iter()
+            .map(|f| (Bytes::from(f.data), Duration::from_micros(step as u64)))
+            .collect())
+    }
 }
 
 impl LocalVideoTrack {
@@ -148,28 +188,23 @@ impl LocalVideoTrack {
         let rtp_codec = video_rtp_codec(codec)?;
         let encoder = VideoEncoder::new(codec, &config)?;
         let (track, sender, ssrc) = add_sample_track(pc, RtpCodecKind::Video, rtp_codec).await?;
-        let state = Arc::new(Mutex::new(VideoSendState {
-            encoder,
-            last_timestamp_us: None,
-        }));
         let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        // Answer the receivers' PLI/FIR (marked for us by `keyframe::KeyframeRequestTap`) by
-        // making the next frame a keyframe. Ends with the track.
+        let wants_keyframe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Answer the receivers' PLI/FIR (marked for us by `keyframe::KeyframeRequestTap`): the
+        // next frame encoded for this track is a keyframe. Ends with the track.
         tokio::spawn({
             let track = track.clone();
-            let state = Arc::downgrade(&state);
             let count = keyframe_requests.clone();
+            let wants = wants_keyframe.clone();
             async move {
                 while let Some(ev) = track.poll().await {
                     let TrackLocalEvent::OnRtcpPacket(packets) = ev else {
                         continue;
                     };
-                    if !asks_for_keyframe(&packets) {
-                        continue;
+                    if asks_for_keyframe(&packets) {
+                        wants.store(true, Ordering::SeqCst);
+                        count.fetch_add(1, Ordering::Relaxed);
                     }
-                    let Some(state) = state.upgrade() else { break };
-                    state.lock().unwrap().encoder.force_keyframe();
-                    count.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
@@ -179,9 +214,18 @@ impl LocalVideoTrack {
             ssrc,
             codec,
             config,
-            state,
+            state: Mutex::new(VideoSendState {
+                encoder,
+                last_timestamp_us: None,
+            }),
             keyframe_requests,
+            wants_keyframe,
         })
+    }
+
+    /// Takes a pending keyframe request (for an encoder that feeds this track).
+    pub fn take_keyframe_request(&self) -> bool {
+        self.wants_keyframe.swap(false, Ordering::SeqCst)
     }
 
     /// Keyframe requests (PLI/FIR) received from the other side so far.
@@ -197,13 +241,13 @@ impl LocalVideoTrack {
         &self.config
     }
 
-    /// The next frame will be a keyframe.
+    /// The next frame encoded for this track will be a keyframe.
     pub fn request_keyframe(&self) {
-        self.state.lock().unwrap().encoder.force_keyframe();
+        self.wants_keyframe.store(true, Ordering::SeqCst);
     }
 
-    /// Encodes one packed I420 frame (CPU-bound: call from a blocking-capable thread).
-    /// Returns the encoded frames with the duration each covers.
+    /// Encodes one packed I420 frame with this track's encoder (CPU-bound: call from a
+    /// blocking-capable thread). Returns the encoded frames with the duration each covers.
     pub fn encode(
         &self,
         data: &[u8],
@@ -212,22 +256,15 @@ impl LocalVideoTrack {
         timestamp_us: i64,
         keyframe: bool,
     ) -> Result<Vec<(Bytes, Duration)>> {
-        let frame = I420Frame::from_packed(width, height, data)?;
-        let mut st = self.state.lock().unwrap();
-        if keyframe {
-            st.encoder.force_keyframe();
-        }
-        let nominal = 1_000_000 / self.config.framerate.max(1) as i64;
-        let step = match st.last_timestamp_us {
-            Some(last) if timestamp_us > last => (timestamp_us - last).min(1_000_000),
-            _ => nominal,
-        };
-        st.last_timestamp_us = Some(timestamp_us);
-        let out = st.encoder.encode(&frame, timestamp_us)?;
-        Ok(out
-            .into_iter()
-            .map(|f| (Bytes::from(f.data), Duration::from_micros(step as u64)))
-            .collect())
+        let keyframe = keyframe | self.take_keyframe_request();
+        self.state.lock().unwrap().encode(
+            data,
+            width,
+            height,
+            timestamp_us,
+            keyframe,
+            self.config.framerate,
+        )
     }
 
     pub async fn send_encoded(&self, frames: Vec<(Bytes, Duration)>) -> Result<()> {
