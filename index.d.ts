@@ -117,8 +117,10 @@ export interface AudioFrame {
   sampleRate: number
   channels: number
   rtpTimestamp: number
-  /** µs since the Unix epoch; local arrival clock until RTCP sync is wired. */
+  /** Capture time on the sender's clock (µs since the Unix epoch) once an RTCP sender report
+   *  arrived; the local arrival clock before. */
   wallClockUs: number
+  /** Time spent in a jitter buffer (none yet: 0). */
   bufferDelayMs: number
   /** 0.5 on the local arrival clock, 1.0 with a recent RTCP sender report. */
   syncConfidence: number
@@ -153,8 +155,11 @@ export interface VideoFrame {
   height: number
   format: 'i420'
   rtpTimestamp: number
-  /** µs since the Unix epoch; local arrival clock until RTCP sync is wired. */
+  /** Capture time on the sender's clock once an RTCP sender report arrived; arrival before. */
   wallClockUs: number
+  /** 1.0 with a recent sender report, 0.5 on the local arrival clock. */
+  syncConfidence: number
+  driftPpm: number
   keyframe: boolean
   /** Estimated from RTP timestamps. */
   framerate: number | null

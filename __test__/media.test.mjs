@@ -66,7 +66,11 @@ describe('audio between Node transports', () => {
       expect(f.channels).toBe(1)
       expect(typeof f.rtpTimestamp).toBe('number')
       expect(f.wallClockUs).toBeGreaterThan(Date.now() * 1000 - 60e6)
+      expect([0.5, 0.75, 1]).toContain(f.syncConfidence)
+      expect(Number.isFinite(f.driftPpm)).toBe(true)
     }
+    // webrtc-rs sends a sender report about every second: the later frames are on its clock.
+    expect(frames.at(-1).syncConfidence).toBe(1)
     const all = new Float32Array(frames.slice(frames.length / 4).flatMap((f) => Array.from(f.samples)))
     expect(Math.abs(frequency(all) - 440)).toBeLessThanOrEqual(5)
     const levelDb = 20 * Math.log10(rms(all) / (0.5 / Math.SQRT2))

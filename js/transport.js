@@ -255,8 +255,8 @@ class WebRtcTransport extends EventEmitter {
       }
       case 'audio-frame': {
         const p = this._peers.get(ev.peerId)
-        // Until RTCP-based A/V sync is wired in, times come from the local arrival clock:
-        // confidence 0.5 as shared/spec/sync.md defines it, no jitter buffer, drift unknown (0).
+        // wallClockUs is on the sender's clock once an RTCP sender report arrived (confidence
+        // 1.0), on the local arrival clock before (0.5). No jitter buffer yet: bufferDelayMs 0.
         const frame = {
           samples: ev.samples,
           sampleRate: ev.sampleRate,
@@ -264,8 +264,8 @@ class WebRtcTransport extends EventEmitter {
           rtpTimestamp: ev.rtpTimestamp,
           wallClockUs: ev.wallClockUs,
           bufferDelayMs: 0,
-          syncConfidence: 0.5,
-          driftPpm: 0,
+          syncConfidence: ev.syncConfidence,
+          driftPpm: ev.driftPpm,
         }
         if (p) p.emit('audio-frame', frame)
         this.emit('audio-frame', frame, p ?? null)
@@ -282,7 +282,9 @@ class WebRtcTransport extends EventEmitter {
           wallClockUs: ev.wallClockUs,
           keyframe: ev.keyframe,
           framerate: ev.framerate ?? null,
-          // Until RTCP-based A/V sync is wired in there is no audio timeline to compare with.
+          syncConfidence: ev.syncConfidence,
+          driftPpm: ev.driftPpm,
+          // Lip sync (holding video against the audio timeline) is not wired in yet.
           audioSyncOffsetMs: null,
         }
         if (p) p.emit('video-frame', frame)

@@ -36,6 +36,8 @@ pub struct NativeEvent {
     pub channels: Option<u32>,
     pub rtp_timestamp: Option<u32>,
     pub wall_clock_us: Option<f64>,
+    pub sync_confidence: Option<f64>,
+    pub drift_ppm: Option<f64>,
     /// Video frames (the picture goes in `data`, packed I420).
     pub width: Option<u32>,
     pub height: Option<u32>,

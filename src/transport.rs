@@ -265,6 +265,8 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.channels = Some(frame.channels as u32);
             n.rtp_timestamp = Some(frame.rtp_timestamp);
             n.wall_clock_us = Some(frame.wall_clock_us as f64);
+            n.sync_confidence = Some(frame.sync_confidence);
+            n.drift_ppm = Some(frame.drift_ppm);
             n.samples = Some(Float32Array::new(frame.samples));
         }
         TransportEvent::VideoFrame { peer_id, frame } => {
@@ -274,6 +276,8 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.height = Some(frame.height);
             n.rtp_timestamp = Some(frame.rtp_timestamp);
             n.wall_clock_us = Some(frame.wall_clock_us as f64);
+            n.sync_confidence = Some(frame.sync_confidence);
+            n.drift_ppm = Some(frame.drift_ppm);
             n.keyframe = Some(frame.keyframe);
             n.framerate = frame.framerate;
             n.data = Some(frame.data.into());

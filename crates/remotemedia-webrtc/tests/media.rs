@@ -296,3 +296,81 @@ async fn a_keyframe_request_is_answered_with_a_keyframe() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sender_report_frames_carry_the_senders_clock() {
+    let s = server().await;
+    let (a, _ea) = transport(&s.url(), "sr-a").await;
+    let (b, mut eb) = transport(&s.url(), "sr-b").await;
+    let peer = a.connect_peer("sr-b").await.unwrap();
+    peer.add_audio_track(AudioEncoderConfig::default())
+        .await
+        .unwrap();
+    let frame = vec![0.1f32; 960];
+    let mut ready = false;
+    for _ in 0..200 {
+        if a.send_audio("sr-b", Pcm::F32(&frame)).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready);
+    let sender = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let frame = vec![0.1f32; 960];
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for _ in 0..400 {
+                tick.tick().await;
+                if a.send_audio("sr-b", Pcm::F32(&frame)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut before = 0;
+    let mut synced: Vec<(u32, u64)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
+    while synced.len() < 50 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(TransportEvent::AudioFrame { frame, .. })) =
+            tokio::time::timeout(Duration::from_millis(200), eb.recv()).await
+        {
+            if frame.sync_confidence >= 1.0 {
+                synced.push((frame.rtp_timestamp, frame.wall_clock_us));
+            } else {
+                assert_eq!(
+                    frame.sync_confidence, 0.5,
+                    "before any report: the arrival clock"
+                );
+                before += 1;
+            }
+        }
+    }
+    sender.abort();
+    assert!(before > 0, "the first frames precede any sender report");
+    assert!(
+        synced.len() >= 50,
+        "no sender report mapped the clock ({} frames)",
+        synced.len()
+    );
+    // The sender's clock: wall-clock time advances exactly with the RTP clock (48 kHz).
+    for w in synced.windows(2) {
+        let d_rtp = w[1].0.wrapping_sub(w[0].0) as i64;
+        let d_wall = w[1].1 as i64 - w[0].1 as i64;
+        assert!(
+            (d_wall - d_rtp * 1_000_000 / 48_000).abs() <= 1,
+            "{d_wall} us vs {d_rtp} ticks"
+        );
+        assert!(d_wall > 0);
+    }
+    // And it is near now (same machine, loopback).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    assert!((now - synced.last().unwrap().1 as i64).abs() < 2_000_000);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

@@ -1,13 +1,15 @@
-//! Keyframe requests (RTCP PLI and FIR) from the receivers of our video.
+//! The RTCP the application needs: keyframe requests (PLI, FIR) from the receivers of our video,
+//! and sender reports from the senders of what we receive (for A/V sync).
 //!
 //! webrtc-rs ends inbound RTCP at its interceptor chain; only packets an interceptor marks with
-//! `DeliverToApplication` reach a local track's event stream. [`KeyframeRequestTap`] marks the
-//! RTCP batches that hold a PLI or FIR (and passes every packet on unchanged), so a local video
-//! track can answer them by forcing a keyframe.
+//! `DeliverToApplication` reach a track's event stream. [`KeyframeRequestTap`] marks the RTCP
+//! batches that hold a PLI, a FIR or a sender report (and passes every packet on unchanged): a
+//! local video track answers keyframe requests, a remote track's reader maps its RTP clock.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -15,6 +17,11 @@ use std::time::Instant;
 
 /// Where the tap sits in webrtc-rs's interceptor chain: after the built-in ones.
 pub const TAP_SLOT: usize = 14_000;
+
+/// Whether an RTCP batch holds a sender report.
+pub fn has_sender_report(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets.iter().any(|p| p.as_any().is::<SenderReport>())
+}
 
 /// Whether an RTCP batch asks for a keyframe.
 pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
@@ -39,7 +46,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if asks_for_keyframe(packets) {
+            if asks_for_keyframe(packets) || has_sender_report(packets) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -85,5 +92,10 @@ mod tests {
         assert!(asks_for_keyframe(&[fir]));
         assert!(!asks_for_keyframe(&[rr]));
         assert!(!asks_for_keyframe(&[]));
+        let sr: Box<dyn rtc::rtcp::Packet> = Box::new(SenderReport::default());
+        assert!(has_sender_report(&[sr]));
+        assert!(!has_sender_report(&[
+            Box::new(ReceiverReport::default()) as Box<dyn rtc::rtcp::Packet>
+        ]));
     }
 }

@@ -9,6 +9,7 @@ use super::video::{I420Frame, VideoEncoderConfig};
 use crate::config::VideoCodec;
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
+use crate::sync::clock::{ntp_to_unix_us, DriftEstimator, RtpClockMapper, SenderReport};
 use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -364,8 +365,13 @@ pub struct AudioFrame {
     pub sample_rate: u32,
     pub channels: u16,
     pub rtp_timestamp: u32,
-    /// Arrival time, µs since the Unix epoch (the sender's clock once RTCP sync is wired).
+    /// Capture time on the sender's clock (µs since the Unix epoch) from RTCP sender reports;
+    /// the local arrival clock until the first one.
     pub wall_clock_us: u64,
+    /// 1.0 with a recent sender report, 0.5 on the local arrival clock.
+    pub sync_confidence: f64,
+    /// The sender's clock drift against ours, ppm (0 until estimated).
+    pub drift_ppm: f64,
 }
 
 fn unix_us() -> u64 {
@@ -383,11 +389,75 @@ pub struct VideoFrame {
     pub width: u32,
     pub height: u32,
     pub rtp_timestamp: u32,
-    /// Arrival time, µs since the Unix epoch (the sender's clock once RTCP sync is wired).
+    /// Capture time on the sender's clock (µs since the Unix epoch) from RTCP sender reports;
+    /// the local arrival clock until the first one.
     pub wall_clock_us: u64,
+    pub sync_confidence: f64,
+    pub drift_ppm: f64,
     pub keyframe: bool,
     /// Frames per second estimated from RTP timestamps.
     pub framerate: Option<f64>,
+}
+
+/// Drift is reported once it exceeds this (ppm); below, it reads 0.
+const DRIFT_THRESHOLD_PPM: f64 = 0.0;
+/// The RTCP interval senders are expected to keep (webrtc-rs: about 1 s; browsers: ~1-5 s).
+const RTCP_INTERVAL_MS: u32 = 5000;
+
+/// One received stream's clock: its RTP time mapped to the sender's wall clock (from RTCP
+/// sender reports; local arrival before the first), and the sender's clock drift.
+struct StreamClock {
+    mapper: RtpClockMapper,
+    drift: DriftEstimator,
+}
+
+impl StreamClock {
+    fn new(clock_rate: u32) -> Self {
+        Self {
+            mapper: RtpClockMapper::new(clock_rate, RTCP_INTERVAL_MS),
+            drift: DriftEstimator::new(clock_rate, RTCP_INTERVAL_MS),
+        }
+    }
+
+    fn observe(&mut self, rtp_timestamp: u32, arrival_us: u64) {
+        let ext = self.mapper.observe_frame(rtp_timestamp, arrival_us);
+        self.drift.add_frame(ext, arrival_us);
+    }
+
+    fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32, arrival_us: u64) {
+        for p in packets {
+            let Some(sr) = p
+                .as_any()
+                .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+            else {
+                continue;
+            };
+            if sr.ssrc != ssrc {
+                continue;
+            }
+            self.mapper
+                .on_sender_report(&SenderReport::new(sr.ntp_time, sr.rtp_time, arrival_us));
+            self.drift.add_report(
+                ntp_to_unix_us(sr.ntp_time),
+                self.mapper.extend(sr.rtp_time),
+                arrival_us,
+            );
+        }
+    }
+
+    /// (wall clock µs, confidence, drift ppm) for a frame with this RTP timestamp.
+    fn stamp(&self, rtp_timestamp: u32, now_us: u64) -> (u64, f64, f64) {
+        let wall = self
+            .mapper
+            .rtp_to_wall_clock(rtp_timestamp)
+            .unwrap_or(now_us);
+        let drift = self
+            .drift
+            .estimate(DRIFT_THRESHOLD_PPM)
+            .map(|e| e.drift_ppm)
+            .unwrap_or(0.0);
+        (wall, self.mapper.confidence(now_us), drift)
+    }
 }
 
 /// Asks the sender of a remote track for a keyframe (RTCP PLI on each of its SSRCs).
@@ -427,12 +497,22 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
     let mut last_pli: Option<Instant> = None;
     let mut last_ts: Option<u32> = None;
     let mut framerate: Option<f64> = None;
+    let mut clock = StreamClock::new(90_000);
+    let mut ssrc = None;
     while let Some(ev) = track.poll().await {
         let pkt = match ev {
             TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+            TrackRemoteEvent::OnRtcpPacket(packets) => {
+                if let Some(ssrc) = ssrc {
+                    clock.on_rtcp(&packets, ssrc, unix_us());
+                }
+                continue;
+            }
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
+        ssrc = Some(pkt.header.ssrc);
+        let arrival = unix_us();
         if pipeline.is_none() {
             let mime = track
                 .codec(pkt.header.ssrc)
@@ -479,6 +559,9 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                         }
                     }
                     last_ts = Some(rtp_timestamp);
+                    clock.observe(rtp_timestamp, arrival);
+                    let (wall_clock_us, sync_confidence, drift_ppm) =
+                        clock.stamp(rtp_timestamp, unix_us());
                     let (width, height) = (img.width(), img.height());
                     events
                         .emit(TransportEvent::VideoFrame {
@@ -488,7 +571,9 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                                 width,
                                 height,
                                 rtp_timestamp,
-                                wall_clock_us: unix_us(),
+                                wall_clock_us,
+                                sync_confidence,
+                                drift_ppm,
                                 keyframe,
                                 framerate,
                             },
@@ -516,12 +601,23 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
 
 async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
     let mut decoder: Option<(u16, OpusDecoder)> = None;
+    let mut clock = StreamClock::new(OPUS_SAMPLE_RATE);
+    let mut ssrc = None;
     while let Some(ev) = track.poll().await {
         let pkt = match ev {
             TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+            TrackRemoteEvent::OnRtcpPacket(packets) => {
+                if let Some(ssrc) = ssrc {
+                    clock.on_rtcp(&packets, ssrc, unix_us());
+                }
+                continue;
+            }
             TrackRemoteEvent::OnEnded => break,
             _ => continue,
         };
+        ssrc = Some(pkt.header.ssrc);
+        let arrival = unix_us();
+        clock.observe(pkt.header.timestamp, arrival);
         if pkt.payload.is_empty() {
             continue;
         }
@@ -543,6 +639,8 @@ async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                 continue;
             }
         };
+        let (wall_clock_us, sync_confidence, drift_ppm) =
+            clock.stamp(pkt.header.timestamp, unix_us());
         events
             .emit(TransportEvent::AudioFrame {
                 peer_id: peer_id.clone(),
@@ -551,7 +649,9 @@ async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                     sample_rate: OPUS_SAMPLE_RATE,
                     channels,
                     rtp_timestamp: pkt.header.timestamp,
-                    wall_clock_us: unix_us(),
+                    wall_clock_us,
+                    sync_confidence,
+                    drift_ppm,
                 },
             })
             .await;
