@@ -8,21 +8,26 @@ const { chromium } = require('playwright-core')
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
 
+// Headless Chromium with fake camera and microphone; fails loudly when it is not installed.
+function launchChromium() {
+  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required'],
+  })
+}
+
 describe('audio with a real Chromium', () => {
   let server, node, browser, tab
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
     server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
     node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1' })
     await node.start()
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-        '--autoplay-policy=no-user-gesture-required'],
-    })
+    browser = await launchChromium()
     tab = await browser.newPage()
   })
   afterAll(async () => {
@@ -85,18 +90,10 @@ for (const [codec, mime] of [['vp8', null], ['vp9', 'video/VP9']]) {
   describe(`video with a real Chromium (${codec})`, () => {
     let server, node, browser, tab
     beforeAll(async () => {
-      if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
-      server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
+        server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
       node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', videoCodec: codec })
       await node.start()
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-          '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-          '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-          '--autoplay-policy=no-user-gesture-required'],
-      })
+      browser = await launchChromium()
       tab = await browser.newPage()
     })
     afterAll(async () => {

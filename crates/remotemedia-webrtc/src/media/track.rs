@@ -409,6 +409,7 @@ const RTCP_INTERVAL_MS: u32 = 5000;
 struct StreamClock {
     mapper: RtpClockMapper,
     drift: DriftEstimator,
+    ssrc: Option<u32>,
 }
 
 impl StreamClock {
@@ -416,7 +417,29 @@ impl StreamClock {
         Self {
             mapper: RtpClockMapper::new(clock_rate, RTCP_INTERVAL_MS),
             drift: DriftEstimator::new(clock_rate, RTCP_INTERVAL_MS),
+            ssrc: None,
         }
+    }
+
+    /// The track's next RTP packet, taking the sender reports that arrive in between; `None`
+    /// once the track has ended.
+    async fn next_rtp(&mut self, track: &Arc<dyn TrackRemote>) -> Option<rtc::rtp::Packet> {
+        while let Some(ev) = track.poll().await {
+            match ev {
+                TrackRemoteEvent::OnRtpPacket(pkt) => {
+                    self.ssrc = Some(pkt.header.ssrc);
+                    return Some(pkt);
+                }
+                TrackRemoteEvent::OnRtcpPacket(packets) => {
+                    if let Some(ssrc) = self.ssrc {
+                        self.on_rtcp(&packets, ssrc, unix_us());
+                    }
+                }
+                TrackRemoteEvent::OnEnded => return None,
+                _ => {}
+            }
+        }
+        None
     }
 
     fn observe(&mut self, rtp_timestamp: u32, arrival_us: u64) {
@@ -498,20 +521,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
     let mut last_ts: Option<u32> = None;
     let mut framerate: Option<f64> = None;
     let mut clock = StreamClock::new(90_000);
-    let mut ssrc = None;
-    while let Some(ev) = track.poll().await {
-        let pkt = match ev {
-            TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
-            TrackRemoteEvent::OnRtcpPacket(packets) => {
-                if let Some(ssrc) = ssrc {
-                    clock.on_rtcp(&packets, ssrc, unix_us());
-                }
-                continue;
-            }
-            TrackRemoteEvent::OnEnded => break,
-            _ => continue,
-        };
-        ssrc = Some(pkt.header.ssrc);
+    while let Some(pkt) = clock.next_rtp(&track).await {
         let arrival = unix_us();
         if pipeline.is_none() {
             let mime = track
@@ -602,20 +612,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
 async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
     let mut decoder: Option<(u16, OpusDecoder)> = None;
     let mut clock = StreamClock::new(OPUS_SAMPLE_RATE);
-    let mut ssrc = None;
-    while let Some(ev) = track.poll().await {
-        let pkt = match ev {
-            TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
-            TrackRemoteEvent::OnRtcpPacket(packets) => {
-                if let Some(ssrc) = ssrc {
-                    clock.on_rtcp(&packets, ssrc, unix_us());
-                }
-                continue;
-            }
-            TrackRemoteEvent::OnEnded => break,
-            _ => continue,
-        };
-        ssrc = Some(pkt.header.ssrc);
+    while let Some(pkt) = clock.next_rtp(&track).await {
         let arrival = unix_us();
         clock.observe(pkt.header.timestamp, arrival);
         if pkt.payload.is_empty() {

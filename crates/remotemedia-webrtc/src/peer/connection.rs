@@ -705,11 +705,8 @@ impl Peer {
         Ok(ch)
     }
 
-    /// Adds an Opus track sending to this peer and renegotiates the connection.
-    pub async fn add_audio_track(
-        &self,
-        config: AudioEncoderConfig,
-    ) -> Result<Arc<LocalAudioTrack>> {
+    /// A track can be added: open, connected, and no track of this kind yet.
+    fn check_can_add(&self, existing: bool, kind: &str) -> Result<()> {
         if self.is_closed() {
             return Err(Error::ShutDown(format!(
                 "peer {} is closed",
@@ -719,12 +716,21 @@ impl Peer {
         if self.state() != PeerState::Connected {
             return Err(Error::PeerNotConnected(self.peer_id().to_string()));
         }
-        if self.shared.audio.lock().unwrap().is_some() {
+        if existing {
             return Err(Error::InvalidData(format!(
-                "peer {} already has an audio track",
+                "peer {} already has {kind} track",
                 self.peer_id()
             )));
         }
+        Ok(())
+    }
+
+    /// Adds an Opus track sending to this peer and renegotiates the connection.
+    pub async fn add_audio_track(
+        &self,
+        config: AudioEncoderConfig,
+    ) -> Result<Arc<LocalAudioTrack>> {
+        self.check_can_add(self.audio_track().is_some(), "an audio")?;
         let track = Arc::new(LocalAudioTrack::add_to(&self.pc, config).await?);
         *self.shared.audio.lock().unwrap() = Some(track.clone());
         self.send_offer().await?;
@@ -736,21 +742,7 @@ impl Peer {
         &self,
         config: VideoEncoderConfig,
     ) -> Result<Arc<LocalVideoTrack>> {
-        if self.is_closed() {
-            return Err(Error::ShutDown(format!(
-                "peer {} is closed",
-                self.peer_id()
-            )));
-        }
-        if self.state() != PeerState::Connected {
-            return Err(Error::PeerNotConnected(self.peer_id().to_string()));
-        }
-        if self.shared.video.lock().unwrap().is_some() {
-            return Err(Error::InvalidData(format!(
-                "peer {} already has a video track",
-                self.peer_id()
-            )));
-        }
+        self.check_can_add(self.video_track().is_some(), "a video")?;
         let codec = self.shared.setup.config.video_codec;
         let track = Arc::new(LocalVideoTrack::add_to(&self.pc, codec, config).await?);
         *self.shared.video.lock().unwrap() = Some(track.clone());
