@@ -41,3 +41,61 @@ describe('in a loopback-only network namespace', () => {
     expect(r.status).toBe(0)
   })
 })
+
+describe('audio under real packet loss (network namespace, nftables)', () => {
+  it('10 % random UDP loss: the stream stays continuous (lost packets concealed) and stays a 440 Hz tone', () => {
+    const script = `
+      const { execFileSync } = require('node:child_process')
+      // 10 % of UDP datagrams dropped at random on the way in (signaling is TCP, unaffected).
+      execFileSync('nft', ['-f', '-'], { input: [
+        'table inet loss {',
+        '  chain in { type filter hook input priority 0; policy accept;',
+        '    meta l4proto udp numgen random mod 100 < 10 drop',
+        '  }',
+        '}',
+      ].join('\\n') })
+      const { SignalingServer, WebRtcTransport } = require(${JSON.stringify(path.join(root, 'index.js'))})
+      ;(async () => {
+        const s = await SignalingServer.listen({ port: 0 })
+        const a = new WebRtcTransport({ signalingUrl: s.url, peerId: 'a', bindAddress: '127.0.0.1', connectTimeoutMs: 20000 })
+        const b = new WebRtcTransport({ signalingUrl: s.url, peerId: 'b', bindAddress: '127.0.0.1', connectTimeoutMs: 20000 })
+        await a.start(); await b.start()
+        const peer = await a.connectPeer('b')
+        await peer.addAudioTrack({ fec: true })
+        const silence = new Float32Array(960)
+        for (let i = 0; i < 500; i++) {
+          if (await a.sendAudio('b', silence).then(() => true, () => false)) break
+          await new Promise((r) => setTimeout(r, 10))
+        }
+        const frames = []
+        b.getPeer('a').on('audio-frame', (f) => frames.push(f))
+        let phase = 0
+        const sent = 250
+        for (let i = 0; i < sent; i++) {
+          const f = new Float32Array(960)
+          for (let k = 0; k < 960; k++) f[k] = 0.5 * Math.sin((phase += 2 * Math.PI * 440 / 48000))
+          await a.sendAudio('b', f)
+          await new Promise((r) => setTimeout(r, 20))
+        }
+        await new Promise((r) => setTimeout(r, 500))
+        const samples = frames.slice(25).flatMap((f) => Array.from(f.samples))
+        let crossings = 0
+        for (let i = 1; i < samples.length; i++) if ((samples[i - 1] < 0) !== (samples[i] < 0)) crossings++
+        console.log(JSON.stringify({
+          sent, received: frames.length,
+          concealed: frames.filter((f) => f.concealed).length,
+          hz: crossings / 2 / (samples.length / 48000),
+        }))
+        await a.shutdown(); await b.shutdown(); await s.close()
+      })().catch((e) => { console.error(e.code, e.message); process.exit(1) })
+    `
+    const r = inNamespace(script)
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    const m = JSON.parse(r.stdout.trim())
+    // About 10 % of packets lost, nearly all filled back in (gaps of up to 5 packets).
+    expect(m.concealed).toBeGreaterThan(5)
+    expect(m.received).toBeGreaterThanOrEqual(m.sent * 0.97)
+    expect(Math.abs(m.hz - 440)).toBeLessThanOrEqual(5)
+  }, 60000)
+})

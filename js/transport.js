@@ -266,6 +266,7 @@ class WebRtcTransport extends EventEmitter {
           bufferDelayMs: 0,
           syncConfidence: ev.syncConfidence,
           driftPpm: ev.driftPpm,
+          concealed: ev.concealed,
         }
         if (p) p.emit('audio-frame', frame)
         this.emit('audio-frame', frame, p ?? null)

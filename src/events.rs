@@ -38,6 +38,7 @@ pub struct NativeEvent {
     pub wall_clock_us: Option<f64>,
     pub sync_confidence: Option<f64>,
     pub drift_ppm: Option<f64>,
+    pub concealed: Option<bool>,
     /// Video frames (the picture goes in `data`, packed I420).
     pub width: Option<u32>,
     pub height: Option<u32>,

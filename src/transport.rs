@@ -267,6 +267,7 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.wall_clock_us = Some(frame.wall_clock_us as f64);
             n.sync_confidence = Some(frame.sync_confidence);
             n.drift_ppm = Some(frame.drift_ppm);
+            n.concealed = Some(frame.concealed);
             n.samples = Some(Float32Array::new(frame.samples));
         }
         TransportEvent::VideoFrame { peer_id, frame } => {

@@ -372,6 +372,8 @@ pub struct AudioFrame {
     pub sync_confidence: f64,
     /// The sender's clock drift against ours, ppm (0 until estimated).
     pub drift_ppm: f64,
+    /// Synthesized for a lost packet (Opus FEC from the next packet, or PLC).
+    pub concealed: bool,
 }
 
 fn unix_us() -> u64 {
@@ -498,6 +500,10 @@ pub async fn request_keyframe(track: &Arc<dyn TrackRemote>) -> Result<()> {
     Ok(())
 }
 
+/// Gaps of up to this many audio packets are concealed (100 ms at 20 ms packets); longer ones
+/// are a cut, not a loss, and are not filled with synthesized sound.
+const MAX_CONCEALED_PACKETS: u16 = 5;
+
 /// Keyframe requests (PLI) to one sender at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -612,8 +618,21 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
 async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
     let mut decoder: Option<(u16, OpusDecoder)> = None;
     let mut clock = StreamClock::new(OPUS_SAMPLE_RATE);
+    let mut last_seq: Option<u16> = None;
     while let Some(pkt) = clock.next_rtp(&track).await {
         let arrival = unix_us();
+        let seq = pkt.header.sequence_number;
+        let missing = match last_seq {
+            Some(last) => {
+                let d = seq.wrapping_sub(last);
+                if d == 0 || d > 0x8000 {
+                    continue; // duplicate, or older than what was already played out
+                }
+                d - 1
+            }
+            None => 0,
+        };
+        last_seq = Some(seq);
         clock.observe(pkt.header.timestamp, arrival);
         if pkt.payload.is_empty() {
             continue;
@@ -629,6 +648,39 @@ async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
         let Some((_, dec)) = decoder.as_mut() else {
             continue;
         };
+        // Fill short gaps so the audio stays continuous: the last lost packet from the FEC data
+        // of this one (PLC where it carries none), the ones before it by PLC.
+        if (1..=MAX_CONCEALED_PACKETS).contains(&missing) {
+            let per_channel = OpusDecoder::packet_samples(&pkt.payload).unwrap_or(960);
+            for k in (1..=missing).rev() {
+                let filled = if k == 1 {
+                    dec.decode_fec_f32(&pkt.payload, per_channel)
+                } else {
+                    dec.conceal_f32(per_channel)
+                };
+                let Ok(samples) = filled else { break };
+                let ts = pkt
+                    .header
+                    .timestamp
+                    .wrapping_sub(k as u32 * per_channel as u32);
+                let (wall_clock_us, sync_confidence, drift_ppm) = clock.stamp(ts, unix_us());
+                events
+                    .emit(TransportEvent::AudioFrame {
+                        peer_id: peer_id.clone(),
+                        frame: AudioFrame {
+                            samples,
+                            sample_rate: OPUS_SAMPLE_RATE,
+                            channels,
+                            rtp_timestamp: ts,
+                            wall_clock_us,
+                            sync_confidence,
+                            drift_ppm,
+                            concealed: true,
+                        },
+                    })
+                    .await;
+            }
+        }
         let samples = match dec.decode_f32(&pkt.payload) {
             Ok(s) => s,
             Err(e) => {
@@ -649,6 +701,7 @@ async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                     wall_clock_us,
                     sync_confidence,
                     drift_ppm,
+                    concealed: false,
                 },
             })
             .await;
