@@ -663,14 +663,13 @@ impl WebRtcTransport {
             {
                 *enc = Some((codec, config, VideoSendState::new(codec, &config)?));
             }
-            let (_, cfg, state) = enc.as_mut().expect("set above");
+            let (_, _, state) = enc.as_mut().expect("set above");
             state.encode(
                 frame.data.as_ref(),
                 frame.width,
                 frame.height,
                 frame.timestamp_us,
                 frame.keyframe || requested,
-                cfg.framerate,
             )
         })
         .await

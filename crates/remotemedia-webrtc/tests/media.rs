@@ -374,3 +374,58 @@ async fn after_a_sender_report_frames_carry_the_senders_clock() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_rtp_time_follows_each_frames_own_timestamp_across_gaps() {
+    use remotemedia_webrtc::media::{I420Buffer, VideoEncoderConfig};
+    use remotemedia_webrtc::transport::VideoInput;
+    let s = server().await;
+    let (a, _ea) = transport(&s.url(), "ts-a").await;
+    let (b, mut eb) = transport(&s.url(), "ts-b").await;
+    let peer = a.connect_peer("ts-b").await.unwrap();
+    let (w, h) = (160, 120);
+    peer.add_video_track(VideoEncoderConfig {
+        width: w,
+        height: h,
+        framerate: 30,
+        bitrate: 300_000,
+        keyframe_interval: 30,
+    })
+    .await
+    .unwrap();
+    let frame = |i: u32, ts: i64| VideoInput {
+        data: I420Buffer::test_pattern(w, h, i).unwrap().data().to_vec(),
+        width: w,
+        height: h,
+        timestamp_us: ts,
+        keyframe: i == 0,
+    };
+    let mut tries = 0;
+    while a.send_video("ts-b", frame(0, 0)).await.is_err() {
+        tries += 1;
+        assert!(tries < 300, "video track never negotiated");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Capture times with a 300 ms pause in the middle.
+    let times: [i64; 6] = [40_000, 80_000, 120_000, 420_000, 460_000, 500_000];
+    for (i, t) in times.iter().enumerate() {
+        a.send_video("ts-b", frame(i as u32 + 1, *t)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let mut rtp = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rtp.len() < 7 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(TransportEvent::VideoFrame { frame, .. })) =
+            tokio::time::timeout(Duration::from_millis(200), eb.recv()).await
+        {
+            rtp.push(frame.rtp_timestamp);
+        }
+    }
+    assert_eq!(rtp.len(), 7, "frames missing");
+    let deltas: Vec<u32> = rtp.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
+    // 90 kHz ticks between the capture times (40 ms = 3600, the 300 ms pause = 27 000).
+    assert_eq!(deltas, vec![3600, 3600, 3600, 27_000, 3600, 3600]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

@@ -17,12 +17,16 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::vp8::Vp8Payloader;
+use rtc::rtp::codec::vp9::Vp9Payloader;
+use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -64,42 +68,52 @@ async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Result<u8> {
         .ok_or_else(|| Error::PeerNotConnected("track is not negotiated yet".into()))
 }
 
-/// A sample track with one encoding of `codec`, added to `pc`.
-async fn add_sample_track(
-    pc: &Arc<dyn RtcPeerConnection>,
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, u32)> {
+/// A one-encoding track description of `kind` and `codec` with a fresh SSRC.
+fn describe_track(kind: RtpCodecKind, codec: RTCRtpCodec) -> (MediaStreamTrack, u32) {
     let ssrc = new_ssrc();
     let label = if kind == RtpCodecKind::Audio {
         "audio"
     } else {
         "video"
     };
-    let track = Arc::new(
-        TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                "remotemedia".to_owned(),
-                format!("{label}-{ssrc:08x}"),
-                label.to_owned(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
-            ),
-        )
-        .map_err(|e| Error::webrtc("media track", e))?,
+    let track = MediaStreamTrack::new(
+        "remotemedia".to_owned(),
+        format!("{label}-{ssrc:08x}"),
+        label.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
     );
-    let sender = pc
-        .add_track(track.clone() as Arc<dyn TrackLocal>)
+    (track, ssrc)
+}
+
+async fn add_to_pc(
+    pc: &Arc<dyn RtcPeerConnection>,
+    track: Arc<dyn TrackLocal>,
+) -> Result<Arc<dyn RtpSender>> {
+    pc.add_track(track)
         .await
-        .map_err(|e| Error::webrtc("add track", e))?;
+        .map_err(|e| Error::webrtc("add track", e))
+}
+
+/// A sample track (webrtc-rs packetizes) with one encoding of `codec`, added to `pc`.
+async fn add_sample_track(
+    pc: &Arc<dyn RtcPeerConnection>,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, u32)> {
+    let (desc, ssrc) = describe_track(kind, codec);
+    let track = Arc::new(
+        TrackLocalStaticSample::new(Instant::now(), desc)
+            .map_err(|e| Error::webrtc("media track", e))?,
+    );
+    let sender = add_to_pc(pc, track.clone()).await?;
     Ok((track, sender, ssrc))
 }
 
@@ -125,7 +139,8 @@ pub fn video_rtp_codec(codec: VideoCodec) -> Result<RTCRtpCodec> {
 
 /// A local video track: I420 frames in, VP8/VP9 over RTP out.
 pub struct LocalVideoTrack {
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
+    packetizer: Mutex<VideoPacketizer>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     codec: VideoCodec,
@@ -140,18 +155,87 @@ pub struct LocalVideoTrack {
 /// broadcast to many tracks.
 pub struct VideoSendState {
     encoder: VideoEncoder,
-    last_timestamp_us: Option<i64>,
 }
+
+/// An encoded video frame ready to packetize.
+#[derive(Clone)]
+pub struct EncodedFrame {
+    pub data: Bytes,
+    /// Capture time the caller gave (µs); RTP time follows it.
+    pub timestamp_us: i64,
+}
+
+/// Cuts encoded frames into RTP packets of one track: its own sequence numbers, and RTP time
+/// = a random base + the frame's timestamp at 90 kHz.
+struct VideoPacketizer {
+    payloader: Box<dyn Payloader>,
+    sequence: u16,
+    base: Option<(i64, u32)>,
+}
+
+impl VideoPacketizer {
+    fn new(codec: VideoCodec) -> Self {
+        let payloader: Box<dyn Payloader> = match codec {
+            VideoCodec::Vp9 => Box::new(Vp9Payloader::default()),
+            _ => Box::new(Vp8Payloader::default()),
+        };
+        let seed = new_ssrc();
+        Self {
+            payloader,
+            sequence: seed as u16,
+            base: None,
+        }
+    }
+
+    fn packets(
+        &mut self,
+        frame: &EncodedFrame,
+        pt: u8,
+        ssrc: u32,
+    ) -> Result<Vec<rtc::rtp::Packet>> {
+        let (first_us, base) = *self
+            .base
+            .get_or_insert((frame.timestamp_us, new_ssrc().rotate_left(7)));
+        let ticks = ((frame.timestamp_us - first_us) as i128 * 90_000 / 1_000_000) as i64;
+        let timestamp = base.wrapping_add(ticks as u32);
+        let payloads = self
+            .payloader
+            .payload(RTP_MTU, &frame.data)
+            .map_err(|e| Error::Encoding(format!("packetizing video: {e}")))?;
+        let n = payloads.len();
+        Ok(payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                self.sequence = self.sequence.wrapping_add(1);
+                rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        marker: i + 1 == n,
+                        payload_type: pt,
+                        sequence_number: self.sequence,
+                        timestamp,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload,
+                }
+            })
+            .collect())
+    }
+}
+
+/// RTP payload size for video (leaves room for SRTP and header extensions).
+const RTP_MTU: usize = 1200;
 
 impl VideoSendState {
     pub fn new(codec: VideoCodec, config: &VideoEncoderConfig) -> Result<Self> {
         Ok(Self {
             encoder: VideoEncoder::new(codec, config)?,
-            last_timestamp_us: None,
         })
     }
 
-    /// Encodes one packed I420 frame; returns encoded frames with the duration each covers.
+    /// Encodes one packed I420 frame; returns the encoded frames with their timestamps (µs).
     pub fn encode(
         &mut self,
         data: &[u8],
@@ -159,22 +243,18 @@ impl VideoSendState {
         height: u32,
         timestamp_us: i64,
         keyframe: bool,
-        framerate: u32,
-    ) -> Result<Vec<(Bytes, Duration)>> {
+    ) -> Result<Vec<EncodedFrame>> {
         let frame = I420Frame::from_packed(width, height, data)?;
         if keyframe {
             self.encoder.force_keyframe();
         }
-        let nominal = 1_000_000 / framerate.max(1) as i64;
-        let step = match self.last_timestamp_us {
-            Some(last) if timestamp_us > last => (timestamp_us - last).min(1_000_000),
-            _ => nominal,
-        };
-        self.last_timestamp_us = Some(timestamp_us);
         let out = self.encoder.encode(&frame, timestamp_us)?;
         Ok(out
             .into_iter()
-            .map(|f| (Bytes::from(f.data), Duration::from_micros(step as u64)))
+            .map(|f| EncodedFrame {
+                data: Bytes::from(f.data),
+                timestamp_us: f.timestamp_us,
+            })
             .collect())
     }
 }
@@ -188,7 +268,12 @@ impl LocalVideoTrack {
         config.validate()?;
         let rtp_codec = video_rtp_codec(codec)?;
         let encoder = VideoEncoder::new(codec, &config)?;
-        let (track, sender, ssrc) = add_sample_track(pc, RtpCodecKind::Video, rtp_codec).await?;
+        // Packetized here rather than by webrtc-rs's sample track, which stamps each frame
+        // with the previous frame's duration: RTP time must follow the frame's own timestamp.
+        let (desc, ssrc) = describe_track(RtpCodecKind::Video, rtp_codec);
+        let track = Arc::new(TrackLocalStaticRTP::new(desc));
+        let sender = add_to_pc(pc, track.clone()).await?;
+        let packetizer = Mutex::new(VideoPacketizer::new(codec));
         let keyframe_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let wants_keyframe = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Answer the receivers' PLI/FIR (marked for us by `keyframe::KeyframeRequestTap`): the
@@ -211,14 +296,12 @@ impl LocalVideoTrack {
         });
         Ok(Self {
             track,
+            packetizer,
             sender,
             ssrc,
             codec,
             config,
-            state: Mutex::new(VideoSendState {
-                encoder,
-                last_timestamp_us: None,
-            }),
+            state: Mutex::new(VideoSendState { encoder }),
             keyframe_requests,
             wants_keyframe,
         })
@@ -248,7 +331,7 @@ impl LocalVideoTrack {
     }
 
     /// Encodes one packed I420 frame with this track's encoder (CPU-bound: call from a
-    /// blocking-capable thread). Returns the encoded frames with the duration each covers.
+    /// blocking-capable thread).
     pub fn encode(
         &self,
         data: &[u8],
@@ -256,35 +339,33 @@ impl LocalVideoTrack {
         height: u32,
         timestamp_us: i64,
         keyframe: bool,
-    ) -> Result<Vec<(Bytes, Duration)>> {
+    ) -> Result<Vec<EncodedFrame>> {
         let keyframe = keyframe | self.take_keyframe_request();
-        self.state.lock().unwrap().encode(
-            data,
-            width,
-            height,
-            timestamp_us,
-            keyframe,
-            self.config.framerate,
-        )
+        self.state
+            .lock()
+            .unwrap()
+            .encode(data, width, height, timestamp_us, keyframe)
     }
 
-    pub async fn send_encoded(&self, frames: Vec<(Bytes, Duration)>) -> Result<()> {
+    pub async fn send_encoded(&self, frames: Vec<EncodedFrame>) -> Result<()> {
         let mime = if self.codec == VideoCodec::Vp9 {
             MIME_TYPE_VP9
         } else {
             MIME_TYPE_VP8
         };
         let pt = negotiated_pt(&self.sender, mime).await?;
-        for (data, duration) in frames {
-            self.track
-                .sample_writer(self.ssrc, pt)
-                .write_sample(&Sample {
-                    data,
-                    duration,
-                    ..Sample::new(Instant::now())
-                })
-                .await
-                .map_err(|e| Error::Encoding(format!("sending video: {e}")))?;
+        for frame in &frames {
+            let packets = self
+                .packetizer
+                .lock()
+                .unwrap()
+                .packets(frame, pt, self.ssrc)?;
+            for p in packets {
+                self.track
+                    .write_rtp(p)
+                    .await
+                    .map_err(|e| Error::Encoding(format!("sending video: {e}")))?;
+            }
         }
         Ok(())
     }
