@@ -54,9 +54,17 @@ pub fn opus_rtp_codec() -> RTCRtpCodec {
     }
 }
 
-/// The payload type negotiated for `mime` on `sender` (from the SDP, not hard-coded).
-async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Result<u8> {
-    sender
+/// The payload type negotiated for `mime` on `sender` (from the SDP, not hard-coded); asked of
+/// webrtc-rs once per track (it locks the connection), then kept in `cache`.
+async fn negotiated_pt(
+    sender: &Arc<dyn RtpSender>,
+    mime: &str,
+    cache: &std::sync::OnceLock<u8>,
+) -> Result<u8> {
+    if let Some(pt) = cache.get() {
+        return Ok(*pt);
+    }
+    let pt = sender
         .get_parameters()
         .await
         .map_err(|e| Error::webrtc("rtp sender", e))?
@@ -65,7 +73,8 @@ async fn negotiated_pt(sender: &Arc<dyn RtpSender>, mime: &str) -> Result<u8> {
         .iter()
         .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
         .map(|c| c.payload_type)
-        .ok_or_else(|| Error::PeerNotConnected("track is not negotiated yet".into()))
+        .ok_or_else(|| Error::PeerNotConnected("track is not negotiated yet".into()))?;
+    Ok(*cache.get_or_init(|| pt))
 }
 
 /// A one-encoding track description of `kind` and `codec` with a fresh SSRC.
@@ -140,6 +149,7 @@ pub fn video_rtp_codec(codec: VideoCodec) -> Result<RTCRtpCodec> {
 /// A local video track: I420 frames in, VP8/VP9 over RTP out.
 pub struct LocalVideoTrack {
     track: Arc<TrackLocalStaticRTP>,
+    payload_type: std::sync::OnceLock<u8>,
     packetizer: Mutex<VideoPacketizer>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
@@ -296,6 +306,7 @@ impl LocalVideoTrack {
         });
         Ok(Self {
             track,
+            payload_type: std::sync::OnceLock::new(),
             packetizer,
             sender,
             ssrc,
@@ -353,7 +364,7 @@ impl LocalVideoTrack {
         } else {
             MIME_TYPE_VP8
         };
-        let pt = negotiated_pt(&self.sender, mime).await?;
+        let pt = negotiated_pt(&self.sender, mime, &self.payload_type).await?;
         for frame in &frames {
             let packets = self
                 .packetizer
@@ -374,6 +385,7 @@ impl LocalVideoTrack {
 /// A local audio track: PCM in, Opus over RTP out.
 pub struct LocalAudioTrack {
     track: Arc<TrackLocalStaticSample>,
+    payload_type: std::sync::OnceLock<u8>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     config: AudioEncoderConfig,
@@ -392,6 +404,7 @@ impl LocalAudioTrack {
             add_sample_track(pc, RtpCodecKind::Audio, opus_rtp_codec()).await?;
         Ok(Self {
             track,
+            payload_type: std::sync::OnceLock::new(),
             sender,
             ssrc,
             config,
@@ -419,7 +432,7 @@ impl LocalAudioTrack {
 
     /// Sends an already encoded Opus packet of `duration` (used to encode once for many peers).
     pub async fn send_packet(&self, packet: Bytes, duration: Duration) -> Result<()> {
-        let pt = negotiated_pt(&self.sender, MIME_TYPE_OPUS).await?;
+        let pt = negotiated_pt(&self.sender, MIME_TYPE_OPUS, &self.payload_type).await?;
         self.track
             .sample_writer(self.ssrc, pt)
             .write_sample(&Sample {
@@ -696,6 +709,31 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
     }
 }
 
+/// A decoded (or concealed) audio frame as an event, stamped with the stream's clock.
+fn audio_event(
+    peer_id: &str,
+    samples: Vec<f32>,
+    channels: u16,
+    rtp_timestamp: u32,
+    clock: &StreamClock,
+    concealed: bool,
+) -> TransportEvent {
+    let (wall_clock_us, sync_confidence, drift_ppm) = clock.stamp(rtp_timestamp, unix_us());
+    TransportEvent::AudioFrame {
+        peer_id: peer_id.to_string(),
+        frame: AudioFrame {
+            samples,
+            sample_rate: OPUS_SAMPLE_RATE,
+            channels,
+            rtp_timestamp,
+            wall_clock_us,
+            sync_confidence,
+            drift_ppm,
+            concealed,
+        },
+    }
+}
+
 async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
     let mut decoder: Option<(u16, OpusDecoder)> = None;
     let mut clock = StreamClock::new(OPUS_SAMPLE_RATE);
@@ -744,21 +782,8 @@ async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                     .header
                     .timestamp
                     .wrapping_sub(k as u32 * per_channel as u32);
-                let (wall_clock_us, sync_confidence, drift_ppm) = clock.stamp(ts, unix_us());
                 events
-                    .emit(TransportEvent::AudioFrame {
-                        peer_id: peer_id.clone(),
-                        frame: AudioFrame {
-                            samples,
-                            sample_rate: OPUS_SAMPLE_RATE,
-                            channels,
-                            rtp_timestamp: ts,
-                            wall_clock_us,
-                            sync_confidence,
-                            drift_ppm,
-                            concealed: true,
-                        },
-                    })
+                    .emit(audio_event(&peer_id, samples, channels, ts, &clock, true))
                     .await;
             }
         }
@@ -769,22 +794,15 @@ async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                 continue;
             }
         };
-        let (wall_clock_us, sync_confidence, drift_ppm) =
-            clock.stamp(pkt.header.timestamp, unix_us());
         events
-            .emit(TransportEvent::AudioFrame {
-                peer_id: peer_id.clone(),
-                frame: AudioFrame {
-                    samples,
-                    sample_rate: OPUS_SAMPLE_RATE,
-                    channels,
-                    rtp_timestamp: pkt.header.timestamp,
-                    wall_clock_us,
-                    sync_confidence,
-                    drift_ppm,
-                    concealed: false,
-                },
-            })
+            .emit(audio_event(
+                &peer_id,
+                samples,
+                channels,
+                pkt.header.timestamp,
+                &clock,
+                false,
+            ))
             .await;
     }
 }
