@@ -8,6 +8,21 @@ const { chromium } = require('playwright-core')
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
 
+// The signaling server serving the test page, a started Node transport 'node', and a Chromium tab.
+async function setUp(options = {}) {
+  const server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
+  const node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', ...options })
+  await node.start()
+  const browser = await launchChromium()
+  return { server, node, browser, tab: await browser.newPage() }
+}
+
+async function tearDown({ server, node, browser }) {
+  await browser?.close()
+  await node?.shutdown()
+  await server?.close()
+}
+
 // Headless Chromium with fake camera and microphone; fails loudly when it is not installed.
 function launchChromium() {
   if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
@@ -23,18 +38,8 @@ function launchChromium() {
 
 describe('audio with a real Chromium', () => {
   let server, node, browser, tab
-  beforeAll(async () => {
-    server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
-    node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1' })
-    await node.start()
-    browser = await launchChromium()
-    tab = await browser.newPage()
-  })
-  afterAll(async () => {
-    await browser?.close()
-    await node?.shutdown()
-    await server?.close()
-  })
+  beforeAll(async () => ({ server, node, browser, tab } = await setUp()))
+  afterAll(() => tearDown({ server, node, browser }))
 
   it('decodes Chromium\'s microphone, and Chromium plays what Node sends', async () => {
     const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
@@ -89,18 +94,8 @@ function pattern(w, h, i) {
 for (const [codec, mime] of [['vp8', null], ['vp9', 'video/VP9']]) {
   describe(`video with a real Chromium (${codec})`, () => {
     let server, node, browser, tab
-    beforeAll(async () => {
-        server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
-      node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', videoCodec: codec })
-      await node.start()
-      browser = await launchChromium()
-      tab = await browser.newPage()
-    })
-    afterAll(async () => {
-      await browser?.close()
-      await node?.shutdown()
-      await server?.close()
-    })
+    beforeAll(async () => ({ server, node, browser, tab } = await setUp({ videoCodec: codec })))
+    afterAll(() => tearDown({ server, node, browser }))
 
     it(`decodes Chromium's camera (${codec}, 640x480), and Chromium decodes what Node sends`, async () => {
       const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)

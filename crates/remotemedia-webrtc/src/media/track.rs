@@ -505,6 +505,8 @@ const RTCP_INTERVAL_MS: u32 = 5000;
 struct StreamClock {
     mapper: RtpClockMapper,
     drift: DriftEstimator,
+    /// The drift estimate, refitted when a sender report arrives (not per frame).
+    drift_ppm: f64,
     ssrc: Option<u32>,
 }
 
@@ -513,6 +515,7 @@ impl StreamClock {
         Self {
             mapper: RtpClockMapper::new(clock_rate, RTCP_INTERVAL_MS),
             drift: DriftEstimator::new(clock_rate, RTCP_INTERVAL_MS),
+            drift_ppm: 0.0,
             ssrc: None,
         }
     }
@@ -561,6 +564,11 @@ impl StreamClock {
                 self.mapper.extend(sr.rtp_time),
                 arrival_us,
             );
+            self.drift_ppm = self
+                .drift
+                .estimate(DRIFT_THRESHOLD_PPM)
+                .map(|e| e.drift_ppm)
+                .unwrap_or(0.0);
         }
     }
 
@@ -570,12 +578,7 @@ impl StreamClock {
             .mapper
             .rtp_to_wall_clock(rtp_timestamp)
             .unwrap_or(now_us);
-        let drift = self
-            .drift
-            .estimate(DRIFT_THRESHOLD_PPM)
-            .map(|e| e.drift_ppm)
-            .unwrap_or(0.0);
-        (wall, self.mapper.confidence(now_us), drift)
+        (wall, self.mapper.confidence(now_us), self.drift_ppm)
     }
 }
 

@@ -669,15 +669,7 @@ impl Peer {
         label: &str,
         mode: DataChannelMode,
     ) -> Result<DataChannel> {
-        if self.is_closed() {
-            return Err(Error::ShutDown(format!(
-                "peer {} is closed",
-                self.peer_id()
-            )));
-        }
-        if self.state() != PeerState::Connected {
-            return Err(Error::PeerNotConnected(self.peer_id().to_string()));
-        }
+        self.check_connected()?;
         if label.len() > 65535 {
             return Err(Error::InvalidData(
                 "channel label longer than 65535 bytes".into(),
@@ -705,8 +697,8 @@ impl Peer {
         Ok(ch)
     }
 
-    /// A track can be added: open, connected, and no track of this kind yet.
-    fn check_can_add(&self, existing: bool, kind: &str) -> Result<()> {
+    /// Open and connected, or the error that says which it is not.
+    fn check_connected(&self) -> Result<()> {
         if self.is_closed() {
             return Err(Error::ShutDown(format!(
                 "peer {} is closed",
@@ -716,6 +708,12 @@ impl Peer {
         if self.state() != PeerState::Connected {
             return Err(Error::PeerNotConnected(self.peer_id().to_string()));
         }
+        Ok(())
+    }
+
+    /// A track can be added: connected, and no track of this kind yet.
+    fn check_can_add(&self, existing: bool, kind: &str) -> Result<()> {
+        self.check_connected()?;
         if existing {
             return Err(Error::InvalidData(format!(
                 "peer {} already has {kind} track",
