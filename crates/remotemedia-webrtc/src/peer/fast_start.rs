@@ -86,7 +86,11 @@ impl Runtime for FastStartRuntime {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         // Every peer socket passes here: size its buffers (see `peer::udp`).
         super::udp::tune(&socket);
-        self.inner.wrap_udp_socket(socket)
+        // ... and a filter that keeps DTLS handshakes alive under loss (see `handshake_filter`).
+        let inner = self.inner.wrap_udp_socket(socket)?;
+        Ok(Arc::new(super::handshake_filter::FilteredSocket::new(
+            inner,
+        )))
     }
     fn wrap_tcp_listener(
         &self,

@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod fast_start;
+pub mod handshake_filter;
 pub mod manager;
 pub mod udp;
 
