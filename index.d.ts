@@ -120,11 +120,14 @@ export interface AudioFrame {
   /** Capture time on the sender's clock (µs since the Unix epoch) once an RTCP sender report
    *  arrived; the local arrival clock before. */
   wallClockUs: number
-  /** Time spent in a jitter buffer (none yet: 0). */
+  /** Time the packet waited in the peer's jitter buffer (at least the transport's jitterBufferMs). */
   bufferDelayMs: number
   /** 0.5 on the local arrival clock, 1.0 with a recent RTCP sender report. */
   syncConfidence: number
+  /** The sender's clock drift against ours, ppm (0 until estimated). */
   driftPpm: number
+  /** Synthesized for a lost packet (Opus FEC or PLC). */
+  concealed: boolean
 }
 
 export interface VideoTrackOptions {
@@ -160,11 +163,61 @@ export interface VideoFrame {
   /** 1.0 with a recent sender report, 0.5 on the local arrival clock. */
   syncConfidence: number
   driftPpm: number
+  /** Time the frame waited in the jitter buffer (lip sync may hold it longer or release it sooner). */
+  bufferDelayMs: number
   keyframe: boolean
   /** Estimated from RTP timestamps. */
   framerate: number | null
-  /** Offset from the audio timeline (null until A/V sync is wired). */
+  /** Video wall clock − audio playout position, ms (negative: video behind audio); null while the
+   *  peer sends no audio. With sender reports for both, video is held or released to keep it
+   *  within ±40 ms. */
   audioSyncOffsetMs: number | null
+}
+
+export interface StreamSyncState {
+  clockRate: number
+  hasSenderReport: boolean
+  syncConfidence: number
+  senderReports: number
+  staleSenderReports: number
+  lastSenderReportAgeMs: number | null
+  lastWallClockUs: number | null
+}
+
+export interface SyncState {
+  audio: StreamSyncState
+  video: StreamSyncState
+  /** Latest estimate of the sender's clock drift, ppm (positive: sender fast). */
+  driftPpm: number | null
+  driftExceedsThreshold: boolean
+  correctionFactor: number
+  lipSyncActive: boolean
+  audioSyncOffsetMs: number | null
+  inSync: boolean | null
+  audioPlayoutDelayMs: number
+  videoFramesSynced: number
+  videoFramesInTolerance: number
+  nowUs: number
+}
+
+export interface JitterStatistics {
+  buffered: number
+  bufferedMs: number
+  received: number
+  released: number
+  late: number
+  lost: number
+  reordered: number
+  discarded: number
+  duplicates: number
+  currentDelayMs: number
+  targetDelayMs: number
+  jitterMs: number
+}
+
+export interface BufferStatistics {
+  audio: JitterStatistics
+  video: JitterStatistics
 }
 
 export interface PeerEvents {
@@ -191,6 +244,10 @@ export class Peer extends EventEmitter<PeerEvents> {
   readonly hasVideoTrack: boolean
   /** Asks the peer for a keyframe on the video it sends us (RTCP PLI). */
   requestKeyframe(): Promise<void>
+  /** A/V sync state of the media this peer sends us. */
+  getSyncState(): SyncState
+  /** Jitter-buffer statistics of the media this peer sends us. */
+  getBufferStatistics(): BufferStatistics
   close(): Promise<void>
 }
 

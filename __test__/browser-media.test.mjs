@@ -133,3 +133,74 @@ for (const [codec, mime] of [['vp8', null], ['vp9', 'video/VP9']]) {
     }, 60000)
   })
 }
+
+// Frames after the first sender report: every one on the sender's clock (confidence 1.0), wall
+// clocks increasing and advancing exactly as the RTP clock does. Returns the largest deviation, µs.
+function checkSenderClock(frames, rate) {
+  expect(frames.length).toBeGreaterThan(20)
+  let worst = 0
+  for (let i = 0; i < frames.length; i++) {
+    const f = frames[i]
+    expect(f.syncConfidence).toBe(1)
+    if (i === 0) continue
+    expect(f.wallClockUs).toBeGreaterThan(frames[i - 1].wallClockUs)
+    const rtpUs = (((f.rtpTimestamp - frames[0].rtpTimestamp) >>> 0) * 1e6) / rate
+    worst = Math.max(worst, Math.abs(f.wallClockUs - frames[0].wallClockUs - rtpUs))
+  }
+  return worst
+}
+
+describe('A/V sync with a real Chromium', () => {
+  let server, node, browser, tab
+  beforeAll(async () => ({ server, node, browser, tab } = await setUp({ jitterBufferMs: 100 })))
+  afterAll(() => tearDown({ server, node, browser }))
+
+  it('after the first sender report every frame is on the sender\'s clock, and video stays within 40 ms of audio', async () => {
+    const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
+    await tab.goto(`http://127.0.0.1:${server.port}/`)
+    const browserId = (await announced).peerId
+    const peer = await node.connectPeer(browserId)
+    const audio = []
+    const video = []
+    peer.on('audio-frame', (f) => audio.push(f))
+    peer.on('video-frame', (f) => video.push(f))
+    await tab.evaluate(() => window.sendMicrophoneAndCamera())
+    // Chromium sends its first sender reports within a few seconds; then 3 s more of media.
+    const mapped = (f) => f.syncConfidence === 1
+    await until(() => audio.some(mapped) && video.some(mapped), 20000)
+    const a0 = audio.findIndex(mapped)
+    const v0 = video.findIndex(mapped)
+    await new Promise((r) => setTimeout(r, 3000))
+    const a = audio.slice(a0)
+    const v = video.slice(v0)
+    // Before the first report the arrival clock stands in, at confidence 0.5.
+    for (const f of [...audio.slice(0, a0), ...video.slice(0, v0)]) expect(f.syncConfidence).toBe(0.5)
+    const audioDev = checkSenderClock(a, 48000)
+    const videoDev = checkSenderClock(v, 90000)
+    expect(audioDev).toBeLessThan(2000)
+    expect(videoDev).toBeLessThan(2000)
+
+    // Every frame waited in the jitter buffer; audio at least jitterBufferMs (100) less the
+    // pacing of the schedule, never past the 200 ms bound plus a tick.
+    for (const f of a) expect(f.bufferDelayMs).toBeGreaterThanOrEqual(0)
+    const medianDelay = a.map((f) => f.bufferDelayMs).sort((x, y) => x - y)[a.length >> 1]
+    expect(medianDelay).toBeGreaterThan(50)
+    expect(medianDelay).toBeLessThan(210)
+
+    // Lip sync: video frames carry their offset from the audio and are held or released to keep
+    // it within ±40 ms.
+    const offsets = v.map((f) => f.audioSyncOffsetMs).filter((o) => o !== null)
+    expect(offsets.length).toBeGreaterThan(v.length / 2)
+    const within = offsets.filter((o) => Math.abs(o) <= 40).length
+    expect(within / offsets.length).toBeGreaterThanOrEqual(0.9)
+
+    const state = peer.getSyncState()
+    expect(state.audio.hasSenderReport).toBe(true)
+    expect(state.video.hasSenderReport).toBe(true)
+    expect(state.lipSyncActive).toBe(true)
+    const stats = peer.getBufferStatistics()
+    expect(stats.audio.released).toBeGreaterThanOrEqual(a.length)
+    expect(stats.video.released).toBeGreaterThanOrEqual(v.length)
+    expect(stats.audio.targetDelayMs).toBeGreaterThanOrEqual(100)
+  }, 60000)
+})

@@ -1,6 +1,6 @@
 'use strict'
 const { EventEmitter } = require('node:events')
-const { callAsync, invalid } = require('./errors')
+const { callAsync, callSync, invalid } = require('./errors')
 
 // One remote peer. Events: 'data-channel' (channel), 'audio-frame', 'video-frame' (frame), 'state' (state), 'close'.
 class Peer extends EventEmitter {
@@ -56,6 +56,21 @@ class Peer extends EventEmitter {
   }
 
   get hasVideoTrack() { return !this._closed && this._native.hasVideoTrack }
+
+  // A/V sync of what this peer sends us: per-stream clock mapping (sender reports, confidence),
+  // drift, lip-sync state. Throws ERR_SHUT_DOWN once the peer is closed.
+  getSyncState() {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    return JSON.parse(callSync(() => this._native.syncStateJson()))
+  }
+
+  // Jitter-buffer statistics of what this peer sends us: { audio, video }, each { buffered,
+  // bufferedMs, received, released, late, lost, reordered, discarded, duplicates,
+  // currentDelayMs, targetDelayMs, jitterMs }.
+  getBufferStatistics() {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    return JSON.parse(callSync(() => this._native.bufferStatisticsJson()))
+  }
 
   // Asks the peer for a keyframe on the video it sends us (RTCP PLI).
   async requestKeyframe() {

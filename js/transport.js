@@ -256,14 +256,14 @@ class WebRtcTransport extends EventEmitter {
       case 'audio-frame': {
         const p = this._peers.get(ev.peerId)
         // wallClockUs is on the sender's clock once an RTCP sender report arrived (confidence
-        // 1.0), on the local arrival clock before (0.5). No jitter buffer yet: bufferDelayMs 0.
+        // 1.0), on the local arrival clock before (0.5); bufferDelayMs is the jitter-buffer wait.
         const frame = {
           samples: ev.samples,
           sampleRate: ev.sampleRate,
           channels: ev.channels,
           rtpTimestamp: ev.rtpTimestamp,
           wallClockUs: ev.wallClockUs,
-          bufferDelayMs: 0,
+          bufferDelayMs: ev.bufferDelayMs,
           syncConfidence: ev.syncConfidence,
           driftPpm: ev.driftPpm,
           concealed: ev.concealed,
@@ -285,8 +285,10 @@ class WebRtcTransport extends EventEmitter {
           framerate: ev.framerate ?? null,
           syncConfidence: ev.syncConfidence,
           driftPpm: ev.driftPpm,
-          // Lip sync (holding video against the audio timeline) is not wired in yet.
-          audioSyncOffsetMs: null,
+          bufferDelayMs: ev.bufferDelayMs,
+          // Video wall clock − audio playout position (negative: video behind); null while the
+          // peer sends no audio. Video is held or released to keep it within ±40 ms.
+          audioSyncOffsetMs: ev.audioSyncOffsetMs ?? null,
         }
         if (p) p.emit('video-frame', frame)
         this.emit('video-frame', frame, p ?? null)

@@ -39,6 +39,8 @@ pub struct NativeEvent {
     pub sync_confidence: Option<f64>,
     pub drift_ppm: Option<f64>,
     pub concealed: Option<bool>,
+    pub buffer_delay_ms: Option<f64>,
+    pub audio_sync_offset_ms: Option<f64>,
     /// Video frames (the picture goes in `data`, packed I420).
     pub width: Option<u32>,
     pub height: Option<u32>,

@@ -76,6 +76,18 @@ impl NativePeer {
         self.p.request_keyframe().await.map_err(js)
     }
 
+    /// Clock mapping, drift and lip-sync state of the media this peer sends us, as JSON.
+    #[napi(catch_unwind)]
+    pub fn sync_state_json(&self) -> napi::Result<String> {
+        serde_json::to_string(&self.p.sync_state()).map_err(|e| invalid_data(e.to_string()))
+    }
+
+    /// Jitter-buffer statistics (audio and video) of the media this peer sends us, as JSON.
+    #[napi(catch_unwind)]
+    pub fn buffer_statistics_json(&self) -> napi::Result<String> {
+        serde_json::to_string(&self.p.buffer_statistics()).map_err(|e| invalid_data(e.to_string()))
+    }
+
     #[napi(getter)]
     pub fn has_video_track(&self) -> bool {
         self.p.video_track().is_some()

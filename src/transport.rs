@@ -268,6 +268,7 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.sync_confidence = Some(frame.sync_confidence);
             n.drift_ppm = Some(frame.drift_ppm);
             n.concealed = Some(frame.concealed);
+            n.buffer_delay_ms = Some(frame.buffer_delay_ms);
             n.samples = Some(Float32Array::new(frame.samples));
         }
         TransportEvent::VideoFrame { peer_id, frame } => {
@@ -281,6 +282,8 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.drift_ppm = Some(frame.drift_ppm);
             n.keyframe = Some(frame.keyframe);
             n.framerate = frame.framerate;
+            n.buffer_delay_ms = Some(frame.buffer_delay_ms);
+            n.audio_sync_offset_ms = frame.audio_sync_offset_ms;
             n.data = Some(frame.data.into());
         }
         TransportEvent::Error { peer_id, error } => {

@@ -17,6 +17,7 @@ pub mod assembler;
 pub mod audio;
 pub mod codec;
 pub mod keyframe;
+pub mod playout;
 pub mod track;
 pub mod video;
 

@@ -3,13 +3,13 @@
 
 use super::assembler::{Assembled, FrameAssembler};
 use super::audio::{AudioEncoderConfig, Pcm, OPUS_SAMPLE_RATE};
-use super::codec::{OpusDecoder, OpusEncoder, VideoDecoder, VideoEncoder};
+use super::codec::{OpusEncoder, VideoDecoder, VideoEncoder};
 use super::keyframe::asks_for_keyframe;
+use super::playout::{DecodedVideo, Playout};
 use super::video::{I420Frame, VideoEncoderConfig};
 use crate::config::VideoCodec;
 use crate::error::{Error, Result};
-use crate::event::{EventSink, TransportEvent};
-use crate::sync::clock::{ntp_to_unix_us, DriftEstimator, RtpClockMapper, SenderReport};
+use crate::sync::StreamKind;
 use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -466,15 +466,10 @@ pub struct AudioFrame {
     pub sync_confidence: f64,
     /// The sender's clock drift against ours, ppm (0 until estimated).
     pub drift_ppm: f64,
+    /// Time the packet spent in the jitter buffer, ms.
+    pub buffer_delay_ms: f64,
     /// Synthesized for a lost packet (Opus FEC from the next packet, or PLC).
     pub concealed: bool,
-}
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// A decoded video frame as delivered to the application.
@@ -490,48 +485,54 @@ pub struct VideoFrame {
     pub wall_clock_us: u64,
     pub sync_confidence: f64,
     pub drift_ppm: f64,
+    /// Time the frame spent in the jitter buffer, ms.
+    pub buffer_delay_ms: f64,
+    /// Video wall clock minus the audio playout position, ms (negative: video behind audio);
+    /// `None` while no audio from the peer is playing.
+    pub audio_sync_offset_ms: Option<f64>,
     pub keyframe: bool,
     /// Frames per second estimated from RTP timestamps.
     pub framerate: Option<f64>,
 }
 
-/// Drift is reported once it exceeds this (ppm); below, it reads 0.
-const DRIFT_THRESHOLD_PPM: f64 = 0.0;
-/// The RTCP interval senders are expected to keep (webrtc-rs: about 1 s; browsers: ~1-5 s).
-const RTCP_INTERVAL_MS: u32 = 5000;
-
-/// One received stream's clock: its RTP time mapped to the sender's wall clock (from RTCP
-/// sender reports; local arrival before the first), and the sender's clock drift.
-struct StreamClock {
-    mapper: RtpClockMapper,
-    drift: DriftEstimator,
-    /// The drift estimate, refitted when a sender report arrives (not per frame).
-    drift_ppm: f64,
+/// Reads a remote track's RTP packets and hands the sender reports that arrive in between to
+/// the playout.
+struct TrackReader {
+    track: Arc<dyn TrackRemote>,
+    playout: Arc<Playout>,
+    kind: StreamKind,
     ssrc: Option<u32>,
 }
 
-impl StreamClock {
-    fn new(clock_rate: u32) -> Self {
-        Self {
-            mapper: RtpClockMapper::new(clock_rate, RTCP_INTERVAL_MS),
-            drift: DriftEstimator::new(clock_rate, RTCP_INTERVAL_MS),
-            drift_ppm: 0.0,
-            ssrc: None,
-        }
-    }
-
-    /// The track's next RTP packet, taking the sender reports that arrive in between; `None`
-    /// once the track has ended.
-    async fn next_rtp(&mut self, track: &Arc<dyn TrackRemote>) -> Option<rtc::rtp::Packet> {
-        while let Some(ev) = track.poll().await {
+impl TrackReader {
+    /// The next RTP packet; `None` once the track has ended. A new SSRC restarts the stream's
+    /// buffer and clock mapping.
+    async fn next_rtp(&mut self) -> Option<rtc::rtp::Packet> {
+        while let Some(ev) = self.track.poll().await {
             match ev {
                 TrackRemoteEvent::OnRtpPacket(pkt) => {
+                    if self.ssrc.is_some_and(|s| s != pkt.header.ssrc) {
+                        self.playout.reset_stream(self.kind);
+                    }
                     self.ssrc = Some(pkt.header.ssrc);
                     return Some(pkt);
                 }
                 TrackRemoteEvent::OnRtcpPacket(packets) => {
-                    if let Some(ssrc) = self.ssrc {
-                        self.on_rtcp(&packets, ssrc, unix_us());
+                    let Some(ssrc) = self.ssrc else { continue };
+                    for p in &packets {
+                        if let Some(sr) = p
+                            .as_any()
+                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                        {
+                            if sr.ssrc == ssrc {
+                                self.playout.sender_report(
+                                    self.kind,
+                                    sr.ntp_time,
+                                    sr.rtp_time,
+                                    self.playout.now_us(),
+                                );
+                            }
+                        }
                     }
                 }
                 TrackRemoteEvent::OnEnded => return None,
@@ -540,45 +541,11 @@ impl StreamClock {
         }
         None
     }
+}
 
-    fn observe(&mut self, rtp_timestamp: u32, arrival_us: u64) {
-        let ext = self.mapper.observe_frame(rtp_timestamp, arrival_us);
-        self.drift.add_frame(ext, arrival_us);
-    }
-
-    fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32, arrival_us: u64) {
-        for p in packets {
-            let Some(sr) = p
-                .as_any()
-                .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
-            else {
-                continue;
-            };
-            if sr.ssrc != ssrc {
-                continue;
-            }
-            self.mapper
-                .on_sender_report(&SenderReport::new(sr.ntp_time, sr.rtp_time, arrival_us));
-            self.drift.add_report(
-                ntp_to_unix_us(sr.ntp_time),
-                self.mapper.extend(sr.rtp_time),
-                arrival_us,
-            );
-            self.drift_ppm = self
-                .drift
-                .estimate(DRIFT_THRESHOLD_PPM)
-                .map(|e| e.drift_ppm)
-                .unwrap_or(0.0);
-        }
-    }
-
-    /// (wall clock µs, confidence, drift ppm) for a frame with this RTP timestamp.
-    fn stamp(&self, rtp_timestamp: u32, now_us: u64) -> (u64, f64, f64) {
-        let wall = self
-            .mapper
-            .rtp_to_wall_clock(rtp_timestamp)
-            .unwrap_or(now_us);
-        (wall, self.mapper.confidence(now_us), self.drift_ppm)
+impl Drop for TrackReader {
+    fn drop(&mut self) {
+        self.playout.release(self.kind);
     }
 }
 
@@ -597,37 +564,46 @@ pub async fn request_keyframe(track: &Arc<dyn TrackRemote>) -> Result<()> {
     Ok(())
 }
 
-/// Gaps of up to this many audio packets are concealed (100 ms at 20 ms packets); longer ones
-/// are a cut, not a loss, and are not filled with synthesized sound.
-const MAX_CONCEALED_PACKETS: u16 = 5;
-
 /// Keyframe requests (PLI) to one sender at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
-/// Reads a remote track until it ends: audio is decoded to `AudioFrame` events, video to
-/// `VideoFrame` events.
-pub async fn read_remote_track(
-    track: Arc<dyn TrackRemote>,
-    peer_id: String,
-    events: Arc<EventSink>,
-) {
+/// Reads a remote track until it ends: audio packets and decoded video frames go to the peer's
+/// playout (`media::playout`), which emits them as events when they are due.
+pub async fn read_remote_track(track: Arc<dyn TrackRemote>, playout: Arc<Playout>) {
     match track.kind().await {
-        RtpCodecKind::Audio => read_audio(track, peer_id, events).await,
-        RtpCodecKind::Video => read_video(track, peer_id, events).await,
+        RtpCodecKind::Audio => {
+            let playout = playout.claim(StreamKind::Audio);
+            read_audio(TrackReader {
+                track,
+                playout,
+                kind: StreamKind::Audio,
+                ssrc: None,
+            })
+            .await
+        }
+        RtpCodecKind::Video => {
+            let playout = playout.claim(StreamKind::Video);
+            read_video(TrackReader {
+                track,
+                playout,
+                kind: StreamKind::Video,
+                ssrc: None,
+            })
+            .await
+        }
         _ => {}
     }
 }
 
-async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
+async fn read_video(mut reader: TrackReader) {
     let mut pipeline: Option<(FrameAssembler, VideoDecoder)> = None;
     let mut last_pli: Option<Instant> = None;
-    let mut last_ts: Option<u32> = None;
-    let mut framerate: Option<f64> = None;
-    let mut clock = StreamClock::new(90_000);
-    while let Some(pkt) = clock.next_rtp(&track).await {
-        let arrival = unix_us();
+    let mut index: u16 = 0;
+    while let Some(pkt) = reader.next_rtp().await {
+        let arrival = reader.playout.now_us();
         if pipeline.is_none() {
-            let mime = track
+            let mime = reader
+                .track
                 .codec(pkt.header.ssrc)
                 .await
                 .map(|c| c.mime_type.to_ascii_lowercase())
@@ -637,7 +613,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
             } else if mime == MIME_TYPE_VP9.to_ascii_lowercase() {
                 VideoCodec::Vp9
             } else {
-                tracing::warn!(peer = peer_id, "video codec {mime} is not decoded here");
+                tracing::warn!("video codec {mime} is not decoded here");
                 break;
             };
             let (Some(asm), Ok(dec)) = (FrameAssembler::new(codec), VideoDecoder::new(codec))
@@ -664,38 +640,23 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                 keyframe,
             } => match dec.decode(&data) {
                 Ok(Some(img)) => {
-                    if let Some(prev) = last_ts {
-                        let d = rtp_timestamp.wrapping_sub(prev);
-                        if d > 0 && d < 90_000 {
-                            let fps = 90_000.0 / d as f64;
-                            framerate = Some(framerate.map_or(fps, |f| f * 0.9 + fps * 0.1));
-                        }
-                    }
-                    last_ts = Some(rtp_timestamp);
-                    clock.observe(rtp_timestamp, arrival);
-                    let (wall_clock_us, sync_confidence, drift_ppm) =
-                        clock.stamp(rtp_timestamp, unix_us());
                     let (width, height) = (img.width(), img.height());
-                    events
-                        .emit(TransportEvent::VideoFrame {
-                            peer_id: peer_id.clone(),
-                            frame: VideoFrame {
-                                data: img.into_data(),
-                                width,
-                                height,
-                                rtp_timestamp,
-                                wall_clock_us,
-                                sync_confidence,
-                                drift_ppm,
-                                keyframe,
-                                framerate,
-                            },
-                        })
-                        .await;
+                    reader.playout.push_video(
+                        index,
+                        rtp_timestamp,
+                        arrival,
+                        DecodedVideo {
+                            data: img.into_data(),
+                            width,
+                            height,
+                            keyframe,
+                        },
+                    );
+                    index = index.wrapping_add(1);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::debug!(peer = peer_id, "undecodable video frame: {e}");
+                    tracing::debug!("undecodable video frame: {e}");
                     asm.resync();
                     need_keyframe = true;
                 }
@@ -707,105 +668,22 @@ async fn read_video(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<Ev
                 sender_ssrc: 0,
                 media_ssrc: pkt.header.ssrc,
             };
-            let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+            let _ = reader.track.write_rtcp(vec![Box::new(pli)]).await;
         }
     }
 }
 
-/// A decoded (or concealed) audio frame as an event, stamped with the stream's clock.
-fn audio_event(
-    peer_id: &str,
-    samples: Vec<f32>,
-    channels: u16,
-    rtp_timestamp: u32,
-    clock: &StreamClock,
-    concealed: bool,
-) -> TransportEvent {
-    let (wall_clock_us, sync_confidence, drift_ppm) = clock.stamp(rtp_timestamp, unix_us());
-    TransportEvent::AudioFrame {
-        peer_id: peer_id.to_string(),
-        frame: AudioFrame {
-            samples,
-            sample_rate: OPUS_SAMPLE_RATE,
-            channels,
-            rtp_timestamp,
-            wall_clock_us,
-            sync_confidence,
-            drift_ppm,
-            concealed,
-        },
-    }
-}
-
-async fn read_audio(track: Arc<dyn TrackRemote>, peer_id: String, events: Arc<EventSink>) {
-    let mut decoder: Option<(u16, OpusDecoder)> = None;
-    let mut clock = StreamClock::new(OPUS_SAMPLE_RATE);
-    let mut last_seq: Option<u16> = None;
-    while let Some(pkt) = clock.next_rtp(&track).await {
-        let arrival = unix_us();
-        let seq = pkt.header.sequence_number;
-        let missing = match last_seq {
-            Some(last) => {
-                let d = seq.wrapping_sub(last);
-                if d == 0 || d > 0x8000 {
-                    continue; // duplicate, or older than what was already played out
-                }
-                d - 1
-            }
-            None => 0,
-        };
-        last_seq = Some(seq);
-        clock.observe(pkt.header.timestamp, arrival);
+async fn read_audio(mut reader: TrackReader) {
+    while let Some(pkt) = reader.next_rtp().await {
+        let arrival = reader.playout.now_us();
         if pkt.payload.is_empty() {
             continue;
         }
-        // Decode at the packet's own channel count (TOC byte, bit 2).
-        let channels: u16 = if pkt.payload[0] & 0x04 != 0 { 2 } else { 1 };
-        if decoder.as_ref().is_none_or(|(c, _)| *c != channels) {
-            match OpusDecoder::new(OPUS_SAMPLE_RATE, channels) {
-                Ok(d) => decoder = Some((channels, d)),
-                Err(_) => continue,
-            }
-        }
-        let Some((_, dec)) = decoder.as_mut() else {
-            continue;
-        };
-        // Fill short gaps so the audio stays continuous: the last lost packet from the FEC data
-        // of this one (PLC where it carries none), the ones before it by PLC.
-        if (1..=MAX_CONCEALED_PACKETS).contains(&missing) {
-            let per_channel = OpusDecoder::packet_samples(&pkt.payload).unwrap_or(960);
-            for k in (1..=missing).rev() {
-                let filled = if k == 1 {
-                    dec.decode_fec_f32(&pkt.payload, per_channel)
-                } else {
-                    dec.conceal_f32(per_channel)
-                };
-                let Ok(samples) = filled else { break };
-                let ts = pkt
-                    .header
-                    .timestamp
-                    .wrapping_sub(k as u32 * per_channel as u32);
-                events
-                    .emit(audio_event(&peer_id, samples, channels, ts, &clock, true))
-                    .await;
-            }
-        }
-        let samples = match dec.decode_f32(&pkt.payload) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!("undecodable audio packet: {e}");
-                continue;
-            }
-        };
-        events
-            .emit(audio_event(
-                &peer_id,
-                samples,
-                channels,
-                pkt.header.timestamp,
-                &clock,
-                false,
-            ))
-            .await;
+        reader.playout.push_audio(
+            pkt.header.sequence_number,
+            pkt.header.timestamp,
+            arrival,
+            pkt.payload,
+        );
     }
 }

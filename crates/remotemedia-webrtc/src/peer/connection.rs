@@ -6,6 +6,7 @@ use crate::channel::{channel_init, DataChannel};
 use crate::config::{DataChannelMode, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
+use crate::media::playout::{self, Playout};
 use crate::media::track::{read_remote_track, LocalAudioTrack, LocalVideoTrack};
 use crate::media::{AudioEncoderConfig, VideoEncoderConfig};
 use crate::signaling::client::SignalingClient;
@@ -118,6 +119,8 @@ struct Shared {
     audio: Mutex<Option<Arc<LocalAudioTrack>>>,
     video: Mutex<Option<Arc<LocalVideoTrack>>>,
     remote_video: Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>,
+    /// Jitter buffers, clock mapping and lip sync of what this peer sends us.
+    playout: Arc<Playout>,
 }
 
 impl Shared {
@@ -225,11 +228,7 @@ impl PeerConnectionEventHandler for Handler {
         if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
             s.remote_video.lock().unwrap().push(track.clone());
         }
-        tokio::spawn(read_remote_track(
-            track,
-            s.setup.remote_id.clone(),
-            s.setup.events.clone(),
-        ));
+        tokio::spawn(read_remote_track(track, s.playout.clone()));
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn RtcDataChannel>) {
@@ -313,6 +312,11 @@ impl Peer {
                 );
 
         let (state, _) = watch::channel(PeerState::New);
+        let playout = Playout::new(
+            setup.remote_id.clone(),
+            playout::sync_config(setup.config.jitter_buffer_ms),
+            setup.events.clone(),
+        )?;
         let shared = Arc::new(Shared {
             setup,
             state,
@@ -326,6 +330,7 @@ impl Peer {
             audio: Mutex::new(None),
             video: Mutex::new(None),
             remote_video: Mutex::new(Vec::new()),
+            playout,
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
         // still reach us), and its multicast socket cannot even be opened in a network without
@@ -753,6 +758,16 @@ impl Peer {
         self.shared.video.lock().unwrap().clone()
     }
 
+    /// Clock mapping, drift and lip-sync state of the media this peer sends us.
+    pub fn sync_state(&self) -> crate::sync::SyncState {
+        self.shared.playout.sync_state()
+    }
+
+    /// Jitter-buffer statistics of the media this peer sends us.
+    pub fn buffer_statistics(&self) -> crate::sync::BufferStatistics {
+        self.shared.playout.buffer_statistics()
+    }
+
     /// Asks this peer for a keyframe on every video track it sends us (RTCP PLI).
     pub async fn request_keyframe(&self) -> Result<()> {
         let tracks = self.shared.remote_video.lock().unwrap().clone();
@@ -801,6 +816,7 @@ impl Peer {
         s.audio.lock().unwrap().take();
         s.video.lock().unwrap().take();
         s.remote_video.lock().unwrap().clear();
+        s.playout.close();
         s.release_boost();
         let _ = self.pc.close().await;
         s.state.send_replace(PeerState::Closed);

@@ -542,6 +542,29 @@ impl<A, V> SyncManager<A, V> {
         self.drift.map_or(0.0, |d| d.drift_ppm)
     }
 
+    /// When the next buffered frame falls due by the jitter schedule (audio including any
+    /// lip-sync delay), µs; `None` with nothing buffered. Under lip sync a video frame may go
+    /// earlier or later than its deadline, so a playout loop also re-checks while video is
+    /// buffered (see [`SyncManager::has_video_buffered`]).
+    pub fn next_due_us(&self) -> Option<u64> {
+        let extra = if self.config.lip_sync {
+            self.lipsync.audio_delay_us()
+        } else {
+            0
+        };
+        let audio = self.audio.jitter.head().map(|h| h.due_us + extra);
+        let video = self.video.jitter.head().map(|h| h.due_us);
+        match (audio, video) {
+            (Some(a), Some(v)) => Some(a.min(v)),
+            (a, v) => a.or(v),
+        }
+    }
+
+    /// Whether any video frame is waiting in the buffer.
+    pub fn has_video_buffered(&self) -> bool {
+        !self.video.jitter.is_empty()
+    }
+
     /// The next audio frame, if one is due at `now_us` (call until `None`).
     pub fn pop_next_audio_frame(&mut self, now_us: u64) -> Option<SyncedAudioFrame<A>> {
         self.observe_time(now_us);
