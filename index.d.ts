@@ -220,7 +220,17 @@ export interface BufferStatistics {
   video: JitterStatistics
 }
 
+export interface TrackInfo {
+  kind: 'audio' | 'video'
+  /** The sender's track id (from the SDP's msid). */
+  trackId: string
+}
+
 export interface PeerEvents {
+  /** The peer started sending a track. */
+  track: [TrackInfo]
+  /** The peer stopped sending a track (removed it and renegotiated). */
+  'track-ended': [TrackInfo]
   'audio-frame': [AudioFrame]
   'video-frame': [VideoFrame]
   'data-channel': [DataChannel]
@@ -242,6 +252,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   /** Adds a video track (the transport's videoCodec) and renegotiates the connection. */
   addVideoTrack(options?: VideoTrackOptions): Promise<void>
   readonly hasVideoTrack: boolean
+  /** Stops sending the audio or video track and renegotiates; the remote side gets 'track-ended'. */
+  removeTrack(kind: 'audio' | 'video'): Promise<void>
   /** Asks the peer for a keyframe on the video it sends us (RTCP PLI). */
   requestKeyframe(): Promise<void>
   /** A/V sync state of the media this peer sends us. */
@@ -257,6 +269,8 @@ export interface TransportEvents {
   'peer-disconnected': [PeerDisconnectedEvent]
   'peer-state': [PeerStateEvent]
   'data-channel': [DataChannel, Peer]
+  track: [TrackInfo, Peer | null]
+  'track-ended': [TrackInfo, Peer | null]
   'audio-frame': [AudioFrame, Peer | null]
   'video-frame': [VideoFrame, Peer | null]
   'signaling-reconnecting': [{ attempt: number }]

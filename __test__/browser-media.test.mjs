@@ -155,7 +155,7 @@ describe('A/V sync with a real Chromium', () => {
   beforeAll(async () => ({ server, node, browser, tab } = await setUp({ jitterBufferMs: 100 })))
   afterAll(() => tearDown({ server, node, browser }))
 
-  it('after the first sender report every frame is on the sender\'s clock, and video stays within 40 ms of audio', async () => {
+  it('after the first sender report every frame is on the sender\'s clock, video stays within 40 ms of audio, and a removed camera ends its track', async () => {
     const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
     await tab.goto(`http://127.0.0.1:${server.port}/`)
     const browserId = (await announced).peerId
@@ -202,5 +202,12 @@ describe('A/V sync with a real Chromium', () => {
     expect(stats.audio.released).toBeGreaterThanOrEqual(a.length)
     expect(stats.video.released).toBeGreaterThanOrEqual(v.length)
     expect(stats.audio.targetDelayMs).toBeGreaterThanOrEqual(100)
+
+    // Chromium removes its camera: the video track ends, the audio goes on.
+    const ended = once(peer, 'track-ended', () => true, 10000)
+    await tab.evaluate(() => window.stopCamera())
+    expect(await ended).toMatchObject({ kind: 'video' })
+    const audioBefore = audio.length
+    await until(() => audio.length > audioBefore + 20, 5000)
   }, 60000)
 })

@@ -282,3 +282,61 @@ describe('video broadcast', () => {
     }
   })
 })
+
+describe('removing tracks', () => {
+  it('the remote side gets track and track-ended events, media of the removed kind stops, and the kind can be added again', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('rta'))
+    const b = await transport(server, uid('rtb'))
+    try {
+      const started = []
+      const ended = []
+      b.on('track', (t, p) => started.push({ ...t, from: p?.peerId }))
+      b.on('track-ended', (t, p) => ended.push({ ...t, from: p?.peerId }))
+      const peer = await a.connectPeer(b.peerId)
+      await peer.addAudioTrack()
+      await peer.addVideoTrack({ width: 64, height: 48 })
+      const pic = { data: testPattern(64, 48, 0), width: 64, height: 48 }
+      await untilNegotiated(a, b.peerId)
+      await until(async () => a.sendVideo(b.peerId, pic).then(() => true, () => false), 5000, 10)
+      await until(() => started.length === 2, 5000)
+      expect(started.map((t) => t.kind).sort()).toEqual(['audio', 'video'])
+      expect(started.every((t) => t.from === a.peerId && typeof t.trackId === 'string')).toBe(true)
+
+      // Bad requests are refused and change nothing.
+      await rejectsWithCode(peer.removeTrack('data'), 'ERR_INVALID_DATA')
+      await rejectsWithCode(b.getPeer(a.peerId).removeTrack('video'), 'ERR_INVALID_DATA') // b sends none
+
+      const videoTrackId = started.find((t) => t.kind === 'video').trackId
+      await peer.removeTrack('video')
+      expect(peer.hasVideoTrack).toBe(false)
+      await until(() => ended.length === 1, 5000)
+      expect(ended[0]).toEqual({ kind: 'video', trackId: videoTrackId, from: a.peerId })
+      await rejectsWithCode(a.sendVideo(b.peerId, pic), 'ERR_PEER_NOT_CONNECTED')
+      await rejectsWithCode(peer.removeTrack('video'), 'ERR_INVALID_DATA') // already gone
+
+      // Audio still flows.
+      const audio = []
+      b.getPeer(a.peerId).on('audio-frame', (f) => audio.push(f))
+      for (const f of tone(440, 10)) await a.sendAudio(b.peerId, f)
+      await until(() => audio.length >= 8, 5000)
+
+      // Video again: a new track arrives and decodes.
+      await peer.addVideoTrack({ width: 64, height: 48 })
+      await until(() => started.length === 3, 5000)
+      expect(started[2].kind).toBe('video')
+      const frames = []
+      b.getPeer(a.peerId).on('video-frame', (f) => frames.push(f))
+      for (let i = 0; i < 100 && frames.length === 0; i++) {
+        await a.sendVideo(b.peerId, { ...pic, keyframe: true, timestampUs: i * 33333 }).catch(() => {})
+        await new Promise((r) => setTimeout(r, 30))
+      }
+      expect(frames.length).toBeGreaterThan(0)
+      expect(ended.length).toBe(1)
+    } finally {
+      await a.shutdown()
+      await b.shutdown()
+      await server.close()
+    }
+  })
+})

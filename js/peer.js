@@ -72,6 +72,14 @@ class Peer extends EventEmitter {
     return JSON.parse(callSync(() => this._native.bufferStatisticsJson()))
   }
 
+  // Stops sending the 'audio' or 'video' track and renegotiates; the remote side gets
+  // 'track-ended'. A track of that kind can be added again afterwards.
+  async removeTrack(kind) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    if (kind !== 'audio' && kind !== 'video') throw invalid('ERR_INVALID_DATA', "track kind must be 'audio' or 'video'")
+    await callAsync(() => this._native.removeTrack(kind))
+  }
+
   // Asks the peer for a keyframe on the video it sends us (RTCP PLI).
   async requestKeyframe() {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)

@@ -253,6 +253,15 @@ class WebRtcTransport extends EventEmitter {
         }
         break
       }
+      case 'track':
+      case 'track-ended': {
+        // A remote track started, or ended (the peer removed it and renegotiated).
+        const p = this._peers.get(ev.peerId)
+        const info = { kind: ev.trackKind, trackId: ev.trackId }
+        if (p) p.emit(ev.kind, info)
+        this.emit(ev.kind, info, p ?? null)
+        break
+      }
       case 'audio-frame': {
         const p = this._peers.get(ev.peerId)
         // wallClockUs is on the sender's clock once an RTCP sender report arrived (confidence

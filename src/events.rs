@@ -40,6 +40,9 @@ pub struct NativeEvent {
     pub drift_ppm: Option<f64>,
     pub concealed: Option<bool>,
     pub buffer_delay_ms: Option<f64>,
+    /// Track events: "audio" or "video", and the sender's track id.
+    pub track_kind: Option<String>,
+    pub track_id: Option<String>,
     pub audio_sync_offset_ms: Option<f64>,
     /// Video frames (the picture goes in `data`, packed I420).
     pub width: Option<u32>,

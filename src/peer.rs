@@ -70,6 +70,12 @@ impl NativePeer {
         Ok(())
     }
 
+    /// Stops sending the "audio" or "video" track and renegotiates.
+    #[napi]
+    pub async fn remove_track(&self, kind: String) -> napi::Result<()> {
+        self.p.remove_track(&kind).await.map_err(js)
+    }
+
     /// Asks this peer for a keyframe on the video it sends us (RTCP PLI).
     #[napi]
     pub async fn request_keyframe(&self) -> napi::Result<()> {

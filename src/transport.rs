@@ -258,6 +258,26 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.attempt = Some(attempt);
         }
         TransportEvent::SignalingReconnected => n.kind = "signaling-reconnected".into(),
+        TransportEvent::TrackStarted {
+            peer_id,
+            kind,
+            track_id,
+        } => {
+            n.kind = "track".into();
+            n.peer_id = Some(peer_id);
+            n.track_kind = Some(kind);
+            n.track_id = Some(track_id);
+        }
+        TransportEvent::TrackEnded {
+            peer_id,
+            kind,
+            track_id,
+        } => {
+            n.kind = "track-ended".into();
+            n.peer_id = Some(peer_id);
+            n.track_kind = Some(kind);
+            n.track_id = Some(track_id);
+        }
         TransportEvent::AudioFrame { peer_id, frame } => {
             n.kind = "audio-frame".into();
             n.peer_id = Some(peer_id);

@@ -47,6 +47,18 @@ pub enum TransportEvent {
         peer_id: String,
         channel: u64,
     },
+    /// A peer started sending a track (`kind`: "audio" or "video").
+    TrackStarted {
+        peer_id: String,
+        kind: String,
+        track_id: String,
+    },
+    /// A peer stopped sending a track (removed it and renegotiated).
+    TrackEnded {
+        peer_id: String,
+        kind: String,
+        track_id: String,
+    },
     /// A decoded audio frame from a peer's remote track.
     AudioFrame {
         peer_id: String,

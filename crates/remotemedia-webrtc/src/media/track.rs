@@ -319,6 +319,11 @@ impl LocalVideoTrack {
     }
 
     /// Takes a pending keyframe request (for an encoder that feeds this track).
+    /// The RTP sender carrying this track.
+    pub fn sender(&self) -> &Arc<dyn RtpSender> {
+        &self.sender
+    }
+
     pub fn take_keyframe_request(&self) -> bool {
         self.wants_keyframe.swap(false, Ordering::SeqCst)
     }
@@ -410,6 +415,11 @@ impl LocalAudioTrack {
             config,
             encoder: Mutex::new(encoder),
         })
+    }
+
+    /// The RTP sender carrying this track.
+    pub fn sender(&self) -> &Arc<dyn RtpSender> {
+        &self.sender
     }
 
     pub fn config(&self) -> &AudioEncoderConfig {

@@ -2,6 +2,7 @@
 //! signaling client, its data channels, and its state.
 
 use super::fast_start::{Boost, FastStartRuntime};
+use super::remote_tracks::{sending_tracks, RemoteTracks, SendingTracks};
 use crate::channel::{channel_init, DataChannel};
 use crate::config::{DataChannelMode, WebRtcTransportConfig};
 use crate::error::{Error, Result};
@@ -119,6 +120,10 @@ struct Shared {
     audio: Mutex<Option<Arc<LocalAudioTrack>>>,
     video: Mutex<Option<Arc<LocalVideoTrack>>>,
     remote_video: Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>,
+    /// The tracks this peer sends us, to notice when it stops sending one.
+    remote_tracks: RemoteTracks,
+    /// The connection, for handlers that need to look at it (set once it exists).
+    pc: std::sync::OnceLock<std::sync::Weak<dyn RtcPeerConnection>>,
     /// Jitter buffers, clock mapping and lip sync of what this peer sends us.
     playout: Arc<Playout>,
 }
@@ -224,11 +229,49 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
-        let s = &self.shared;
-        if track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+        let s = self.shared.clone();
+        let video = track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video;
+        let kind = if video { "video" } else { "audio" };
+        if video {
             s.remote_video.lock().unwrap().push(track.clone());
         }
-        tokio::spawn(read_remote_track(track, s.playout.clone()));
+        let track_id = track.track_id().await;
+        let mut mid = None;
+        let pc = s.pc.get().and_then(|w| w.upgrade());
+        let transceivers = match pc {
+            Some(pc) => pc.get_transceivers().await,
+            None => Vec::new(),
+        };
+        for t in transceivers {
+            if let Ok(Some(r)) = t.receiver().await {
+                if Arc::ptr_eq(r.track(), &track) {
+                    mid = t.mid().await.ok().flatten();
+                    break;
+                }
+            }
+        }
+        let (key, stop) =
+            s.remote_tracks
+                .add(mid, track_id.clone(), kind.into(), track.ssrcs().await);
+        s.setup
+            .events
+            .emit(TransportEvent::TrackStarted {
+                peer_id: s.setup.remote_id.clone(),
+                kind: kind.into(),
+                track_id,
+            })
+            .await;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = read_remote_track(track.clone(), s.playout.clone()) => {}
+                _ = stop.cancelled() => {}
+            }
+            s.remote_tracks.remove(key);
+            s.remote_video
+                .lock()
+                .unwrap()
+                .retain(|t| !Arc::ptr_eq(t, &track));
+        });
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn RtcDataChannel>) {
@@ -330,6 +373,8 @@ impl Peer {
             audio: Mutex::new(None),
             video: Mutex::new(None),
             remote_video: Mutex::new(Vec::new()),
+            remote_tracks: RemoteTracks::default(),
+            pc: std::sync::OnceLock::new(),
             playout,
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
@@ -370,6 +415,7 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("creating peer connection", e))?;
         let pc: Arc<dyn RtcPeerConnection> = Arc::new(pc);
+        let _ = shared.pc.set(Arc::downgrade(&pc));
 
         let (signals, rx) = mpsc::unbounded_channel();
         let peer = Arc::new(Peer {
@@ -528,6 +574,7 @@ impl Peer {
 
     async fn accept_offer(&self, sdp: String, request_id: String) -> Result<()> {
         let s = &self.shared;
+        let sending = sending_tracks(&sdp);
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| Error::InvalidData(format!("offer: {e}")))?;
         {
@@ -538,6 +585,7 @@ impl Peer {
             .set_remote_description(offer)
             .await
             .map_err(|e| Error::webrtc("set remote offer", e))?;
+        self.update_remote_tracks(&sending).await;
         self.drain_remote_candidates().await;
         let answer = self
             .pc
@@ -572,14 +620,40 @@ impl Peer {
                 "answer for unknown request {request_id} ignored"
             )));
         }
+        let sending = sending_tracks(&sdp);
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
         self.pc
             .set_remote_description(answer)
             .await
             .map_err(|e| Error::webrtc("set remote answer", e))?;
+        self.update_remote_tracks(&sending).await;
         self.drain_remote_candidates().await;
         Ok(())
+    }
+
+    /// Reports the remote tracks a newly applied remote description stopped (or resumed)
+    /// sending.
+    async fn update_remote_tracks(&self, sending: &SendingTracks) {
+        let s = &self.shared;
+        for t in s.remote_tracks.update(sending) {
+            let peer_id = s.setup.remote_id.clone();
+            let (kind, track_id) = (t.kind, t.track_id);
+            let ev = if t.started {
+                TransportEvent::TrackStarted {
+                    peer_id,
+                    kind,
+                    track_id,
+                }
+            } else {
+                TransportEvent::TrackEnded {
+                    peer_id,
+                    kind,
+                    track_id,
+                }
+            };
+            s.setup.events.emit(ev).await;
+        }
     }
 
     async fn drain_remote_candidates(&self) {
@@ -753,6 +827,33 @@ impl Peer {
         Ok(track)
     }
 
+    /// Stops sending the audio or video track (`kind`: "audio" or "video") and renegotiates; the
+    /// remote side sees the track end. A track of that kind can be added again afterwards.
+    pub async fn remove_track(&self, kind: &str) -> Result<()> {
+        self.check_connected()?;
+        let s = &self.shared;
+        let sender = match kind {
+            "audio" => s.audio.lock().unwrap().take().map(|t| t.sender().clone()),
+            "video" => s.video.lock().unwrap().take().map(|t| t.sender().clone()),
+            other => {
+                return Err(Error::InvalidData(format!(
+                    "track kind must be 'audio' or 'video', got {other:?}"
+                )))
+            }
+        };
+        let Some(sender) = sender else {
+            return Err(Error::InvalidData(format!(
+                "{} has no {kind} track to remove",
+                self.peer_id()
+            )));
+        };
+        self.pc
+            .remove_track(&sender)
+            .await
+            .map_err(|e| Error::webrtc("remove track", e))?;
+        self.send_offer().await
+    }
+
     /// The video track sending to this peer, if one was added.
     pub fn video_track(&self) -> Option<Arc<LocalVideoTrack>> {
         self.shared.video.lock().unwrap().clone()
@@ -816,6 +917,7 @@ impl Peer {
         s.audio.lock().unwrap().take();
         s.video.lock().unwrap().take();
         s.remote_video.lock().unwrap().clear();
+        s.remote_tracks.stop_all();
         s.playout.close();
         s.release_boost();
         let _ = self.pc.close().await;

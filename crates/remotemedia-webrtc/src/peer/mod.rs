@@ -4,6 +4,7 @@ pub mod connection;
 pub mod fast_start;
 pub mod handshake_filter;
 pub mod manager;
+pub mod remote_tracks;
 pub mod udp;
 
 pub use connection::{Peer, PeerState};
