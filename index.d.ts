@@ -252,6 +252,9 @@ export class Peer extends EventEmitter<PeerEvents> {
   /** Adds a video track (the transport's videoCodec) and renegotiates the connection. */
   addVideoTrack(options?: VideoTrackOptions): Promise<void>
   readonly hasVideoTrack: boolean
+  /** Changes the target bitrate (bit/s) of the audio or video track sending to this peer, from its
+   *  next frame on (ERR_INVALID_CONFIG out of range). */
+  setBitrate(kind: 'audio' | 'video', bitrate: number): void
   /** Stops sending the audio or video track and renegotiates; the remote side gets 'track-ended'. */
   removeTrack(kind: 'audio' | 'video'): Promise<void>
   /** Asks the peer for a keyframe on the video it sends us (RTCP PLI). */

@@ -284,7 +284,7 @@ describe('video broadcast', () => {
 })
 
 describe('removing tracks', () => {
-  it('the remote side gets track and track-ended events, media of the removed kind stops, and the kind can be added again', async () => {
+  it('bitrates change at run time; the remote side gets track and track-ended events, media of the removed kind stops, and the kind can be added again', async () => {
     const server = await withServer()
     const a = await transport(server, uid('rta'))
     const b = await transport(server, uid('rtb'))
@@ -302,6 +302,14 @@ describe('removing tracks', () => {
       await until(() => started.length === 2, 5000)
       expect(started.map((t) => t.kind).sort()).toEqual(['audio', 'video'])
       expect(started.every((t) => t.from === a.peerId && typeof t.trackId === 'string')).toBe(true)
+
+      // Bitrates change at run time; bad ones are refused.
+      peer.setBitrate('video', 150000)
+      peer.setBitrate('audio', 24000)
+      expect(() => peer.setBitrate('video', 10)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_CONFIG' }))
+      expect(() => peer.setBitrate('audio', 1e9)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_CONFIG' }))
+      expect(() => peer.setBitrate('data', 1000)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_DATA' }))
+      expect(() => b.getPeer(a.peerId).setBitrate('video', 150000)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_DATA' }))
 
       // Bad requests are refused and change nothing.
       await rejectsWithCode(peer.removeTrack('data'), 'ERR_INVALID_DATA')

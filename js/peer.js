@@ -72,6 +72,17 @@ class Peer extends EventEmitter {
     return JSON.parse(callSync(() => this._native.bufferStatisticsJson()))
   }
 
+  // Changes the target bitrate (bit/s) of the 'audio' or 'video' track sending to this peer,
+  // from its next frame on. ERR_INVALID_CONFIG out of range, ERR_INVALID_DATA without the track.
+  setBitrate(kind, bitrate) {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    if (kind !== 'audio' && kind !== 'video') throw invalid('ERR_INVALID_DATA', "track kind must be 'audio' or 'video'")
+    if (!Number.isInteger(bitrate) || bitrate <= 0 || bitrate > 0xffffffff) {
+      throw invalid('ERR_INVALID_CONFIG', `bitrate must be a positive integer (bit/s), got ${bitrate}`)
+    }
+    callSync(() => this._native.setBitrate(kind, bitrate))
+  }
+
   // Stops sending the 'audio' or 'video' track and renegotiates; the remote side gets
   // 'track-ended'. A track of that kind can be added again afterwards.
   async removeTrack(kind) {

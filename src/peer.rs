@@ -70,6 +70,12 @@ impl NativePeer {
         Ok(())
     }
 
+    /// Changes the target bitrate (bit/s) of the "audio" or "video" track.
+    #[napi(catch_unwind)]
+    pub fn set_bitrate(&self, kind: String, bitrate: u32) -> napi::Result<()> {
+        self.p.set_bitrate(&kind, bitrate).map_err(js)
+    }
+
     /// Stops sending the "audio" or "video" track and renegotiates.
     #[napi]
     pub async fn remove_track(&self, kind: String) -> napi::Result<()> {

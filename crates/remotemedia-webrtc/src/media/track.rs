@@ -324,6 +324,16 @@ impl LocalVideoTrack {
         &self.sender
     }
 
+    /// Changes the encoder's target bitrate (bit/s) from the next frame on.
+    pub fn set_bitrate(&self, bitrate: u32) -> Result<()> {
+        self.state.lock().unwrap().encoder.set_bitrate(bitrate)
+    }
+
+    /// The encoder's target bitrate now, bit/s.
+    pub fn bitrate(&self) -> u32 {
+        self.state.lock().unwrap().encoder.config().bitrate
+    }
+
     pub fn take_keyframe_request(&self) -> bool {
         self.wants_keyframe.swap(false, Ordering::SeqCst)
     }
@@ -420,6 +430,16 @@ impl LocalAudioTrack {
     /// The RTP sender carrying this track.
     pub fn sender(&self) -> &Arc<dyn RtpSender> {
         &self.sender
+    }
+
+    /// Changes the Opus target bitrate (bit/s) from the next packet on.
+    pub fn set_bitrate(&self, bitrate: u32) -> Result<()> {
+        self.encoder.lock().unwrap().set_bitrate(bitrate)
+    }
+
+    /// The encoder's target bitrate now, bit/s.
+    pub fn bitrate(&self) -> u32 {
+        self.encoder.lock().unwrap().config().bitrate
     }
 
     pub fn config(&self) -> &AudioEncoderConfig {

@@ -854,6 +854,29 @@ impl Peer {
         self.send_offer().await
     }
 
+    /// Changes the target bitrate (bit/s) of the "audio" or "video" track sending to this peer,
+    /// from its next frame on. Out-of-range values are `InvalidConfig` (audio 6 000..=510 000,
+    /// video as `VideoEncoderConfig::bitrate`).
+    pub fn set_bitrate(&self, kind: &str, bitrate: u32) -> Result<()> {
+        match kind {
+            "audio" => self
+                .audio_track()
+                .ok_or_else(|| {
+                    Error::InvalidData(format!("{} has no audio track", self.peer_id()))
+                })?
+                .set_bitrate(bitrate),
+            "video" => self
+                .video_track()
+                .ok_or_else(|| {
+                    Error::InvalidData(format!("{} has no video track", self.peer_id()))
+                })?
+                .set_bitrate(bitrate),
+            other => Err(Error::InvalidData(format!(
+                "track kind must be 'audio' or 'video', got {other:?}"
+            ))),
+        }
+    }
+
     /// The video track sending to this peer, if one was added.
     pub fn video_track(&self) -> Option<Arc<LocalVideoTrack>> {
         self.shared.video.lock().unwrap().clone()
