@@ -1,9 +1,12 @@
 //! Peers: one webrtc-rs peer connection per remote peer, and the registry of them.
 
+pub mod bitrate;
 pub mod connection;
 pub mod fast_start;
 pub mod handshake_filter;
 pub mod manager;
+pub mod quality;
+pub mod reconnect;
 pub mod remote_tracks;
 pub mod udp;
 
