@@ -6,6 +6,7 @@ pub mod error;
 pub mod event;
 pub mod media;
 pub mod peer;
+pub mod pipeline;
 pub mod signaling;
 pub mod sync;
 pub mod transport;
