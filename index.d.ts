@@ -45,6 +45,11 @@ export interface TransportOptions {
   /** 50..=200, default 100. */
   jitterBufferMs?: number
   rtcpIntervalMs?: number
+  /** How often each peer's quality is measured and a 'quality' event sent, 100..=60000, default 1000. */
+  qualityIntervalMs?: number
+  /** Encoder targets follow the loss the remote peer reports, between a tenth of the track's
+   *  bitrate and the bitrate itself (default true). */
+  adaptiveBitrate?: boolean
   audioBitrate?: number
   videoBitrate?: number
   videoWidth?: number
@@ -220,6 +225,21 @@ export interface BufferStatistics {
   video: JitterStatistics
 }
 
+export interface QualityMetrics {
+  /** Mean round-trip time over the last 3 s (ICE consent checks), ms. */
+  rttMs: number
+  /** Loss over the last 3 s, 0..1: the worse of what we receive and what the peer reports of ours. */
+  packetLossRate: number
+  /** Largest interarrival jitter of the streams we receive, ms. */
+  jitterMs: number
+  /** Transport bitrate over the last 3 s (media, data and control), kbit/s. */
+  bitrateKbps: { in: number; out: number }
+  /** 0..100: an E-model R factor from loss, RTT and jitter (100 = perfect, ~80 at 5 % loss). */
+  qualityScore: number
+  /** The congestion controller's estimate, when one runs. */
+  availableBandwidthKbps?: number
+}
+
 export interface TrackInfo {
   kind: 'audio' | 'video'
   /** The sender's track id (from the SDP's msid). */
@@ -227,6 +247,8 @@ export interface TrackInfo {
 }
 
 export interface PeerEvents {
+  /** The peer's connection quality, every qualityIntervalMs. */
+  quality: [QualityMetrics]
   /** The peer started sending a track. */
   track: [TrackInfo]
   /** The peer stopped sending a track (removed it and renegotiated). */
@@ -259,6 +281,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   removeTrack(kind: 'audio' | 'video'): Promise<void>
   /** Asks the peer for a keyframe on the video it sends us (RTCP PLI). */
   requestKeyframe(): Promise<void>
+  /** The latest quality measurement (zeros until the first, qualityIntervalMs after connecting). */
+  getMetrics(): QualityMetrics
   /** A/V sync state of the media this peer sends us. */
   getSyncState(): SyncState
   /** Jitter-buffer statistics of the media this peer sends us. */
@@ -272,6 +296,7 @@ export interface TransportEvents {
   'peer-disconnected': [PeerDisconnectedEvent]
   'peer-state': [PeerStateEvent]
   'data-channel': [DataChannel, Peer]
+  quality: [QualityMetrics, Peer | null]
   track: [TrackInfo, Peer | null]
   'track-ended': [TrackInfo, Peer | null]
   'audio-frame': [AudioFrame, Peer | null]
@@ -311,6 +336,8 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   }>
   listPeers(): string[]
   listAllPeers(): Array<{ peerId: string; state: PeerStateName }>
+  /** The latest quality measurement of every connected peer. */
+  getStats(): Record<string, QualityMetrics>
   shutdown(): Promise<void>
   close(): Promise<void>
   /** A started transport keeps Node running until shutdown(), like a socket; unref() lets it exit. */

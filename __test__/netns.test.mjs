@@ -99,3 +99,80 @@ describe('audio under real packet loss (network namespace, nftables)', () => {
     expect(Math.abs(m.hz - 440)).toBeLessThanOrEqual(5)
   }, 60000)
 })
+
+describe('quality metrics under real packet loss (network namespace, nftables)', () => {
+  for (const loss of [5, 20]) {
+    it(`${loss} % random UDP loss: audio keeps flowing and both ends measure the loss within a few points`, () => {
+      const script = `
+        const { execFileSync } = require('node:child_process')
+        const { SignalingServer, WebRtcTransport } = require(${JSON.stringify(path.join(root, 'index.js'))})
+        ;(async () => {
+          const s = await SignalingServer.listen({ port: 0 })
+          const opts = { signalingUrl: s.url, bindAddress: '127.0.0.1', connectTimeoutMs: 20000 }
+          const a = new WebRtcTransport({ ...opts, peerId: 'a' })
+          const b = new WebRtcTransport({ ...opts, peerId: 'b' })
+          await a.start(); await b.start()
+          const peer = await a.connectPeer('b')
+          await peer.addAudioTrack({ fec: true })
+          const pcm = new Float32Array(960).map((_, i) => 0.3 * Math.sin(i / 5))
+          for (let i = 0; i < 500; i++) {
+            if (await a.sendAudio('b', pcm).then(() => true, () => false)) break
+            await new Promise((r) => setTimeout(r, 10))
+          }
+          // Loss starts once the call is up: ${loss} % of UDP datagrams dropped on the way in.
+          execFileSync('nft', ['-f', '-'], { input: [
+            'table inet loss {',
+            '  chain in { type filter hook input priority 0; policy accept;',
+            '    meta l4proto udp numgen random mod 100 < ${loss} drop',
+            '  }',
+            '}',
+          ].join('\\n') })
+          let frames = 0
+          b.getPeer('a').on('audio-frame', () => frames++)
+          // Quality events of both ends once the 3 s measuring window is all under loss.
+          const lossStart = Date.now()
+          const sender = []
+          const receiver = []
+          const settled = () => Date.now() - lossStart > 5000
+          peer.on('quality', (m) => settled() && sender.push(m))
+          b.getPeer('a').on('quality', (m) => settled() && receiver.push(m))
+          const mean = (xs, f) => xs.reduce((acc, x) => acc + f(x), 0) / xs.length
+          const sent = 550 // 11 s
+          const t0 = Date.now()
+          for (let i = 0; i < sent; i++) {
+            await a.sendAudio('b', pcm)
+            const next = t0 + (i + 1) * 20
+            await new Promise((r) => setTimeout(r, Math.max(0, next - Date.now())))
+          }
+          await new Promise((r) => setTimeout(r, 300))
+          console.log(JSON.stringify({
+            sent, frames, events: sender.length,
+            senderLoss: mean(sender, (m) => m.packetLossRate), receiverLoss: mean(receiver, (m) => m.packetLossRate),
+            sender: peer.getMetrics(), receiver: b.getPeer('a').getMetrics(),
+            stats: Object.keys(a.getStats()),
+          }))
+          await a.shutdown(); await b.shutdown(); await s.close()
+        })().catch((e) => { console.error(e.code, e.message); process.exit(1) })
+      `
+      const r = inNamespace(script)
+      expect(r.stderr).toBe('')
+      expect(r.status).toBe(0)
+      const m = JSON.parse(r.stdout.trim())
+      console.log(`${loss} % loss: sender measured ${(m.senderLoss * 100).toFixed(1)} %, receiver ${(m.receiverLoss * 100).toFixed(1)} %, ${m.frames}/${m.sent} frames`)
+      // Audio keeps flowing: lost packets are concealed, nearly every frame comes out.
+      expect(m.frames).toBeGreaterThanOrEqual(m.sent * 0.9)
+      // The sender's view (from the receiver's RTCP reports) and the receiver's own, averaged
+      // over the quality events of the last ~6 s (each a 3 s window, reports up to 1 s old).
+      for (const measured of [m.senderLoss, m.receiverLoss]) {
+        expect(Math.abs(measured * 100 - loss)).toBeLessThanOrEqual(loss >= 20 ? 6 : 4)
+      }
+      for (const side of [m.sender, m.receiver]) {
+        expect(side.qualityScore).toBeLessThan(100)
+        expect(side.qualityScore).toBeGreaterThan(0)
+      }
+      expect(m.sender.bitrateKbps.out).toBeGreaterThan(m.receiver.bitrateKbps.out)
+      expect(m.stats).toEqual(['b'])
+      expect(m.events).toBeGreaterThanOrEqual(3)
+    }, 60000)
+  }
+})

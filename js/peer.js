@@ -57,6 +57,14 @@ class Peer extends EventEmitter {
 
   get hasVideoTrack() { return !this._closed && this._native.hasVideoTrack }
 
+  // The latest quality measurement: { rttMs, packetLossRate, jitterMs, bitrateKbps: { in, out },
+  // qualityScore, availableBandwidthKbps? } (zeros until the first, one qualityIntervalMs after
+  // connecting). The same object arrives with every 'quality' event.
+  getMetrics() {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
+    return JSON.parse(callSync(() => this._native.metricsJson()))
+  }
+
   // A/V sync of what this peer sends us: per-stream clock mapping (sender reports, confidence),
   // drift, lip-sync state. Throws ERR_SHUT_DOWN once the peer is closed.
   getSyncState() {

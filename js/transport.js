@@ -132,6 +132,15 @@ class WebRtcTransport extends EventEmitter {
   listPeers() { return this._closed ? [] : this._native.listPeers() }
   listAllPeers() { return this._closed ? [] : this._native.listAllPeers() }
 
+  // The latest quality measurement of every connected peer: { [peerId]: metrics }.
+  getStats() {
+    const out = {}
+    for (const id of this.listPeers()) {
+      try { out[id] = this.getPeer(id).getMetrics() } catch { /* closed meanwhile */ }
+    }
+    return out
+  }
+
   // Closes every peer, channel and the signaling socket. Idempotent; no event after it.
   async shutdown() {
     if (this._closed) return
@@ -251,6 +260,13 @@ class WebRtcTransport extends EventEmitter {
           this._channels.delete(ev.channelKey)
           ch._markClosed()
         }
+        break
+      }
+      case 'quality': {
+        const p = this._peers.get(ev.peerId)
+        const m = JSON.parse(ev.json)
+        if (p) p.emit('quality', m)
+        this.emit('quality', m, p ?? null)
         break
       }
       case 'track':

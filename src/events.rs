@@ -40,6 +40,8 @@ pub struct NativeEvent {
     pub drift_ppm: Option<f64>,
     pub concealed: Option<bool>,
     pub buffer_delay_ms: Option<f64>,
+    /// A structured payload as JSON (quality metrics).
+    pub json: Option<String>,
     /// Track events: "audio" or "video", and the sender's track id.
     pub track_kind: Option<String>,
     pub track_id: Option<String>,

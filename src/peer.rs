@@ -88,6 +88,12 @@ impl NativePeer {
         self.p.request_keyframe().await.map_err(js)
     }
 
+    /// The latest quality measurement, as JSON.
+    #[napi(catch_unwind)]
+    pub fn metrics_json(&self) -> napi::Result<String> {
+        serde_json::to_string(&self.p.metrics()).map_err(|e| invalid_data(e.to_string()))
+    }
+
     /// Clock mapping, drift and lip-sync state of the media this peer sends us, as JSON.
     #[napi(catch_unwind)]
     pub fn sync_state_json(&self) -> napi::Result<String> {

@@ -60,6 +60,8 @@ struct JsConfig {
     data_channel_mode: Option<String>,
     jitter_buffer_ms: Option<u32>,
     rtcp_interval_ms: Option<u32>,
+    quality_interval_ms: Option<u32>,
+    adaptive_bitrate: Option<bool>,
     audio_bitrate: Option<u32>,
     video_bitrate: Option<u32>,
     video_width: Option<u32>,
@@ -126,6 +128,7 @@ fn to_core(c: JsConfig) -> napi::Result<WebRtcTransportConfig> {
     }
     set!(max_peers => max_peers, enable_data_channel => enable_data_channel,
         jitter_buffer_ms => jitter_buffer_ms, rtcp_interval_ms => rtcp_interval_ms,
+        quality_interval_ms => quality_interval_ms, adaptive_bitrate => adaptive_bitrate,
         audio_bitrate => audio_bitrate_bps, video_bitrate => video_bitrate_bps,
         video_width => video_width, video_height => video_height,
         video_framerate => video_framerate, auto_connect => auto_connect,
@@ -258,6 +261,11 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.attempt = Some(attempt);
         }
         TransportEvent::SignalingReconnected => n.kind = "signaling-reconnected".into(),
+        TransportEvent::Quality { peer_id, metrics } => {
+            n.kind = "quality".into();
+            n.peer_id = Some(peer_id);
+            n.json = serde_json::to_string(&metrics).ok();
+        }
         TransportEvent::TrackStarted {
             peer_id,
             kind,

@@ -133,6 +133,11 @@ pub struct WebRtcTransportConfig {
     pub jitter_buffer_ms: u32,
     /// RTCP report interval, 100..=10 000 ms.
     pub rtcp_interval_ms: u32,
+    /// How often each peer's quality is measured (and a `quality` event sent), 100..=60 000 ms.
+    pub quality_interval_ms: u32,
+    /// Encoder targets follow the loss the remote peer reports (between a tenth of the track's
+    /// bitrate and the bitrate itself).
+    pub adaptive_bitrate: bool,
     /// Audio target bitrate, 6 000..=510 000 bit/s (Opus range).
     pub audio_bitrate_bps: u32,
     /// Video target bitrate, 50 000..=50 000 000 bit/s.
@@ -170,6 +175,8 @@ impl Default for WebRtcTransportConfig {
             data_channel_mode: DataChannelMode::Reliable,
             jitter_buffer_ms: 100,
             rtcp_interval_ms: 5000,
+            quality_interval_ms: 1000,
+            adaptive_bitrate: true,
             audio_bitrate_bps: 64_000,
             video_bitrate_bps: 2_000_000,
             video_width: 1280,
@@ -355,6 +362,12 @@ impl WebRtcTransportConfig {
             MAX_JITTER_MS as u64,
         )?;
         range("rtcpIntervalMs", self.rtcp_interval_ms as u64, 100, 10_000)?;
+        range(
+            "qualityIntervalMs",
+            self.quality_interval_ms as u64,
+            100,
+            60_000,
+        )?;
         range(
             "audioBitrate",
             self.audio_bitrate_bps as u64,

@@ -59,6 +59,11 @@ pub enum TransportEvent {
         kind: String,
         track_id: String,
     },
+    /// A peer's connection quality, measured once per `quality_interval_ms`.
+    Quality {
+        peer_id: String,
+        metrics: crate::peer::quality::QualityMetrics,
+    },
     /// A decoded audio frame from a peer's remote track.
     AudioFrame {
         peer_id: String,

@@ -88,7 +88,7 @@ pub fn sync_config(jitter_ms: u32) -> SyncConfig {
     }
 }
 
-fn unix_us_now() -> u64 {
+pub fn unix_us_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -156,6 +156,7 @@ pub struct LocalVideoTrack {
     codec: VideoCodec,
     config: VideoEncoderConfig,
     state: Mutex<VideoSendState>,
+    max_bitrate: AtomicU32,
     keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
     /// Set when a receiver asked for a keyframe; taken by whichever encoder feeds this track.
     wants_keyframe: Arc<std::sync::atomic::AtomicBool>,
@@ -311,6 +312,7 @@ impl LocalVideoTrack {
             sender,
             ssrc,
             codec,
+            max_bitrate: AtomicU32::new(config.bitrate),
             config,
             state: Mutex::new(VideoSendState { encoder }),
             keyframe_requests,
@@ -324,9 +326,25 @@ impl LocalVideoTrack {
         &self.sender
     }
 
-    /// Changes the encoder's target bitrate (bit/s) from the next frame on.
+    /// Changes the bitrate (bit/s) the application wants, from the next frame on; adaptive
+    /// control stays at or below it.
     pub fn set_bitrate(&self, bitrate: u32) -> Result<()> {
-        self.state.lock().unwrap().encoder.set_bitrate(bitrate)
+        self.state.lock().unwrap().encoder.set_bitrate(bitrate)?;
+        self.max_bitrate.store(bitrate, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The bitrate the application configured (or last set), bit/s.
+    pub fn max_bitrate(&self) -> u32 {
+        self.max_bitrate.load(Ordering::Relaxed)
+    }
+
+    /// Sets the encoder's target from congestion control: at most [`Self::max_bitrate`].
+    pub fn apply_target_bitrate(&self, bitrate: u32) -> Result<()> {
+        let b = bitrate
+            .min(self.max_bitrate())
+            .max(super::video::MIN_VIDEO_BITRATE);
+        self.state.lock().unwrap().encoder.set_bitrate(b)
     }
 
     /// The encoder's target bitrate now, bit/s.
@@ -405,6 +423,7 @@ pub struct LocalAudioTrack {
     ssrc: u32,
     config: AudioEncoderConfig,
     encoder: Mutex<OpusEncoder>,
+    max_bitrate: AtomicU32,
 }
 
 impl LocalAudioTrack {
@@ -422,6 +441,7 @@ impl LocalAudioTrack {
             payload_type: std::sync::OnceLock::new(),
             sender,
             ssrc,
+            max_bitrate: AtomicU32::new(config.bitrate),
             config,
             encoder: Mutex::new(encoder),
         })
@@ -432,9 +452,28 @@ impl LocalAudioTrack {
         &self.sender
     }
 
-    /// Changes the Opus target bitrate (bit/s) from the next packet on.
+    /// Changes the Opus bitrate (bit/s) the application wants, from the next packet on;
+    /// adaptive control stays at or below it.
     pub fn set_bitrate(&self, bitrate: u32) -> Result<()> {
-        self.encoder.lock().unwrap().set_bitrate(bitrate)
+        self.encoder.lock().unwrap().set_bitrate(bitrate)?;
+        self.max_bitrate.store(bitrate, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The bitrate the application configured (or last set), bit/s.
+    pub fn max_bitrate(&self) -> u32 {
+        self.max_bitrate.load(Ordering::Relaxed)
+    }
+
+    /// Sets the Opus target from congestion control (at most [`Self::max_bitrate`]) and the
+    /// loss it plans its FEC for.
+    pub fn apply_target_bitrate(&self, bitrate: u32, loss: f64) -> Result<()> {
+        let b = bitrate
+            .min(self.max_bitrate())
+            .max(super::audio::MIN_AUDIO_BITRATE);
+        let mut enc = self.encoder.lock().unwrap();
+        enc.set_bitrate(b)?;
+        enc.set_packet_loss_percent((loss * 100.0).round().clamp(0.0, 100.0) as u8)
     }
 
     /// The encoder's target bitrate now, bit/s.

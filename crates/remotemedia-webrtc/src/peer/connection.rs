@@ -2,11 +2,14 @@
 //! signaling client, its data channels, and its state.
 
 use super::fast_start::{Boost, FastStartRuntime};
+use super::metrics::{self as quality_sample, BitrateControl};
+use super::quality::{QualityMetrics, QualityTracker};
 use super::remote_tracks::{sending_tracks, RemoteTracks, SendingTracks};
 use crate::channel::{channel_init, DataChannel};
 use crate::config::{DataChannelMode, WebRtcTransportConfig};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, TransportEvent};
+use crate::media::keyframe::SharedReceptionLog;
 use crate::media::playout::{self, Playout};
 use crate::media::track::{read_remote_track, LocalAudioTrack, LocalVideoTrack};
 use crate::media::{AudioEncoderConfig, VideoEncoderConfig};
@@ -122,6 +125,11 @@ struct Shared {
     remote_video: Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>,
     /// The tracks this peer sends us, to notice when it stops sending one.
     remote_tracks: RemoteTracks,
+    /// The latest quality measurement.
+    metrics: Mutex<QualityMetrics>,
+    /// What the remote reports about our streams (filled by the interceptor tap).
+    reception: SharedReceptionLog,
+    quality_started: AtomicBool,
     /// The connection, for handlers that need to look at it (set once it exists).
     pc: std::sync::OnceLock<std::sync::Weak<dyn RtcPeerConnection>>,
     /// Jitter buffers, clock mapping and lip sync of what this peer sends us.
@@ -206,6 +214,9 @@ impl PeerConnectionEventHandler for Handler {
                     outgoing: false,
                 })
                 .await;
+        }
+        if st == PeerState::Connected && !s.quality_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(measure_quality(Arc::downgrade(&self.shared)));
         }
         if st == PeerState::Connected {
             // SCTP and the first channel follow within milliseconds; never boost much longer
@@ -345,13 +356,15 @@ impl Peer {
         media
             .register_default_codecs()
             .map_err(|e| Error::webrtc("media engine", e))?;
-        // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests.
+        // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests,
+        // sender reports and the remote's reception reports.
+        let reception = SharedReceptionLog::default();
         let registry =
             webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)
                 .map_err(|e| Error::webrtc("interceptors", e))?
                 .with(
                     rtc::interceptor::Slot::from(crate::media::keyframe::TAP_SLOT),
-                    crate::media::keyframe::KeyframeRequestTap::default(),
+                    crate::media::keyframe::KeyframeRequestTap::with_log(reception.clone()),
                 );
 
         let (state, _) = watch::channel(PeerState::New);
@@ -375,6 +388,9 @@ impl Peer {
             remote_video: Mutex::new(Vec::new()),
             remote_tracks: RemoteTracks::default(),
             pc: std::sync::OnceLock::new(),
+            metrics: Mutex::new(QualityMetrics::default()),
+            reception,
+            quality_started: AtomicBool::new(false),
             playout,
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
@@ -882,6 +898,12 @@ impl Peer {
         self.shared.video.lock().unwrap().clone()
     }
 
+    /// The latest quality measurement (all zero until the first, one `quality_interval_ms`
+    /// after connecting).
+    pub fn metrics(&self) -> QualityMetrics {
+        self.shared.metrics.lock().unwrap().clone()
+    }
+
     /// Clock mapping, drift and lip-sync state of the media this peer sends us.
     pub fn sync_state(&self) -> crate::sync::SyncState {
         self.shared.playout.sync_state()
@@ -946,5 +968,81 @@ impl Peer {
         let _ = self.pc.close().await;
         s.state.send_replace(PeerState::Closed);
         true
+    }
+}
+
+/// Measures a peer's quality once per `quality_interval_ms` until it closes: statistics into a
+/// [`QualityTracker`], the metrics kept for [`Peer::metrics`] and sent as a `Quality` event, and,
+/// with `adaptive_bitrate`, the loss the remote reports for what we send steering our encoders.
+async fn measure_quality(weak: std::sync::Weak<Shared>) {
+    let interval = match weak.upgrade() {
+        Some(s) => Duration::from_millis(s.setup.config.quality_interval_ms as u64),
+        None => return,
+    };
+    let origin = Instant::now();
+    let mut tracker = QualityTracker::default();
+    // Controllers, rebuilt when the track or its configured bitrate changes.
+    let mut audio_ctl: Option<(usize, u32, BitrateControl)> = None;
+    let mut video_ctl: Option<(usize, u32, BitrateControl)> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(s) = weak.upgrade() else { return };
+        if s.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(pc) = s.pc.get().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        let report = pc
+            .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+            .await;
+        drop(pc);
+        let sample = quality_sample::sample(
+            &report,
+            &s.reception.lock().unwrap(),
+            origin.elapsed().as_micros() as u64,
+        );
+        tracing::trace!(peer = s.setup.remote_id, ?sample, "stats");
+        tracker.push(sample);
+        let m = tracker.metrics();
+        if let (true, Some(loss)) = (s.setup.config.adaptive_bitrate, m.outbound_loss_rate) {
+            if let Some(t) = s.audio.lock().unwrap().clone() {
+                let key = Arc::as_ptr(&t) as usize;
+                let max = t.max_bitrate();
+                if audio_ctl
+                    .as_ref()
+                    .is_none_or(|(k, m, _)| *k != key || *m != max)
+                {
+                    audio_ctl = BitrateControl::new(max, 16_000).map(|c| (key, max, c));
+                }
+                if let Some(target) = audio_ctl.as_mut().and_then(|(_, _, c)| c.update(loss)) {
+                    let _ = t.apply_target_bitrate(target, loss);
+                }
+            }
+            if let Some(t) = s.video.lock().unwrap().clone() {
+                let key = Arc::as_ptr(&t) as usize;
+                let max = t.max_bitrate();
+                if video_ctl
+                    .as_ref()
+                    .is_none_or(|(k, m, _)| *k != key || *m != max)
+                {
+                    video_ctl = BitrateControl::new(max, 100_000).map(|c| (key, max, c));
+                }
+                if let Some(target) = video_ctl.as_mut().and_then(|(_, _, c)| c.update(loss)) {
+                    let _ = t.apply_target_bitrate(target);
+                }
+            }
+        }
+        *s.metrics.lock().unwrap() = m.clone();
+        if s.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        s.setup
+            .events
+            .emit(TransportEvent::Quality {
+                peer_id: s.setup.remote_id.clone(),
+                metrics: m,
+            })
+            .await;
     }
 }

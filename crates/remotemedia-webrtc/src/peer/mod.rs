@@ -5,6 +5,7 @@ pub mod connection;
 pub mod fast_start;
 pub mod handshake_filter;
 pub mod manager;
+pub mod metrics;
 pub mod quality;
 pub mod reconnect;
 pub mod remote_tracks;
