@@ -240,6 +240,16 @@ export interface QualityMetrics {
   availableBandwidthKbps?: number
 }
 
+export interface ReconnectEvent {
+  peerId: string
+  /** 1-based attempt of the reconnection policy. */
+  attempt: number
+  /** 'reconnected' only: false when the connection was kept (ICE restart or self-healing). */
+  isFullReconnect?: boolean
+  /** 'reconnected' only: how long the outage lasted, ms. */
+  previousDurationMs?: number
+}
+
 export interface TrackInfo {
   kind: 'audio' | 'video'
   /** The sender's track id (from the SDP's msid). */
@@ -249,6 +259,9 @@ export interface TrackInfo {
 export interface PeerEvents {
   /** The peer's connection quality, every qualityIntervalMs. */
   quality: [QualityMetrics]
+  reconnecting: [ReconnectEvent]
+  reconnected: [ReconnectEvent]
+  'reconnect-failed': [ReconnectEvent]
   /** The peer started sending a track. */
   track: [TrackInfo]
   /** The peer stopped sending a track (removed it and renegotiated). */
@@ -297,6 +310,9 @@ export interface TransportEvents {
   'peer-state': [PeerStateEvent]
   'data-channel': [DataChannel, Peer]
   quality: [QualityMetrics, Peer | null]
+  reconnecting: [ReconnectEvent, Peer | null]
+  reconnected: [ReconnectEvent, Peer | null]
+  'reconnect-failed': [ReconnectEvent, Peer | null]
   track: [TrackInfo, Peer | null]
   'track-ended': [TrackInfo, Peer | null]
   'audio-frame': [AudioFrame, Peer | null]

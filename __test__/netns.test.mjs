@@ -176,3 +176,107 @@ describe('quality metrics under real packet loss (network namespace, nftables)',
     }, 60000)
   }
 })
+
+describe('link cuts (network namespace, nftables drops every UDP datagram)', () => {
+  // A pair a → b in one loopback-only namespace; `scenario` runs with `cut()` / `restore()` and
+  // may call the `helpers` (functions, inlined into the script by their source).
+  function cutScript(scenario, ...helpers) {
+    return `
+      const { execFileSync } = require('node:child_process')
+      const fs = require('node:fs')
+      const { SignalingServer, WebRtcTransport } = require(${JSON.stringify(path.join(root, 'index.js'))})
+      const nft = (rules) => execFileSync('nft', ['-f', '-'], { input: rules })
+      const cut = () => nft('table inet cut {\\n chain in { type filter hook input priority 0; policy accept;\\n meta l4proto udp drop\\n }\\n}\\n')
+      const restore = () => nft('delete table inet cut')
+      // Open sockets of this process (nft's child processes leave Node a /dev/null of its own).
+      const fds = () => fs.readdirSync('/proc/self/fd').filter((f) => { try { return fs.readlinkSync('/proc/self/fd/' + f).startsWith('socket:') } catch { return false } }).length
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+      ${helpers.map((f) => f.toString()).join('\n')}
+      ;(async () => {
+        const s = await SignalingServer.listen({ port: 0 })
+        const opts = { signalingUrl: s.url, bindAddress: '127.0.0.1', connectTimeoutMs: 3000,
+          reconnection: { maxRetries: 3, backoffInitialMs: 200, backoffMaxMs: 1000 } }
+        const a = new WebRtcTransport({ ...opts, peerId: 'a' })
+        const b = new WebRtcTransport({ ...opts, peerId: 'b' })
+        await a.start(); await b.start()
+        const events = []
+        for (const t of [a, b]) for (const e of ['reconnecting', 'reconnected', 'reconnect-failed', 'peer-disconnected'])
+          t.on(e, (x) => events.push({ at: t.peerId, e, ...x }))
+        const got = []
+        b.on('data-channel', (ch) => ch.on('message', (m) => got.push(m.data)))
+        const links = () => fs.readdirSync('/proc/self/fd').map((f) => { try { return f + ' ' + fs.readlinkSync('/proc/self/fd/' + f) } catch { return f } })
+        const linksBefore = links()
+        const fdsBefore = fds()
+        const peer = await a.connectPeer('b')
+        const out = await (${scenario.toString()})({ a, b, peer, got, events, cut, restore, sleep, fds, fdsBefore })
+        console.log(JSON.stringify({ ...out, events, fdsBefore, fdsAfter: fds(), extra: links().filter((l) => !linksBefore.includes(l) && l.includes('socket:')) }))
+        await a.shutdown(); await b.shutdown(); await s.close()
+      })().catch((e) => { console.error(e.code, e.message); process.exit(1) })
+    `
+  }
+
+  // Reliable messages sent every 100 ms through a cut of `ms`; resolves when all 21 arrived.
+  async function sendThroughCut({ peer, got, cut, restore, sleep }, ms) {
+    await peer.defaultChannel.send('m0')
+    cut()
+    const sends = []
+    for (let i = 1; i <= 20; i++) {
+      sends.push(peer.defaultChannel.send('m' + i))
+      await sleep(ms / 20)
+    }
+    restore()
+    const restored = Date.now()
+    await Promise.all(sends)
+    while (got.length < 21 && Date.now() - restored < 20000) await sleep(10)
+    return { got, recoveredMs: Date.now() - restored }
+  }
+
+  it('a 2-second cut: the connection survives it and the messages sent meanwhile arrive once, in order', () => {
+    const r = inNamespace(cutScript(async (ctx) => sendThroughCut(ctx, 2000), sendThroughCut))
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    const m = JSON.parse(r.stdout.trim())
+    expect(m.got).toEqual(Array.from({ length: 21 }, (_, i) => 'm' + i))
+    expect(m.events.filter((e) => e.e === 'reconnect-failed' || e.e === 'peer-disconnected')).toEqual([])
+  }, 60000)
+
+  it('an 8-second cut: both sides report reconnecting, restart ICE, report reconnected, and the messages arrive in order', () => {
+    const r = inNamespace(cutScript(async (ctx) => sendThroughCut(ctx, 8000), sendThroughCut))
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    const m = JSON.parse(r.stdout.trim())
+    expect(m.got).toEqual(Array.from({ length: 21 }, (_, i) => 'm' + i))
+    for (const side of ['a', 'b']) {
+      const mine = m.events.filter((e) => e.at === side)
+      expect(mine[0]).toMatchObject({ e: 'reconnecting', attempt: 1 })
+      const back = mine.find((e) => e.e === 'reconnected')
+      expect(back).toMatchObject({ isFullReconnect: false })
+      expect(back.previousDurationMs).toBeGreaterThan(1000)
+      expect(mine.some((e) => e.e === 'reconnect-failed' || e.e === 'peer-disconnected')).toBe(false)
+    }
+  }, 60000)
+
+  it('a permanent cut: reconnect-failed after the policy\'s 3 attempts, the peer is gone and its sockets closed within 1 s', () => {
+    const r = inNamespace(cutScript(async ({ a, cut, sleep, events, fds, fdsBefore }) => {
+      cut()
+      while (!events.some((e) => e.at === 'a' && e.e === 'peer-disconnected')) await sleep(50)
+      // Everything of the peer is freed within a second (its sockets included).
+      const gone = Date.now()
+      while (Date.now() - gone < 3000 && fds() > fdsBefore) await sleep(20)
+      return { peers: [a.listAllPeers().length], freedMs: Date.now() - gone }
+    }))
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    const m = JSON.parse(r.stdout.trim())
+    for (const side of ['a', 'b']) {
+      const mine = m.events.filter((e) => e.at === side)
+      expect(mine.filter((e) => e.e === 'reconnecting').map((e) => e.attempt)).toEqual([1, 2, 3])
+      expect(mine.find((e) => e.e === 'reconnect-failed')).toMatchObject({ attempt: 3 })
+      expect(mine.at(-1).e).toBe('peer-disconnected')
+    }
+    expect(m.peers).toEqual([0])
+    expect(m.extra).toEqual([])
+    expect(m.fdsAfter).toBe(m.fdsBefore)
+    expect(m.freedMs).toBeLessThan(1000)
+  }, 60000)
+})

@@ -262,6 +262,21 @@ class WebRtcTransport extends EventEmitter {
         }
         break
       }
+      case 'reconnecting':
+      case 'reconnected':
+      case 'reconnect-failed': {
+        // The peer's path broke and is being recovered (ICE restarts per config.reconnection),
+        // came back, or recovery gave up (the peer then closes: 'peer-disconnected' follows).
+        const p = this._peers.get(ev.peerId)
+        const info = { peerId: ev.peerId, attempt: ev.attempt }
+        if (ev.kind === 'reconnected') {
+          info.isFullReconnect = ev.isFullReconnect
+          info.previousDurationMs = ev.previousDurationMs
+        }
+        if (p) p.emit(ev.kind, info)
+        this.emit(ev.kind, info, p ?? null)
+        break
+      }
       case 'quality': {
         const p = this._peers.get(ev.peerId)
         const m = JSON.parse(ev.json)

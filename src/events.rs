@@ -40,6 +40,9 @@ pub struct NativeEvent {
     pub drift_ppm: Option<f64>,
     pub concealed: Option<bool>,
     pub buffer_delay_ms: Option<f64>,
+    /// Reconnection events.
+    pub is_full_reconnect: Option<bool>,
+    pub previous_duration_ms: Option<f64>,
     /// A structured payload as JSON (quality metrics).
     pub json: Option<String>,
     /// Track events: "audio" or "video", and the sender's track id.

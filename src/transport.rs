@@ -261,6 +261,28 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.attempt = Some(attempt);
         }
         TransportEvent::SignalingReconnected => n.kind = "signaling-reconnected".into(),
+        TransportEvent::Reconnecting { peer_id, attempt } => {
+            n.kind = "reconnecting".into();
+            n.peer_id = Some(peer_id);
+            n.attempt = Some(attempt);
+        }
+        TransportEvent::Reconnected {
+            peer_id,
+            attempt,
+            is_full_reconnect,
+            previous_duration_ms,
+        } => {
+            n.kind = "reconnected".into();
+            n.peer_id = Some(peer_id);
+            n.attempt = Some(attempt);
+            n.is_full_reconnect = Some(is_full_reconnect);
+            n.previous_duration_ms = Some(previous_duration_ms);
+        }
+        TransportEvent::ReconnectFailed { peer_id, attempt } => {
+            n.kind = "reconnect-failed".into();
+            n.peer_id = Some(peer_id);
+            n.attempt = Some(attempt);
+        }
         TransportEvent::Quality { peer_id, metrics } => {
             n.kind = "quality".into();
             n.peer_id = Some(peer_id);

@@ -59,6 +59,23 @@ pub enum TransportEvent {
         kind: String,
         track_id: String,
     },
+    /// A connected peer's path broke (ICE disconnected or failed); recovering, attempt `attempt`.
+    Reconnecting {
+        peer_id: String,
+        attempt: u32,
+    },
+    /// The path is back after `previous_duration_ms` of outage.
+    Reconnected {
+        peer_id: String,
+        attempt: u32,
+        is_full_reconnect: bool,
+        previous_duration_ms: f64,
+    },
+    /// Recovery gave up after `attempt` attempts; the peer is closed.
+    ReconnectFailed {
+        peer_id: String,
+        attempt: u32,
+    },
     /// A peer's connection quality, measured once per `quality_interval_ms`.
     Quality {
         peer_id: String,

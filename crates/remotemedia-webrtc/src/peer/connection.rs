@@ -4,6 +4,9 @@
 use super::fast_start::{Boost, FastStartRuntime};
 use super::metrics::{self as quality_sample, BitrateControl};
 use super::quality::{QualityMetrics, QualityTracker};
+use super::reconnect::{
+    Admission, CircuitBreaker, CircuitBreakerConfig, JitterRng, ReconnectSchedule, ReconnectStep,
+};
 use super::remote_tracks::{sending_tracks, RemoteTracks, SendingTracks};
 use crate::channel::{channel_init, DataChannel};
 use crate::config::{DataChannelMode, WebRtcTransportConfig};
@@ -130,6 +133,12 @@ struct Shared {
     /// What the remote reports about our streams (filled by the interceptor tap).
     reception: SharedReceptionLog,
     quality_started: AtomicBool,
+    /// A recovery task is running for the current outage.
+    recovering: AtomicBool,
+    /// Recovery gave up: the next terminal state ends the peer.
+    gave_up: AtomicBool,
+    /// Stops hammering a peer whose connection keeps failing.
+    breaker: Mutex<CircuitBreaker>,
     /// The connection, for handlers that need to look at it (set once it exists).
     pc: std::sync::OnceLock<std::sync::Weak<dyn RtcPeerConnection>>,
     /// Jitter buffers, clock mapping and lip sync of what this peer sends us.
@@ -228,6 +237,21 @@ impl PeerConnectionEventHandler for Handler {
                     s.release_boost();
                 }
             });
+        }
+        // A connected peer whose path breaks is recovered (ICE restarts per the reconnection
+        // policy) instead of ended; only when recovery gives up does it end.
+        let recoverable = s.connected_once.load(Ordering::SeqCst)
+            && s.setup.config.reconnection.max_retries > 0
+            && !s.gave_up.load(Ordering::SeqCst);
+        if recoverable
+            && matches!(st, PeerState::Disconnected | PeerState::Failed)
+            && !s.recovering.swap(true, Ordering::SeqCst)
+        {
+            tokio::spawn(recover(Arc::downgrade(&self.shared)));
+        }
+        if recoverable && st == PeerState::Failed {
+            let _ = s.setup.notices.send(PeerNotice::Changed);
+            return;
         }
         let _ = s.setup.notices.send(if st.is_terminal() {
             PeerNotice::Ended {
@@ -391,6 +415,9 @@ impl Peer {
             metrics: Mutex::new(QualityMetrics::default()),
             reception,
             quality_started: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
+            breaker: Mutex::new(CircuitBreaker::new(CircuitBreakerConfig::default())),
             playout,
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
@@ -554,38 +581,7 @@ impl Peer {
     /// Makes an offer for the current state of the connection and sends it; the answer comes
     /// back through [`Peer::signal`]. Used for the first offer and for renegotiation.
     async fn send_offer(&self) -> Result<()> {
-        let s = &self.shared;
-        let request_id = format!(
-            "{}-{}-{}",
-            s.setup.local_id,
-            s.setup.remote_id,
-            NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)
-        );
-        s.neg.lock().unwrap().request_id = Some(request_id.clone());
-        let offer = self
-            .pc
-            .create_offer(None)
-            .await
-            .map_err(|e| Error::webrtc("create offer", e))?;
-        let sdp = offer.sdp.clone();
-        self.pc
-            .set_local_description(offer)
-            .await
-            .map_err(|e| Error::webrtc("set local offer", e))?;
-        let params = SdpParams {
-            from: s.setup.local_id.clone(),
-            to: s.setup.remote_id.clone(),
-            sdp,
-            can_trickle_ice_candidates: true,
-            request_id,
-        };
-        s.setup
-            .signaling
-            .request(protocol::OFFER, &params)
-            .await
-            .map_err(Error::from)?;
-        s.flush_local_candidates();
-        Ok(())
+        send_offer_on(&self.shared, &self.pc).await
     }
 
     async fn accept_offer(&self, sdp: String, request_id: String) -> Result<()> {
@@ -1045,4 +1041,141 @@ async fn measure_quality(weak: std::sync::Weak<Shared>) {
             })
             .await;
     }
+}
+
+/// Waits until the peer is connected again, up to `limit`; whether it is.
+async fn connected_within(s: &Shared, limit: Duration) -> bool {
+    let mut rx = s.state.subscribe();
+    let wait = async {
+        rx.wait_for(|st| *st == PeerState::Connected || *st == PeerState::Closed)
+            .await
+            .map(|st| *st == PeerState::Connected)
+            .unwrap_or(false)
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+}
+
+/// Recovers a connected peer whose path broke, following the transport's reconnection policy:
+/// each attempt waits its backoff delay, then (on the side that made the first offer, so the
+/// two never offer at once) restarts ICE with a new offer over signaling, and gives the path
+/// a few seconds to come back. ICE may also recover by itself (consent checks resume when the
+/// path does) at any point. A per-peer circuit breaker skips attempts on a peer that keeps
+/// failing. When the retries are spent the peer is closed with `ReconnectFailed`.
+async fn recover(weak: std::sync::Weak<Shared>) {
+    let Some(s) = weak.upgrade() else { return };
+    let started = Instant::now();
+    let policy = s.setup.config.reconnection.clone();
+    let seed = started.elapsed().as_nanos() as u64 ^ (Arc::as_ptr(&s) as u64);
+    let mut schedule = ReconnectSchedule::new(policy, JitterRng::new(seed | 1));
+    let peer_id = s.setup.remote_id.clone();
+    let events = s.setup.events.clone();
+    drop(s);
+    let mut attempt = 0;
+    let outcome = loop {
+        let Some(next) = schedule.next() else {
+            break false;
+        };
+        attempt = next.attempt;
+        let Some(s) = weak.upgrade() else { return };
+        if s.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        events
+            .emit(TransportEvent::Reconnecting {
+                peer_id: peer_id.clone(),
+                attempt,
+            })
+            .await;
+        if connected_within(&s, next.delay).await {
+            break true;
+        }
+        let admitted = s.breaker.lock().unwrap().admit(Instant::now());
+        if matches!(admitted, Admission::Rejected { .. }) {
+            tracing::debug!(peer = peer_id, attempt, "circuit open: attempt skipped");
+            continue;
+        }
+        if next.step == ReconnectStep::GiveUp {
+            break false;
+        }
+        if s.setup.outgoing {
+            if let Some(pc) = s.pc.get().and_then(|w| w.upgrade()) {
+                tracing::debug!(peer = peer_id, attempt, "restarting ICE");
+                let restarted = match pc.restart_ice().await {
+                    Ok(()) => send_offer_on(&s, &pc).await,
+                    Err(e) => Err(Error::webrtc("restart ice", e)),
+                };
+                if let Err(e) = restarted {
+                    tracing::debug!(peer = peer_id, attempt, "ICE restart failed: {e}");
+                }
+            }
+        }
+        let wait = Duration::from_millis(s.setup.config.connect_timeout_ms.min(5_000));
+        if connected_within(&s, wait).await {
+            break true;
+        }
+        s.breaker.lock().unwrap().record_failure(Instant::now());
+    };
+    let Some(s) = weak.upgrade() else { return };
+    s.recovering.store(false, Ordering::SeqCst);
+    if s.closed.load(Ordering::SeqCst) {
+        return;
+    }
+    if outcome {
+        s.breaker.lock().unwrap().record_success();
+        events
+            .emit(TransportEvent::Reconnected {
+                peer_id,
+                attempt,
+                is_full_reconnect: false,
+                previous_duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            })
+            .await;
+    } else {
+        s.gave_up.store(true, Ordering::SeqCst);
+        events
+            .emit(TransportEvent::ReconnectFailed {
+                peer_id: peer_id.clone(),
+                attempt,
+            })
+            .await;
+        s.state.send_replace(PeerState::Failed);
+        let _ = s.setup.notices.send(PeerNotice::Ended {
+            peer_id,
+            state: PeerState::Failed,
+        });
+    }
+}
+
+/// Makes an offer for the current state of `pc` and sends it; the answer comes back through
+/// [`Peer::signal`].
+async fn send_offer_on(s: &Shared, pc: &Arc<dyn RtcPeerConnection>) -> Result<()> {
+    let request_id = format!(
+        "{}-{}-{}",
+        s.setup.local_id,
+        s.setup.remote_id,
+        NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)
+    );
+    s.neg.lock().unwrap().request_id = Some(request_id.clone());
+    let offer = pc
+        .create_offer(None)
+        .await
+        .map_err(|e| Error::webrtc("create offer", e))?;
+    let sdp = offer.sdp.clone();
+    pc.set_local_description(offer)
+        .await
+        .map_err(|e| Error::webrtc("set local offer", e))?;
+    let params = SdpParams {
+        from: s.setup.local_id.clone(),
+        to: s.setup.remote_id.clone(),
+        sdp,
+        can_trickle_ice_candidates: true,
+        request_id,
+    };
+    s.setup
+        .signaling
+        .request(protocol::OFFER, &params)
+        .await
+        .map_err(Error::from)?;
+    s.flush_local_candidates();
+    Ok(())
 }
