@@ -200,6 +200,8 @@ pub struct RtpClockMapper {
     factor: f64,
 }
 
+/// A sender report within this much of the current mapping keeps the mapping's anchor, µs.
+pub const ANCHOR_HOLD_US: i64 = 5_000;
 /// A report is "recent" for this many expected RTCP intervals.
 pub const SR_RECENT_INTERVALS: u64 = 3;
 /// Confidence of the local-arrival mapping used before the first sender report.
@@ -280,7 +282,25 @@ impl RtpClockMapper {
             None => SenderReportOutcome::Applied,
         };
         self.ts.unwrap(sr.rtp_timestamp);
-        self.sr = Some(anchor);
+        // A report that agrees with the current mapping to within ANCHOR_HOLD_US keeps it (only
+        // its arrival, for recency, is taken): a sender's reports carry its own scheduling jitter
+        // (webrtc-rs derives the RTP time from when the last packet left), and re-anchoring on
+        // each would step the timeline by that much. The wall clock of consecutive frames then
+        // advances exactly with the RTP clock; drift beyond the tolerance re-anchors.
+        let held = match (self.sr, outcome) {
+            (Some(prev), SenderReportOutcome::Applied) => {
+                let mapped = self.ext_to_wall_us(ext_rtp).map(|w| w as i64);
+                match mapped {
+                    Some(w) if (w - ntp_unix_us as i64).abs() <= ANCHOR_HOLD_US => Some(SrAnchor {
+                        arrival_us: sr.arrival_us,
+                        ..prev
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        self.sr = Some(held.unwrap_or(anchor));
         self.sender_reports += 1;
         outcome
     }
@@ -1059,5 +1079,29 @@ mod tests {
         assert_eq!(w.min(), Some(20));
         w.restart(1, 5001);
         assert_eq!(w.min(), Some(1));
+    }
+
+    #[test]
+    fn reports_within_the_hold_tolerance_keep_the_timeline_smooth_larger_ones_re_anchor() {
+        let t = 1_700_000_000_000_000u64;
+        let mut m = RtpClockMapper::new(48_000, 1000);
+        m.on_sender_report(&SenderReport::new(unix_us_to_ntp(t), 0, t));
+        // One second later, the report's RTP time is 1 ms late (sender scheduling jitter).
+        let r2 = m.on_sender_report(&SenderReport::new(
+            unix_us_to_ntp(t + 1_000_000),
+            48_000 + 48,
+            t + 1_000_000,
+        ));
+        assert_eq!(r2, SenderReportOutcome::Applied);
+        // The timeline still follows the first report exactly, and the report counts as recent.
+        assert_eq!(m.rtp_to_wall_clock(96_000), Some(t + 2_000_000));
+        assert_eq!(m.confidence(t + 1_000_000), CONFIDENCE_SR);
+        // 10 ms off: beyond the tolerance, the mapping takes the new report.
+        m.on_sender_report(&SenderReport::new(
+            unix_us_to_ntp(t + 3_000_000),
+            3 * 48_000 + 480,
+            t + 3_000_000,
+        ));
+        assert_eq!(m.rtp_to_wall_clock(3 * 48_000 + 480), Some(t + 3_000_000));
     }
 }

@@ -395,10 +395,12 @@ impl<T> Stream<T> {
             SenderReportOutcome::Applied if !had_report => self.path.clear(),
             SenderReportOutcome::Applied => {}
         }
-        if let Some(a) = self.clock.anchor() {
-            self.drift
-                .add_report(a.ntp_unix_us, a.ext_rtp, a.arrival_us);
-        }
+        // The drift estimate takes every report as it is (the mapping may hold an older anchor).
+        self.drift.add_report(
+            ntp_to_unix_us(sr.ntp_timestamp),
+            self.clock.extend(sr.rtp_timestamp),
+            sr.arrival_us,
+        );
         outcome
     }
 
