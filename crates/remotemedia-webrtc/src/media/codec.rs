@@ -6,7 +6,7 @@
 //! - [`VideoEncoder`] / [`VideoDecoder`]: VP8 and VP9 profile 0 through libvpx (`env-libvpx-sys`,
 //!   raw FFI wrapped here), tuned for real time: one pass, CBR, `VPX_DL_REALTIME`, no lag frames
 //!   (`g_lag_in_frames = 0`, so every input frame comes out at once), no frame dropping, VP8
-//!   cpu-used ≥ 6, VP9 speed ≥ 7 with row-mt and tile columns, keyframes every
+//!   cpu-used ≥ 6, VP9 speed ≥ 7 with row-mt (and tile columns with 2+ threads), keyframes every
 //!   `keyframe_interval` frames and on request. With the cargo feature `h264`, also H.264
 //!   (OpenH264, constrained baseline, Annex B output).
 //!
@@ -462,12 +462,19 @@ fn cores() -> u32 {
         .unwrap_or(1)
 }
 
-/// Encoder threads by resolution: 1 below 640x360, 2 below 1280x720, else 4; at most the cores
-/// for VP9 and at most half the cores for VP8. VP8's row threads synchronize by spinning, which
-/// turns into 100+ ms stalls when the cores are busy with other work (measured here: p95 of a
-/// 720p encode 5 ms alone, 100-350 ms with 2 threads next to two busy processes on 2 cores);
-/// VP9's row-mt workers block instead.
-fn default_threads(codec: VideoCodec, width: u32, height: u32) -> u32 {
+/// Encoder threads by resolution: 1 below 640x360, 2 below 1280x720, else 4; at most half the
+/// cores (so 1 on a 2-core machine).
+///
+/// - VP8's row threads synchronize by spinning, which turns into 100+ ms stalls when the cores
+///   are busy with other work (measured here: p95 of a 720p encode 5 ms alone, 100-350 ms with
+///   2 threads next to two busy processes on 2 cores).
+/// - VP9's row-mt workers block instead, but on few cores a second thread buys little latency
+///   for more CPU. VP9 720p at speed 9, 2 threads against 1, 10 paired runs on 2 cores (see
+///   `VP9_SPEED_HD`): encode CPU per frame -2 % to +34 % (median +12 %), 18-34 context switches
+///   per frame instead of 1-2 (178 with a 2-thread decoder as well). The encoder shares the
+///   cores with the decoder of the other direction and with every other peer, so half the
+///   cores is the budget for one encoder.
+fn default_threads(width: u32, height: u32) -> u32 {
     let pixels = width as u64 * height as u64;
     let wanted = if pixels >= 1280 * 720 {
         4
@@ -476,30 +483,77 @@ fn default_threads(codec: VideoCodec, width: u32, height: u32) -> u32 {
     } else {
         1
     };
-    let limit = if codec == VideoCodec::Vp9 {
-        cores()
-    } else {
-        cores() / 2
-    };
-    wanted.min(limit).max(1)
+    wanted.min(cores() / 2).max(1)
 }
 
 // ============================================================================================
 // Video encoder
 // ============================================================================================
 
+/// Default VP8 speed at 1280x720 and above (pinned: cpu-used = -14).
+///
+/// libvpx's real-time VP8 speeds change in steps: above 6 more modes are skipped per
+/// macroblock (a little more per speed), above 8 motion search stops at half-pel, at 14 and
+/// above the frames use the simple loop filter (cheaper in the encoder and in every decoder;
+/// it filters luma edges only, so blocking on real camera content at low bitrates is smoothed
+/// less), at 15 and above motion search is full-pel only (libvpx's comment: "a big hit on
+/// quality. Last resort"). 14 is the fastest speed that keeps sub-pixel motion.
+///
+/// Measured for 1280x720 at 2 Mb/s, 30 fps, a keyframe every 60 frames, on a 2-core machine
+/// that other work shared, so absolute times moved by up to 1.5x between runs and only paired
+/// numbers are compared: the speeds encode and decode the same frames in one process, round
+/// robin, 150-300 frames, CPU time from CLOCK_PROCESS_CPUTIME_ID around each call. Patterns:
+/// the media bench's (scrolling luma ramp, moving box) and the noisier
+/// `I420Buffer::test_pattern`. Encode + decode CPU per frame relative to speed 8 (8 runs, 6
+/// of them paired, 2 back to back in separate processes):
+/// speed 12 0.83-1.01 (on the bench pattern mostly no gain); speed 14 0.75-0.93 (median 0.80:
+/// encode 0.70-0.94, decode 0.83-0.89); speed 16 0.72-0.88. Luma PSNR, speed 14 against 8:
+/// average +0.7 dB on the bench pattern (42.2-42.8 against 41.4-42.0), -0.05 dB on the test
+/// pattern (39.33 against 39.37-39.41); the worst frame -0.57 dB (bench) and -0.07 dB (test).
+/// Encode wall p50 went down with the CPU (7.3-11.4 ms against 8.5-15.3 ms on the busy
+/// machine). The send + receive bench measured 31-33 % of a core per direction, about 26 of
+/// it in the codecs; times 0.80 that is about 27 % (25-30 % over the measured range).
+const VP8_SPEED_HD: i32 = 14;
+
+/// Default VP9 speed at 1280x720 and above (cpu-used 9, the fastest real-time speed of
+/// libvpx 1.12), with one encoder thread on 2 cores (see `default_threads`; then no tile
+/// columns) and one decoder thread.
+///
+/// Measured as for `VP8_SPEED_HD` (paired, 1280x720, 2 Mb/s), against the old defaults (speed
+/// 8, 2 encoder threads with row-mt and 2 tile columns, 2 decoder threads), encode + decode
+/// CPU per frame: speed 9 with 1 encoder and 1 decoder thread 0.55-0.87 (median 0.63, 10 runs;
+/// 0.77 on the noisy test pattern); speed 9 with 2 encoder threads 0.60-0.82 (one disturbed
+/// run 1.05). Speed 9 on one thread encodes in about the wall time speed 8 took on two (p50
+/// -45 % to +12 %, p95 -36 % to +18 % across runs; on a busy machine the second thread often
+/// waits for a core), so send latency stays where it was or drops. Luma PSNR: average +2.5 dB
+/// on the bench pattern (54.7-55.9 against 52.2-52.7), -0.35 to -0.45 dB on the test pattern
+/// (39.09-39.19 against 39.54), its worst frame in 300 36.96 against 38.98 dB. Decoding with
+/// 1 thread instead of 2: 8-15 % less decode CPU, 1-2 context switches per frame instead of
+/// 30-36, about the same wall time at 720p. The bench measured 54-57 % of a core per
+/// direction, about 50 of it in the codecs: times 0.63 that is about 37 % (33-45 %), better but
+/// still above the 30 % goal.
+///
+/// Not changed: aq-mode 3 (cyclic refresh; aq-mode 0 saved no measurable CPU), the minimum
+/// quantizer (a higher one saved CPU only where the picture was near-lossless already).
+/// Memory: the VP9 encoder's RSS at 720p is 81 MB with 1 thread (87 MB with 2, VP8's 33 MB,
+/// either decoder 8 MB), 44.5 MB of it one zero-filled token buffer that libvpx 1.12 sizes by
+/// the frame at init (heaptrack: one `vpx_calloc` in `alloc_compressor_data`); no setting
+/// changes it.
+const VP9_SPEED_HD: i32 = 9;
+
 /// Fine-tuning of a [`VideoEncoder`]; `None` fields keep the defaults, which are what the
 /// media path uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VideoEncoderTuning {
-    /// libvpx speed: VP8 6..=16 (default 8 at 720p and above, 6 below), VP9 7..=9 (default
-    /// 7 below 720p, 8 at 720p and above). Higher = faster, lower quality. VP9 gets it as
-    /// cpu-used; VP8 as cpu-used = -speed, which in real-time mode pins the speed (a positive
-    /// value would make VP8 pick its own speed from measured encode times, as a CPU budget).
+    /// libvpx speed: VP8 6..=16 (default `VP8_SPEED_HD` = 14 at 720p and above, 6 below),
+    /// VP9 7..=9 (default `VP9_SPEED_HD` = 9 at 720p and above, 7 below). Higher = faster,
+    /// lower quality. VP9 gets it as cpu-used; VP8 as cpu-used = -speed, which in real-time
+    /// mode pins the speed (a positive value would make VP8 pick its own speed from measured
+    /// encode times, as a CPU budget).
     /// Ignored by H.264.
     pub speed: Option<i32>,
-    /// Encoder threads (default: 1 below 640x360, 2 below 1280x720, else 4; capped at the
-    /// machine's cores for VP9 and at half of them for VP8, whose threads spin-wait; H.264: 1).
+    /// Encoder threads (default: 1 below 640x360, 2 below 1280x720, else 4; capped at half the
+    /// machine's cores, so 1 on 2 cores; H.264: 1).
     pub threads: Option<u32>,
     /// Error-resilient bitstream (default: on for VP8, whose entropy contexts then do not
     /// depend on earlier frames; off for VP9, where libvpx's error-resilient mode is meant
@@ -703,14 +757,14 @@ impl VpxEncoder {
             }
             (None, false) => {
                 if large {
-                    8
+                    VP8_SPEED_HD
                 } else {
                     6
                 }
             }
             (None, true) => {
                 if large {
-                    8
+                    VP9_SPEED_HD
                 } else {
                     7
                 }
@@ -718,7 +772,7 @@ impl VpxEncoder {
         };
         let threads = tuning
             .threads
-            .unwrap_or_else(|| default_threads(codec, config.width, config.height));
+            .unwrap_or_else(|| default_threads(config.width, config.height));
         let error_resilient = tuning.error_resilient.unwrap_or(!vp9);
 
         // SAFETY: the interface getters return pointers to static tables.
@@ -1083,12 +1137,11 @@ impl VpxDecoder {
         };
         let cfg = vpx::vpx_codec_dec_cfg_t {
             // VP8 decodes one token partition (what we send) on one thread anyway, and its
-            // threads spin-wait; VP9 decodes tile columns in parallel.
-            threads: if codec == VideoCodec::Vp9 {
-                cores().min(2)
-            } else {
-                1
-            },
+            // threads spin-wait. VP9 could decode tile columns in parallel, but at 720p a
+            // second thread cost 8-15 % more decode CPU and 30+ context switches per frame for
+            // no gain in wall time (see VP9_SPEED_HD); streams are decoded in parallel per
+            // peer instead.
+            threads: 1,
             w: 0,
             h: 0,
         };
