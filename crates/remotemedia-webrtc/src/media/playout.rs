@@ -33,6 +33,7 @@ pub const MAX_CONCEALED_PACKETS: u64 = 5;
 /// While video is buffered the playout loop looks again at least this often (lip sync may
 /// release a frame before its jitter deadline).
 const VIDEO_RECHECK: Duration = Duration::from_millis(5);
+const VIDEO_RECHECK_US: u64 = 5_000;
 
 /// A decoded video frame waiting in the buffer.
 #[derive(Debug)]
@@ -260,7 +261,12 @@ impl Playout {
                 while let Some(f) = st.sync.pop_next_video_frame(now) {
                     out.push(video_event(&self.peer_id, f));
                 }
-                let due = st.sync.next_due_us().map(|d| d.saturating_sub(now));
+                // A head already past its deadline was held back (lip sync): look again after
+                // the recheck interval, never in a tight loop.
+                let due = st
+                    .sync
+                    .next_due_us()
+                    .map(|d| d.checked_sub(now).filter(|&d| d > 0).unwrap_or(VIDEO_RECHECK_US));
                 match (due, st.sync.has_video_buffered()) {
                     (Some(d), true) => Some(Duration::from_micros(d).min(VIDEO_RECHECK)),
                     (Some(d), false) => Some(Duration::from_micros(d)),
@@ -276,7 +282,7 @@ impl Playout {
             match next {
                 Some(d) => {
                     tokio::select! {
-                        _ = tokio::time::sleep(d.max(Duration::from_micros(200))) => {}
+                        _ = tokio::time::sleep(d.max(Duration::from_millis(1))) => {}
                         _ = self.wake.notified() => {}
                     }
                 }
