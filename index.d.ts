@@ -391,3 +391,51 @@ export const presets: {
   highQuality(options: PresetOptions): TransportOptions
   mobileNetwork(options: PresetOptions): TransportOptions
 }
+
+/** One node of a pipeline manifest. */
+export interface PipelineNodeSpec {
+  id: string
+  /** Input, Output, Passthrough, Gain, Resample, VoiceActivityDetection, AudioMixer, VideoScale. */
+  node_type: string
+  params?: Record<string, unknown>
+}
+
+export interface PipelineManifest {
+  nodes: PipelineNodeSpec[]
+  connections: Array<{ from: string; to: string }>
+}
+
+export interface PipelineAudioInput {
+  samples: Float32Array
+  sampleRate?: number
+  channels?: number
+  peerId?: string
+  timestampUs?: number
+}
+
+export interface PipelineVideoInput {
+  /** Packed I420. */
+  data: Buffer | Uint8Array
+  width: number
+  height: number
+  peerId?: string
+  timestampUs?: number
+}
+
+export type PipelineOutput =
+  | { nodeId: string; frame: { samples: Float32Array; sampleRate: number; channels: number; peerId: string | null; timestampUs: number } }
+  | { nodeId: string; frame: { data: Buffer; width: number; height: number; format: 'i420'; peerId: string | null; timestampUs: number } }
+  | { nodeId: string; event: { name: string; data: unknown; peerId?: string } }
+  | { nodeId: string; error: { code: string; message: string } }
+
+/** A processing pipeline from a manifest, validated before use (ERR_INVALID_MANIFEST names the
+ *  node or connection at fault). */
+export class Pipeline {
+  /** A path to a .yaml/.yml/.json file, manifest text, or a manifest object. */
+  static fromManifest(source: string | PipelineManifest): Promise<Pipeline>
+  static fromText(text: string): Pipeline
+  /** Node ids in the order they run. */
+  readonly executionOrder: string[]
+  /** Runs one frame through the pipeline (unary mode). */
+  execute(input: PipelineAudioInput | PipelineVideoInput): Promise<PipelineOutput[]>
+}

@@ -5,5 +5,6 @@ const { Peer } = require('./js/peer')
 const { DataChannel } = require('./js/channel')
 const { WebRtcError } = require('./js/errors')
 const { presets } = require('./js/presets')
+const { Pipeline } = require('./js/pipeline')
 
-module.exports = { WebRtcTransport, SignalingServer, Peer, DataChannel, WebRtcError, presets }
+module.exports = { WebRtcTransport, SignalingServer, Peer, DataChannel, WebRtcError, presets, Pipeline }

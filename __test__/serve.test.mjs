@@ -2,7 +2,8 @@
 // talking to it. Everything stays on 127.0.0.1.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import fs, { existsSync, readFileSync } from 'node:fs'
+import os from 'node:os'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
@@ -206,6 +207,18 @@ describe('remotemedia-webrtc command line errors', () => {
     const { code } = await withTimeout(r.exited, 10000, 'exit')
     expect(code).toBe(2)
     expect(r.out.stderr).toMatch(/manifest file not found: examples\/does-not-exist\.yaml/)
+    expect(r.out.stdout).not.toMatch(READY)
+  })
+
+  it('rejects an invalid manifest with exit code 2, naming the node at fault', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmw-manifest-'))
+    const file = path.join(dir, 'bad.yaml')
+    fs.writeFileSync(file, 'nodes:\n  - { id: in, node_type: Input }\n  - { id: loud, node_type: Gain, params: { gain_db: 900 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: loud }\n  - { from: loud, to: out }\n')
+    const r = runCli(['serve', '--port', '0', '--manifest', file])
+    const { code } = await withTimeout(r.exited, 10000, 'exit')
+    fs.rmSync(dir, { recursive: true })
+    expect(code).toBe(2)
+    expect(r.out.stderr).toMatch(/invalid manifest .*ERR_INVALID_MANIFEST.*loud/)
     expect(r.out.stdout).not.toMatch(READY)
   })
 

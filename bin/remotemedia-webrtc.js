@@ -136,6 +136,13 @@ async function serve(opts, env) {
       fail(2, `manifest file not found: ${manifest}`)
     }
     if (!st.isFile()) fail(2, `manifest is not a file: ${manifest}`)
+    // Validated before anything starts: a bad manifest names the node or connection at fault.
+    const { Pipeline } = require('..')
+    try {
+      await Pipeline.fromManifest(manifest)
+    } catch (e) {
+      fail(2, `invalid manifest ${manifest}: ${e.code}: ${e.message}`)
+    }
   }
   let httpPage
   try {
@@ -197,8 +204,8 @@ async function serve(opts, env) {
   process.on('SIGTERM', () => stop('SIGTERM'))
 
   if (manifest !== undefined) {
-    log(`manifest ${manifest}: pipelines are not run yet; every client gets the loopback behaviour ` +
-      '(each data channel message is echoed back)')
+    log(`manifest ${manifest}: valid; clients' media is not run through it yet, every client gets ` +
+      'the loopback behaviour (each data channel message is echoed back)')
   } else {
     log('no manifest: every client gets the loopback behaviour (each data channel message is echoed back)')
   }

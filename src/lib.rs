@@ -7,6 +7,7 @@ mod channel;
 mod error;
 mod events;
 mod peer;
+mod pipeline;
 mod server;
 mod transport;
 
