@@ -263,10 +263,11 @@ impl Playout {
                 }
                 // A head already past its deadline was held back (lip sync): look again after
                 // the recheck interval, never in a tight loop.
-                let due = st
-                    .sync
-                    .next_due_us()
-                    .map(|d| d.checked_sub(now).filter(|&d| d > 0).unwrap_or(VIDEO_RECHECK_US));
+                let due = st.sync.next_due_us().map(|d| {
+                    d.checked_sub(now)
+                        .filter(|&d| d > 0)
+                        .unwrap_or(VIDEO_RECHECK_US)
+                });
                 match (due, st.sync.has_video_buffered()) {
                     (Some(d), true) => Some(Duration::from_micros(d).min(VIDEO_RECHECK)),
                     (Some(d), false) => Some(Duration::from_micros(d)),
