@@ -66,6 +66,8 @@ pub struct Playout {
     events: Arc<EventSink>,
     /// Playouts of this peer's further tracks of a kind already claimed (closed with this one).
     extra: Mutex<Vec<Arc<Playout>>>,
+    /// Turns of the release loop (to keep it honest: it must sleep, not spin).
+    wakeups: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Playout {
@@ -112,6 +114,7 @@ impl Playout {
             closed: AtomicBool::new(false),
             events,
             extra: Mutex::new(Vec::new()),
+            wakeups: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -251,6 +254,7 @@ impl Playout {
     async fn run(self: Arc<Self>) {
         let mut audio = AudioOut::default();
         while !self.closed.load(Ordering::SeqCst) {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
             let now = self.now_us();
             let mut out = Vec::new();
             let next = {
@@ -474,5 +478,47 @@ mod tests {
         p.push_audio(6, 6 * 960, p.now_us(), Bytes::from(pkt));
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(rx.try_recv().is_err(), "nothing is emitted after close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_video_frame_held_for_lip_sync_is_rechecked_not_spun_on() {
+        let (sink, mut rx) = EventSink::new();
+        let p = Playout::new("x".into(), sync_config(50), Arc::new(sink)).unwrap();
+        let audio = p.claim(StreamKind::Audio);
+        let video = p.claim(StreamKind::Video);
+        assert!(Arc::ptr_eq(&audio, &video));
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let mut enc = super::super::codec::OpusEncoder::new(
+            &super::super::audio::AudioEncoderConfig::default(),
+        )
+        .unwrap();
+        let pcm = vec![0.1f32; 960];
+        // Both streams on one sender clock (sender reports at the same instant, RTP 0), and the
+        // video stamped 300 ms ahead of the audio: lip sync holds it.
+        let t0 = crate::sync::unix_us_to_ntp(unix_us_now());
+        p.sender_report(StreamKind::Audio, t0, 0, p.now_us());
+        p.sender_report(StreamKind::Video, t0, 0, p.now_us());
+        let start = p.wakeups.load(Ordering::Relaxed);
+        for i in 0..20u16 {
+            let pkt = Bytes::from(enc.encode_f32(&pcm).unwrap());
+            p.push_audio(i, i as u32 * 960, p.now_us(), pkt);
+            if i % 2 == 0 {
+                let frame = DecodedVideo {
+                    data: vec![0; 6],
+                    width: 2,
+                    height: 2,
+                    keyframe: i == 0,
+                };
+                p.push_video(i / 2, (i as u32 * 20 + 300) * 90, p.now_us(), frame);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let turns = p.wakeups.load(Ordering::Relaxed) - start;
+        let state = p.sync_state();
+        assert!(state.lip_sync_active, "{state:?}");
+        // 400 ms: 30 pushes and a recheck every 5 ms at most (measured: 93 turns); the loop that
+        // re-polled a held frame after 200 µs turned over 300 times.
+        assert!(turns < 200, "{turns} turns in 400 ms");
+        p.close();
     }
 }
