@@ -136,7 +136,7 @@ impl NativePipeline {
         peer_id: Option<String>,
         timestamp_us: Option<f64>,
     ) -> napi::Result<Vec<NativePipelineOutput>> {
-        if channels == 0 || channels > 8 || samples.len() % channels as usize != 0 {
+        if channels == 0 || channels > 8 || !samples.len().is_multiple_of(channels as usize) {
             return Err(js(Error::InvalidData(format!(
                 "audio frame: {} samples do not make whole frames of {channels} channels",
                 samples.len()

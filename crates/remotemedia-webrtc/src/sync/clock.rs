@@ -305,10 +305,6 @@ impl RtpClockMapper {
         outcome
     }
 
-    pub(crate) fn anchor(&self) -> Option<SrAnchor> {
-        self.sr
-    }
-
     pub fn has_sender_report(&self) -> bool {
         self.sr.is_some()
     }
