@@ -354,6 +354,18 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   listAllPeers(): Array<{ peerId: string; state: PeerStateName }>
   /** The latest quality measurement of every connected peer. */
   getStats(): Record<string, QualityMetrics>
+  /** A new session (ERR_SESSION_EXISTS if the id is taken; the manifest is validated). */
+  createSession(id: string, options?: { maxPeers?: number; manifest?: string }): Promise<Session>
+  /** ERR_SESSION_NOT_FOUND if there is none. */
+  getSession(id: string): Session
+  hasSession(id: string): boolean
+  listSessions(): string[]
+  removeSession(id: string): Promise<void>
+  /** The peer must be connected (ERR_PEER_NOT_FOUND); ERR_MAX_PEERS when the session is full. */
+  addPeerToSession(sessionId: string, peerId: string): Promise<Session>
+  /** Recreates a session from a snapshot and reconnects its peers (ERR_INVALID_DATA for a corrupt
+   *  or foreign snapshot: nothing is created). */
+  restoreSession(snapshot: SessionSnapshot): Promise<Session>
   shutdown(): Promise<void>
   close(): Promise<void>
   /** A started transport keeps Node running until shutdown(), like a socket; unref() lets it exit. */
@@ -438,4 +450,29 @@ export class Pipeline {
   readonly executionOrder: string[]
   /** Runs one frame through the pipeline (unary mode). */
   execute(input: PipelineAudioInput | PipelineVideoInput): Promise<PipelineOutput[]>
+}
+
+export interface SessionSnapshot {
+  kind: 'remotemedia-session'
+  version: 1
+  id: string
+  maxPeers: number
+  peers: string[]
+  manifest: string | null
+}
+
+/** A named group of a transport's peers, with an optional pipeline manifest. */
+export class Session {
+  readonly id: string
+  readonly maxPeers: number
+  readonly manifest: string | null
+  /** Connected peers in the session (a peer that disconnects leaves it). */
+  readonly peers: string[]
+  /** After restoreSession: peers that could not be reconnected. */
+  failedPeers?: string[]
+  addPeer(peerId: string): Promise<Session>
+  /** Whether the peer was in the session. */
+  removePeer(peerId: string): boolean
+  snapshot(): SessionSnapshot
+  close(): Promise<void>
 }

@@ -1,5 +1,5 @@
 'use strict'
-const { WebRtcTransport } = require('./js/transport')
+const { WebRtcTransport, Session } = require('./js/transport')
 const { SignalingServer } = require('./js/server')
 const { Peer } = require('./js/peer')
 const { DataChannel } = require('./js/channel')
@@ -7,4 +7,4 @@ const { WebRtcError } = require('./js/errors')
 const { presets } = require('./js/presets')
 const { Pipeline } = require('./js/pipeline')
 
-module.exports = { WebRtcTransport, SignalingServer, Peer, DataChannel, WebRtcError, presets, Pipeline }
+module.exports = { WebRtcTransport, SignalingServer, Peer, DataChannel, WebRtcError, presets, Pipeline, Session }

@@ -353,4 +353,11 @@ class WebRtcTransport extends EventEmitter {
   }
 }
 
-module.exports = { WebRtcTransport }
+const { Session, sessionMethods } = require('./session')
+Object.assign(WebRtcTransport.prototype, sessionMethods, {
+  _checkOpen() {
+    if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
+  },
+})
+
+module.exports = { WebRtcTransport, Session }

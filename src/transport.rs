@@ -1,4 +1,4 @@
-use crate::error::{invalid_config, js};
+use crate::error::{invalid_config, invalid_data, js};
 use crate::events::{make_tsfn, spawn_pump, NativeEvent};
 use crate::peer::NativePeer;
 use napi::bindgen_prelude::*;
@@ -432,6 +432,62 @@ impl NativeTransport {
     #[napi(catch_unwind)]
     pub fn get_peer(&self, peer_id: String) -> napi::Result<NativePeer> {
         self.t.get_peer(&peer_id).map(NativePeer::new).map_err(js)
+    }
+
+    /// Creates a session; `options_json`: { maxPeers?, manifest? }. Returns its info as JSON.
+    #[napi(catch_unwind)]
+    pub fn session_create(&self, id: String, options_json: Option<String>) -> napi::Result<String> {
+        let opts: remotemedia_webrtc::session::SessionOptions = match options_json {
+            Some(j) => serde_json::from_str(&j)
+                .map_err(|e| invalid_data(format!("session options: {e}")))?,
+            None => Default::default(),
+        };
+        let info = self.t.create_session(&id, opts).map_err(js)?;
+        serde_json::to_string(&info).map_err(|e| invalid_data(e.to_string()))
+    }
+
+    /// A session's info as JSON (`ERR_SESSION_NOT_FOUND`).
+    #[napi(catch_unwind)]
+    pub fn session_get(&self, id: String) -> napi::Result<String> {
+        let info = self.t.sessions().get(&id).map_err(js)?;
+        serde_json::to_string(&info).map_err(|e| invalid_data(e.to_string()))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn session_list(&self) -> Vec<String> {
+        self.t.sessions().list()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn session_remove(&self, id: String) -> napi::Result<()> {
+        self.t.sessions().remove(&id).map_err(js)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn session_add_peer(&self, id: String, peer_id: String) -> napi::Result<String> {
+        let info = self.t.add_peer_to_session(&id, &peer_id).map_err(js)?;
+        serde_json::to_string(&info).map_err(|e| invalid_data(e.to_string()))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn session_remove_peer(&self, id: String, peer_id: String) -> napi::Result<bool> {
+        self.t.sessions().remove_peer(&id, &peer_id).map_err(js)
+    }
+
+    /// The session's snapshot as JSON.
+    #[napi(catch_unwind)]
+    pub fn session_snapshot(&self, id: String) -> napi::Result<String> {
+        let snap = self.t.sessions().snapshot(&id).map_err(js)?;
+        serde_json::to_string(&snap).map_err(|e| invalid_data(e.to_string()))
+    }
+
+    /// Restores a snapshot (JSON); resolves to { session, failed } as JSON.
+    #[napi]
+    pub async fn session_restore(&self, snapshot_json: String) -> napi::Result<String> {
+        let v: serde_json::Value = serde_json::from_str(&snapshot_json)
+            .map_err(|e| invalid_data(format!("session snapshot: {e}")))?;
+        let (info, failed) = self.t.restore_session(&v).await.map_err(js)?;
+        Ok(serde_json::json!({ "session": info, "failed": failed }).to_string())
     }
 
     #[napi(catch_unwind)]

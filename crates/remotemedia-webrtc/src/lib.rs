@@ -7,6 +7,7 @@ pub mod event;
 pub mod media;
 pub mod peer;
 pub mod pipeline;
+pub mod session;
 pub mod signaling;
 pub mod sync;
 pub mod transport;

@@ -50,6 +50,8 @@ struct Inner {
     broadcast_encoder: Mutex<Option<(AudioEncoderConfig, OpusEncoder)>>,
     /// Encodes once for `broadcast_video`.
     broadcast_video: Mutex<Option<(VideoCodec, VideoEncoderConfig, VideoSendState)>>,
+    /// Named groups of this transport's peers.
+    sessions: crate::session::Sessions,
 }
 
 impl Drop for Inner {
@@ -104,6 +106,7 @@ impl WebRtcTransport {
                 stop: CancellationToken::new(),
                 broadcast_encoder: Mutex::new(None),
                 broadcast_video: Mutex::new(None),
+                sessions: crate::session::Sessions::default(),
             }),
         })
     }
@@ -352,6 +355,7 @@ impl WebRtcTransport {
                 if let Some(peer) = self.inner.peers.remove(&p.from) {
                     peer.close(None).await;
                     self.bump();
+                    self.inner.sessions.forget_peer(&p.from);
                     self.inner
                         .events
                         .emit(TransportEvent::PeerDisconnected {
@@ -467,6 +471,7 @@ impl WebRtcTransport {
                 }
                 peer.close(None).await;
                 self.bump();
+                self.inner.sessions.forget_peer(&peer_id);
                 self.inner
                     .events
                     .emit(TransportEvent::PeerDisconnected {
@@ -568,6 +573,7 @@ impl WebRtcTransport {
             .ok_or_else(|| Error::PeerNotFound(peer_id.to_string()))?;
         peer.close(Some(DisconnectReason::UserRequested)).await;
         self.bump();
+        self.inner.sessions.forget_peer(peer_id);
         self.inner
             .events
             .emit(TransportEvent::PeerDisconnected {
@@ -576,6 +582,54 @@ impl WebRtcTransport {
             })
             .await;
         Ok(())
+    }
+
+    /// Creates a session (`SessionExists` if the id is taken).
+    pub fn create_session(
+        &self,
+        id: &str,
+        options: crate::session::SessionOptions,
+    ) -> Result<crate::session::SessionInfo> {
+        self.inner.sessions.create(id, options)
+    }
+
+    /// The session registry (get, has, list, remove, snapshot).
+    pub fn sessions(&self) -> &crate::session::Sessions {
+        &self.inner.sessions
+    }
+
+    /// Adds a connected peer to a session (`PeerNotFound` if there is no such peer).
+    pub fn add_peer_to_session(
+        &self,
+        session_id: &str,
+        peer_id: &str,
+    ) -> Result<crate::session::SessionInfo> {
+        self.inner.sessions.get(session_id)?;
+        self.get_peer(peer_id)?;
+        self.inner.sessions.add_peer(session_id, peer_id)
+    }
+
+    /// Recreates a session from a snapshot and reconnects its peers. The snapshot is checked
+    /// completely first (`InvalidData`, nothing created). Peers that cannot be reached are left
+    /// out and returned in the second list.
+    pub async fn restore_session(
+        &self,
+        snapshot: &serde_json::Value,
+    ) -> Result<(crate::session::SessionInfo, Vec<String>)> {
+        let snap = crate::session::Sessions::parse_snapshot(snapshot)?;
+        self.inner.sessions.restore_empty(&snap)?;
+        let mut failed = Vec::new();
+        for p in &snap.peers {
+            let joined = match self.connect_peer(p).await {
+                Ok(_) => self.inner.sessions.add_peer(&snap.id, p).map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = joined {
+                tracing::debug!(session = snap.id, peer = p, "not restored: {e}");
+                failed.push(p.clone());
+            }
+        }
+        Ok((self.inner.sessions.get(&snap.id)?, failed))
     }
 
     pub fn get_peer(&self, peer_id: &str) -> Result<Arc<Peer>> {

@@ -1,0 +1,67 @@
+'use strict'
+const { callSync, callAsync, invalid } = require('./errors')
+
+// A named group of a transport's peers, with an optional pipeline manifest. Its state lives in
+// the native transport: `peers` and `snapshot()` always read it afresh.
+class Session {
+  constructor(transport, info) {
+    this._transport = transport
+    this.id = info.id
+    this.maxPeers = info.maxPeers
+    this.manifest = info.manifest ?? null
+  }
+
+  get peers() { return this._transport._sessionInfo(this.id).peers }
+
+  async addPeer(peerId) { return this._transport.addPeerToSession(this.id, peerId) }
+
+  removePeer(peerId) {
+    return callSync(() => this._transport._native.sessionRemovePeer(this.id, String(peerId)))
+  }
+
+  // JSON-serializable: { kind: 'remotemedia-session', version: 1, id, maxPeers, peers, manifest }.
+  snapshot() { return JSON.parse(callSync(() => this._transport._native.sessionSnapshot(this.id))) }
+
+  close() { return this._transport.removeSession(this.id).catch((e) => { if (e.code !== 'ERR_SESSION_NOT_FOUND') throw e }) }
+}
+
+// Session methods of WebRtcTransport (mixed into its prototype).
+const sessionMethods = {
+  // options: { maxPeers (1..=256, default 16), manifest (YAML or JSON text) }. ERR_SESSION_EXISTS.
+  async createSession(id, options = {}) {
+    this._checkOpen()
+    if (options === null || typeof options !== 'object') throw invalid('ERR_INVALID_CONFIG', 'session options must be an object')
+    const info = JSON.parse(callSync(() => this._native.sessionCreate(String(id), JSON.stringify(options))))
+    return new Session(this, info)
+  },
+  getSession(id) { return new Session(this, this._sessionInfo(id)) },
+  hasSession(id) { return !this._closed && this._native.sessionList().includes(String(id)) },
+  listSessions() { return this._closed ? [] : this._native.sessionList() },
+  async removeSession(id) {
+    this._checkOpen()
+    callSync(() => this._native.sessionRemove(String(id)))
+  },
+  // The peer must be connected (ERR_PEER_NOT_FOUND); ERR_MAX_PEERS when the session is full.
+  async addPeerToSession(sessionId, peerId) {
+    this._checkOpen()
+    const info = JSON.parse(callSync(() => this._native.sessionAddPeer(String(sessionId), String(peerId))))
+    return new Session(this, info)
+  },
+  // Recreates a session from snapshot() and reconnects its peers. A corrupt or foreign snapshot
+  // is ERR_INVALID_DATA and creates nothing. Resolves to the session; peers that could not be
+  // reached are in session.failedPeers.
+  async restoreSession(snapshot) {
+    this._checkOpen()
+    if (snapshot === null || typeof snapshot !== 'object') throw invalid('ERR_INVALID_DATA', 'session snapshot must be an object')
+    const r = JSON.parse(await callAsync(() => this._native.sessionRestore(JSON.stringify(snapshot))))
+    const s = new Session(this, r.session)
+    s.failedPeers = r.failed
+    return s
+  },
+  _sessionInfo(id) {
+    this._checkOpen()
+    return JSON.parse(callSync(() => this._native.sessionGet(String(id))))
+  },
+}
+
+module.exports = { Session, sessionMethods }
