@@ -310,6 +310,7 @@ export interface TransportEvents {
   'peer-state': [PeerStateEvent]
   'data-channel': [DataChannel, Peer]
   quality: [QualityMetrics, Peer | null]
+  'session-output': [SessionOutput]
   reconnecting: [ReconnectEvent, Peer | null]
   reconnected: [ReconnectEvent, Peer | null]
   'reconnect-failed': [ReconnectEvent, Peer | null]
@@ -461,8 +462,18 @@ export interface SessionSnapshot {
   manifest: string | null
 }
 
-/** A named group of a transport's peers, with an optional pipeline manifest. */
-export class Session {
+export interface SessionOutput {
+  sessionId: string
+  nodeId: string
+  peerId: string | null
+  event?: { name: string; data: unknown }
+  error?: { code: string; message: string }
+}
+
+/** A named group of a transport's peers, with an optional pipeline manifest: each member's audio
+ *  runs through it; audio frames it outputs go back to the member they are tagged with, events
+ *  arrive as 'output'. */
+export class Session extends EventEmitter<{ output: [SessionOutput] }> {
   readonly id: string
   readonly maxPeers: number
   readonly manifest: string | null

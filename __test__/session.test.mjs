@@ -80,3 +80,49 @@ describe('sessions', () => {
     }
   })
 })
+
+describe('a session runs its members\' audio through its pipeline', () => {
+  it('loopback: a member hears its own audio back; vad: speech-start and speech-end arrive as session output', async () => {
+    const server = await withServer()
+    const hub = await transport(server, uid('hub'))
+    const member = await transport(server, uid('mem'))
+    try {
+      const peer = await member.connectPeer(hub.peerId)
+      await peer.addAudioTrack()
+      const back = hub.getPeer(member.peerId)
+      await back.addAudioTrack()
+      const loop = await hub.createSession('loop', { manifest: 'nodes:\n  - { id: in, node_type: Input }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: out }\n' })
+      await hub.addPeerToSession('loop', member.peerId)
+      const echoed = []
+      peer.on('audio-frame', (f) => echoed.push(f))
+      const tone = Float32Array.from({ length: 960 }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / 48000))
+      await until(async () => member.sendAudio(hub.peerId, tone).then(() => true, () => false), 5000, 10)
+      for (let i = 0; i < 30; i++) {
+        await member.sendAudio(hub.peerId, tone)
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      await until(() => echoed.length >= 10, 5000)
+      const level = Math.sqrt(echoed.at(-1).samples.reduce((s, v) => s + v * v, 0) / 960)
+      expect(level).toBeGreaterThan(0.2)
+
+      // A second session with VAD: its events come out as 'output' on the session.
+      await hub.removeSession('loop')
+      const vad = await hub.createSession('vad', { manifest: 'nodes:\n  - { id: in, node_type: Input }\n  - { id: vad, node_type: VoiceActivityDetection, params: { threshold_db: -30 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: vad }\n  - { from: vad, to: out }\n' })
+      const outputs = []
+      vad.on('output', (o) => outputs.push(o))
+      await hub.addPeerToSession('vad', member.peerId)
+      const send = async (f, n) => { for (let i = 0; i < n; i++) { await member.sendAudio(hub.peerId, f); await new Promise((r) => setTimeout(r, 20)) } }
+      await send(new Float32Array(960), 15)
+      await send(tone, 30)
+      await send(new Float32Array(960), 40)
+      await until(() => outputs.some((o) => o.event?.name === 'speech-end'), 5000)
+      const names = outputs.filter((o) => o.event).map((o) => o.event.name)
+      expect(names).toEqual(['speech-start', 'speech-end'])
+      expect(outputs.every((o) => o.sessionId === 'vad' && o.nodeId === 'vad' && o.peerId === member.peerId)).toBe(true)
+    } finally {
+      await hub.shutdown()
+      await member.shutdown()
+      await server.close()
+    }
+  })
+})

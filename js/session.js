@@ -1,10 +1,14 @@
 'use strict'
+const { EventEmitter } = require('node:events')
 const { callSync, callAsync, invalid } = require('./errors')
 
 // A named group of a transport's peers, with an optional pipeline manifest. Its state lives in
 // the native transport: `peers` and `snapshot()` always read it afresh.
-class Session {
+// Events: 'output' ({ sessionId, nodeId, peerId, event: { name, data } } or { ..., error }): what
+// the session's pipeline reports, e.g. { nodeId: 'vad', event: { name: 'speech-start', ... } }.
+class Session extends EventEmitter {
   constructor(transport, info) {
+    super()
     this._transport = transport
     this.id = info.id
     this.maxPeers = info.maxPeers
@@ -32,20 +36,21 @@ const sessionMethods = {
     this._checkOpen()
     if (options === null || typeof options !== 'object') throw invalid('ERR_INVALID_CONFIG', 'session options must be an object')
     const info = JSON.parse(callSync(() => this._native.sessionCreate(String(id), JSON.stringify(options))))
-    return new Session(this, info)
+    return this._sessionObject(info)
   },
-  getSession(id) { return new Session(this, this._sessionInfo(id)) },
+  getSession(id) { return this._sessionObject(this._sessionInfo(id)) },
   hasSession(id) { return !this._closed && this._native.sessionList().includes(String(id)) },
   listSessions() { return this._closed ? [] : this._native.sessionList() },
   async removeSession(id) {
     this._checkOpen()
     callSync(() => this._native.sessionRemove(String(id)))
+    this._sessionObjects?.delete(String(id))
   },
   // The peer must be connected (ERR_PEER_NOT_FOUND); ERR_MAX_PEERS when the session is full.
   async addPeerToSession(sessionId, peerId) {
     this._checkOpen()
     const info = JSON.parse(callSync(() => this._native.sessionAddPeer(String(sessionId), String(peerId))))
-    return new Session(this, info)
+    return this._sessionObject(info)
   },
   // Recreates a session from snapshot() and reconnects its peers. A corrupt or foreign snapshot
   // is ERR_INVALID_DATA and creates nothing. Resolves to the session; peers that could not be
@@ -54,8 +59,18 @@ const sessionMethods = {
     this._checkOpen()
     if (snapshot === null || typeof snapshot !== 'object') throw invalid('ERR_INVALID_DATA', 'session snapshot must be an object')
     const r = JSON.parse(await callAsync(() => this._native.sessionRestore(JSON.stringify(snapshot))))
-    const s = new Session(this, r.session)
+    const s = this._sessionObject(r.session)
     s.failedPeers = r.failed
+    return s
+  },
+  // One Session object per id, so its 'output' listeners keep working.
+  _sessionObject(info) {
+    if (!this._sessionObjects) this._sessionObjects = new Map()
+    let s = this._sessionObjects.get(info.id)
+    if (!s) {
+      s = new Session(this, info)
+      this._sessionObjects.set(info.id, s)
+    }
     return s
   },
   _sessionInfo(id) {

@@ -277,6 +277,16 @@ class WebRtcTransport extends EventEmitter {
         this.emit(ev.kind, info, p ?? null)
         break
       }
+      case 'session-output': {
+        // What a session's pipeline reported: { sessionId, nodeId, peerId, event: { name, data } }
+        // or { ..., error: { code, message } }.
+        const out = JSON.parse(ev.json)
+        if (!out.event) delete out.event
+        if (!out.error) delete out.error
+        this._sessionObjects?.get(out.sessionId)?.emit('output', out)
+        this.emit('session-output', out)
+        break
+      }
       case 'quality': {
         const p = this._peers.get(ev.peerId)
         const m = JSON.parse(ev.json)

@@ -283,6 +283,27 @@ fn convert(ev: TransportEvent) -> NativeEvent {
             n.peer_id = Some(peer_id);
             n.attempt = Some(attempt);
         }
+        TransportEvent::SessionOutput {
+            session_id,
+            node_id,
+            peer_id,
+            name,
+            data,
+            error,
+        } => {
+            n.kind = "session-output".into();
+            n.peer_id = peer_id.clone();
+            n.json = Some(
+                serde_json::json!({
+                    "sessionId": session_id,
+                    "nodeId": node_id,
+                    "peerId": peer_id,
+                    "event": name.map(|name| serde_json::json!({ "name": name, "data": data })),
+                    "error": error.map(|e| serde_json::json!({ "code": e.code(), "message": e.to_string() })),
+                })
+                .to_string(),
+            );
+        }
         TransportEvent::Quality { peer_id, metrics } => {
             n.kind = "quality".into();
             n.peer_id = Some(peer_id);

@@ -76,6 +76,16 @@ pub enum TransportEvent {
         peer_id: String,
         attempt: u32,
     },
+    /// What a session's pipeline reported: a node event (`name`, `data`), an event frame out of
+    /// an Output node, or a node's error.
+    SessionOutput {
+        session_id: String,
+        node_id: String,
+        peer_id: Option<String>,
+        name: Option<String>,
+        data: Option<serde_json::Value>,
+        error: Option<Error>,
+    },
     /// A peer's connection quality, measured once per `quality_interval_ms`.
     Quality {
         peer_id: String,

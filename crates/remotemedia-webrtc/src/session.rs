@@ -7,9 +7,10 @@
 
 use crate::config::is_valid_peer_id;
 use crate::error::{Error, Result};
-use crate::pipeline::Manifest;
+use crate::pipeline::{AudioFrame, Frame, Manifest, Pipeline, PipelineOutput, Registry};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Peers a session takes unless told otherwise, and the most it may be given.
@@ -51,11 +52,29 @@ pub struct SessionSnapshot {
     pub manifest: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Session {
     max_peers: usize,
     peers: BTreeSet<String>,
     manifest: Option<String>,
+    /// The manifest's pipeline: each member's audio runs through it.
+    pipeline: Option<Arc<Mutex<Pipeline>>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("max_peers", &self.max_peers)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+/// What a session's pipeline made of one member's frame: its outputs, and the members then.
+pub struct Routed {
+    pub session_id: String,
+    pub members: Vec<String>,
+    pub outputs: Vec<PipelineOutput>,
 }
 
 impl Session {
@@ -117,10 +136,18 @@ impl Sessions {
         if map.contains_key(id) {
             return Err(Error::SessionExists(id.to_string()));
         }
+        let pipeline = match &options.manifest {
+            Some(text) => Some(Arc::new(Mutex::new(Pipeline::from_text(
+                text,
+                &Registry::new(),
+            )?))),
+            None => None,
+        };
         let s = Session {
             max_peers,
             peers: BTreeSet::new(),
             manifest: options.manifest,
+            pipeline,
         };
         let info = s.info(id);
         map.insert(id.to_string(), s);
@@ -170,6 +197,41 @@ impl Sessions {
             .get_mut(id)
             .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
         Ok(s.peers.remove(peer_id))
+    }
+
+    /// Whether the peer is in a session that has a pipeline.
+    pub fn routes(&self, peer_id: &str) -> bool {
+        self.lock()
+            .values()
+            .any(|s| s.pipeline.is_some() && s.peers.contains(peer_id))
+    }
+
+    /// Runs a member's audio frame through the pipeline of every session it is in.
+    pub fn route_audio(&self, peer_id: &str, frame: AudioFrame) -> Vec<Routed> {
+        let targets: Vec<(String, Vec<String>, Arc<Mutex<Pipeline>>)> = self
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.peers.contains(peer_id))
+            .filter_map(|(id, s)| {
+                s.pipeline
+                    .clone()
+                    .map(|p| (id.clone(), s.peers.iter().cloned().collect(), p))
+            })
+            .collect();
+        targets
+            .into_iter()
+            .map(|(session_id, members, p)| {
+                let outputs = p
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .execute(Frame::Audio(frame.clone()));
+                Routed {
+                    session_id,
+                    members,
+                    outputs,
+                }
+            })
+            .collect()
     }
 
     /// A peer left the transport: it leaves every session.

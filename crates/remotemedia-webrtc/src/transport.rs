@@ -379,6 +379,9 @@ impl WebRtcTransport {
             signaling,
             events: self.inner.events.clone(),
             notices: self.inner.notices.clone(),
+            tap: Some(Arc::new(SessionRouter {
+                inner: Arc::downgrade(&self.inner),
+            })),
         }
     }
 
@@ -852,4 +855,87 @@ pub struct AudioBroadcast {
 pub struct BroadcastResult {
     pub sent: usize,
     pub failed: Vec<(String, Error)>,
+}
+
+/// Feeds the audio of session members through their sessions' pipelines: node events become
+/// `SessionOutput` events, audio frames out of the pipeline go to the member they are tagged with
+/// (a loopback returns each member's own audio, a mixer each member's mix) when this transport
+/// sends that member audio.
+struct SessionRouter {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl crate::media::playout::FrameTap for SessionRouter {
+    fn audio(&self, peer_id: &str, frame: &crate::media::track::AudioFrame) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        if !inner.sessions.routes(peer_id) {
+            return;
+        }
+        let routed = inner.sessions.route_audio(
+            peer_id,
+            crate::pipeline::AudioFrame {
+                samples: frame.samples.clone(),
+                sample_rate: frame.sample_rate,
+                channels: frame.channels,
+                peer_id: Some(peer_id.to_string()),
+                timestamp_us: frame.wall_clock_us as i64,
+            },
+        );
+        let t = WebRtcTransport { inner };
+        tokio::spawn(async move {
+            for r in routed {
+                for o in r.outputs {
+                    let ev = match o {
+                        crate::pipeline::PipelineOutput::Frame { node_id, frame } => match frame {
+                            crate::pipeline::Frame::Audio(a) => {
+                                let to = a.peer_id.clone().filter(|p| r.members.contains(p));
+                                if let Some(to) = to {
+                                    if let Err(e) = t.send_audio(&to, Pcm::F32(&a.samples)).await {
+                                        tracing::trace!(to, "session audio not sent: {e}");
+                                    }
+                                }
+                                continue;
+                            }
+                            crate::pipeline::Frame::Video(_) => continue,
+                            crate::pipeline::Frame::Event(e) => TransportEvent::SessionOutput {
+                                session_id: r.session_id.clone(),
+                                node_id,
+                                peer_id: e.peer_id,
+                                name: Some(e.name),
+                                data: Some(e.data),
+                                error: None,
+                            },
+                        },
+                        crate::pipeline::PipelineOutput::Event { node_id, event } => {
+                            TransportEvent::SessionOutput {
+                                session_id: r.session_id.clone(),
+                                node_id,
+                                peer_id: event
+                                    .data
+                                    .get("peer_id")
+                                    .and_then(|v| v.as_str())
+                                    .map(str::to_string),
+                                name: Some(event.name),
+                                data: Some(event.data),
+                                error: None,
+                            }
+                        }
+                        crate::pipeline::PipelineOutput::Error { node_id, error } => {
+                            TransportEvent::SessionOutput {
+                                session_id: r.session_id.clone(),
+                                node_id,
+                                peer_id: None,
+                                name: None,
+                                data: None,
+                                error: Some(error),
+                            }
+                        }
+                    };
+                    t.inner.events.emit(ev).await;
+                }
+            }
+        });
+    }
 }

@@ -35,6 +35,12 @@ pub const MAX_CONCEALED_PACKETS: u64 = 5;
 const VIDEO_RECHECK: Duration = Duration::from_millis(5);
 const VIDEO_RECHECK_US: u64 = 5_000;
 
+/// Sees every audio frame a playout releases, before the application does (sessions route
+/// them into pipelines).
+pub trait FrameTap: Send + Sync {
+    fn audio(&self, peer_id: &str, frame: &AudioFrame);
+}
+
 /// A decoded video frame waiting in the buffer.
 #[derive(Debug)]
 pub struct DecodedVideo {
@@ -66,6 +72,7 @@ pub struct Playout {
     events: Arc<EventSink>,
     /// Playouts of this peer's further tracks of a kind already claimed (closed with this one).
     extra: Mutex<Vec<Arc<Playout>>>,
+    tap: Option<Arc<dyn FrameTap>>,
     /// Turns of the release loop (to keep it honest: it must sleep, not spin).
     wakeups: std::sync::atomic::AtomicU64,
 }
@@ -100,6 +107,16 @@ pub fn unix_us_now() -> u64 {
 
 impl Playout {
     pub fn new(peer_id: String, config: SyncConfig, events: Arc<EventSink>) -> Result<Arc<Self>> {
+        Self::with_tap(peer_id, config, events, None)
+    }
+
+    /// A playout whose audio frames also go to `tap`.
+    pub fn with_tap(
+        peer_id: String,
+        config: SyncConfig,
+        events: Arc<EventSink>,
+        tap: Option<Arc<dyn FrameTap>>,
+    ) -> Result<Arc<Self>> {
         Ok(Arc::new(Self {
             peer_id,
             state: Mutex::new(State {
@@ -114,6 +131,7 @@ impl Playout {
             closed: AtomicBool::new(false),
             events,
             extra: Mutex::new(Vec::new()),
+            tap,
             wakeups: std::sync::atomic::AtomicU64::new(0),
         }))
     }
@@ -138,7 +156,12 @@ impl Playout {
         let target = if *slot {
             let config = st.sync.config().clone();
             drop(st);
-            match Playout::new(self.peer_id.clone(), config, self.events.clone()) {
+            match Playout::with_tap(
+                self.peer_id.clone(),
+                config,
+                self.events.clone(),
+                self.tap.clone(),
+            ) {
                 Ok(p) => {
                     {
                         let mut st = p.lock();
@@ -281,6 +304,10 @@ impl Playout {
             for ev in out {
                 if self.closed.load(Ordering::SeqCst) {
                     return;
+                }
+                if let (Some(tap), TransportEvent::AudioFrame { peer_id, frame }) = (&self.tap, &ev)
+                {
+                    tap.audio(peer_id, frame);
                 }
                 self.events.emit(ev).await;
             }

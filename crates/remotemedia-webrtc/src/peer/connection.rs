@@ -111,6 +111,8 @@ pub(crate) struct PeerSetup {
     pub signaling: SignalingClient,
     pub events: Arc<EventSink>,
     pub notices: mpsc::UnboundedSender<PeerNotice>,
+    /// Sees the audio frames this peer sends us (the transport's session router).
+    pub tap: Option<Arc<dyn crate::media::playout::FrameTap>>,
 }
 
 struct Shared {
@@ -392,10 +394,11 @@ impl Peer {
                 );
 
         let (state, _) = watch::channel(PeerState::New);
-        let playout = Playout::new(
+        let playout = Playout::with_tap(
             setup.remote_id.clone(),
             playout::sync_config(setup.config.jitter_buffer_ms),
             setup.events.clone(),
+            setup.tap.clone(),
         )?;
         let shared = Arc::new(Shared {
             setup,
