@@ -379,9 +379,7 @@ impl WebRtcTransport {
             signaling,
             events: self.inner.events.clone(),
             notices: self.inner.notices.clone(),
-            tap: Some(Arc::new(SessionRouter {
-                inner: Arc::downgrade(&self.inner),
-            })),
+            tap: Some(Arc::new(SessionRouter::new(Arc::downgrade(&self.inner)))),
         }
     }
 
@@ -863,6 +861,31 @@ pub struct BroadcastResult {
 /// sends that member audio.
 struct SessionRouter {
     inner: std::sync::Weak<Inner>,
+    /// One member's routed frames, handled by one task in order (so its audio goes out in order).
+    queue: std::sync::OnceLock<mpsc::UnboundedSender<Vec<crate::session::Routed>>>,
+}
+
+impl SessionRouter {
+    fn new(inner: std::sync::Weak<Inner>) -> Self {
+        Self {
+            inner,
+            queue: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn queue(&self) -> &mpsc::UnboundedSender<Vec<crate::session::Routed>> {
+        self.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<crate::session::Routed>>();
+            let weak = self.inner.clone();
+            tokio::spawn(async move {
+                while let Some(routed) = rx.recv().await {
+                    let Some(inner) = weak.upgrade() else { return };
+                    deliver_routed(WebRtcTransport { inner }, routed).await;
+                }
+            });
+            tx
+        })
+    }
 }
 
 impl crate::media::playout::FrameTap for SessionRouter {
@@ -883,59 +906,63 @@ impl crate::media::playout::FrameTap for SessionRouter {
                 timestamp_us: frame.wall_clock_us as i64,
             },
         );
-        let t = WebRtcTransport { inner };
-        tokio::spawn(async move {
-            for r in routed {
-                for o in r.outputs {
-                    let ev = match o {
-                        crate::pipeline::PipelineOutput::Frame { node_id, frame } => match frame {
-                            crate::pipeline::Frame::Audio(a) => {
-                                let to = a.peer_id.clone().filter(|p| r.members.contains(p));
-                                if let Some(to) = to {
-                                    if let Err(e) = t.send_audio(&to, Pcm::F32(&a.samples)).await {
-                                        tracing::trace!(to, "session audio not sent: {e}");
-                                    }
-                                }
-                                continue;
-                            }
-                            crate::pipeline::Frame::Video(_) => continue,
-                            crate::pipeline::Frame::Event(e) => TransportEvent::SessionOutput {
-                                session_id: r.session_id.clone(),
-                                node_id,
-                                peer_id: e.peer_id,
-                                name: Some(e.name),
-                                data: Some(e.data),
-                                error: None,
-                            },
-                        },
-                        crate::pipeline::PipelineOutput::Event { node_id, event } => {
-                            TransportEvent::SessionOutput {
-                                session_id: r.session_id.clone(),
-                                node_id,
-                                peer_id: event
-                                    .data
-                                    .get("peer_id")
-                                    .and_then(|v| v.as_str())
-                                    .map(str::to_string),
-                                name: Some(event.name),
-                                data: Some(event.data),
-                                error: None,
+        drop(inner);
+        let _ = self.queue().send(routed);
+    }
+}
+
+/// Sends a member's routed outputs: audio to the member it is tagged with, events as
+/// `SessionOutput`.
+async fn deliver_routed(t: WebRtcTransport, routed: Vec<crate::session::Routed>) {
+    for r in routed {
+        for o in r.outputs {
+            let ev = match o {
+                crate::pipeline::PipelineOutput::Frame { node_id, frame } => match frame {
+                    crate::pipeline::Frame::Audio(a) => {
+                        let to = a.peer_id.clone().filter(|p| r.members.contains(p));
+                        if let Some(to) = to {
+                            if let Err(e) = t.send_audio(&to, Pcm::F32(&a.samples)).await {
+                                tracing::trace!(to, "session audio not sent: {e}");
                             }
                         }
-                        crate::pipeline::PipelineOutput::Error { node_id, error } => {
-                            TransportEvent::SessionOutput {
-                                session_id: r.session_id.clone(),
-                                node_id,
-                                peer_id: None,
-                                name: None,
-                                data: None,
-                                error: Some(error),
-                            }
-                        }
-                    };
-                    t.inner.events.emit(ev).await;
+                        continue;
+                    }
+                    crate::pipeline::Frame::Video(_) => continue,
+                    crate::pipeline::Frame::Event(e) => TransportEvent::SessionOutput {
+                        session_id: r.session_id.clone(),
+                        node_id,
+                        peer_id: e.peer_id,
+                        name: Some(e.name),
+                        data: Some(e.data),
+                        error: None,
+                    },
+                },
+                crate::pipeline::PipelineOutput::Event { node_id, event } => {
+                    TransportEvent::SessionOutput {
+                        session_id: r.session_id.clone(),
+                        node_id,
+                        peer_id: event
+                            .data
+                            .get("peer_id")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string),
+                        name: Some(event.name),
+                        data: Some(event.data),
+                        error: None,
+                    }
                 }
-            }
-        });
+                crate::pipeline::PipelineOutput::Error { node_id, error } => {
+                    TransportEvent::SessionOutput {
+                        session_id: r.session_id.clone(),
+                        node_id,
+                        peer_id: None,
+                        name: None,
+                        data: None,
+                        error: Some(error),
+                    }
+                }
+            };
+            t.inner.events.emit(ev).await;
+        }
     }
 }
