@@ -449,6 +449,8 @@ export class Pipeline {
   static fromText(text: string): Pipeline
   /** Node ids in the order they run. */
   readonly executionOrder: string[]
+  /** The manifest text it was built from. */
+  readonly manifestText: string
   /** Runs one frame through the pipeline (unary mode). */
   execute(input: PipelineAudioInput | PipelineVideoInput): Promise<PipelineOutput[]>
 }
@@ -482,6 +484,8 @@ export class Session extends EventEmitter<{ output: [SessionOutput] }> {
   /** After restoreSession: peers that could not be reconnected. */
   failedPeers?: string[]
   addPeer(peerId: string): Promise<Session>
+  /** Runs the members' audio through this pipeline from now on (replacing any other). */
+  attachPipeline(pipeline: Pipeline | string): Promise<Session>
   /** Whether the peer was in the session. */
   removePeer(peerId: string): boolean
   snapshot(): SessionSnapshot

@@ -1,5 +1,7 @@
 import { describe, it, expect } from 'vitest'
-import { withServer, transport, until, uid, rejectsWithCode } from './helpers.mjs'
+import { withServer, transport, until, uid, rejectsWithCode, lib } from './helpers.mjs'
+
+const { Pipeline } = lib
 
 const MANIFEST = 'nodes:\n  - { id: in, node_type: Input }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: out }\n'
 
@@ -107,7 +109,11 @@ describe('a session runs its members\' audio through its pipeline', () => {
 
       // A second session with VAD: its events come out as 'output' on the session.
       await hub.removeSession('loop')
-      const vad = await hub.createSession('vad', { manifest: 'nodes:\n  - { id: in, node_type: Input }\n  - { id: vad, node_type: VoiceActivityDetection, params: { threshold_db: -30 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: vad }\n  - { from: vad, to: out }\n' })
+      // attachPipeline: a session made without a manifest gets one; a bad one changes nothing.
+      const vad = await hub.createSession('vad')
+      await expect(vad.attachPipeline('nodes: [')).rejects.toMatchObject({ code: 'ERR_INVALID_MANIFEST' })
+      await vad.attachPipeline(await Pipeline.fromManifest('nodes:\n  - { id: in, node_type: Input }\n  - { id: vad, node_type: VoiceActivityDetection, params: { threshold_db: -30 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: vad }\n  - { from: vad, to: out }\n'))
+      expect(vad.manifest).toMatch(/VoiceActivityDetection/)
       const outputs = []
       vad.on('output', (o) => outputs.push(o))
       await hub.addPeerToSession('vad', member.peerId)

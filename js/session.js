@@ -19,6 +19,16 @@ class Session extends EventEmitter {
 
   async addPeer(peerId) { return this._transport.addPeerToSession(this.id, peerId) }
 
+  // Runs the members' audio through `pipeline` (a Pipeline, or manifest text) from now on,
+  // replacing any pipeline the session had. The session builds its own instance of it.
+  async attachPipeline(pipeline) {
+    const text = typeof pipeline === 'string' ? pipeline : pipeline?.manifestText
+    if (typeof text !== 'string') throw invalid('ERR_INVALID_MANIFEST', 'attachPipeline takes a Pipeline or manifest text')
+    const info = JSON.parse(callSync(() => this._transport._native.sessionAttach(this.id, text)))
+    this.manifest = info.manifest
+    return this
+  }
+
   removePeer(peerId) {
     return callSync(() => this._transport._native.sessionRemovePeer(this.id, String(peerId)))
   }

@@ -474,6 +474,17 @@ impl NativeTransport {
         serde_json::to_string(&info).map_err(|e| invalid_data(e.to_string()))
     }
 
+    /// Gives the session the pipeline of `manifest` (text); returns its info as JSON.
+    #[napi(catch_unwind)]
+    pub fn session_attach(&self, id: String, manifest: String) -> napi::Result<String> {
+        let info = self
+            .t
+            .sessions()
+            .attach_manifest(&id, &manifest)
+            .map_err(js)?;
+        serde_json::to_string(&info).map_err(|e| invalid_data(e.to_string()))
+    }
+
     #[napi(catch_unwind)]
     pub fn session_list(&self) -> Vec<String> {
         self.t.sessions().list()

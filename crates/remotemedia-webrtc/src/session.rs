@@ -169,6 +169,19 @@ impl Sessions {
         self.lock().keys().cloned().collect()
     }
 
+    /// Gives a session a pipeline (replacing any it had): its members' audio runs through it
+    /// from now on. The manifest is checked first; on error the session keeps its old one.
+    pub fn attach_manifest(&self, id: &str, manifest: &str) -> Result<SessionInfo> {
+        let pipeline = Pipeline::from_text(manifest, &Registry::new())?;
+        let mut map = self.lock();
+        let s = map
+            .get_mut(id)
+            .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
+        s.manifest = Some(manifest.to_string());
+        s.pipeline = Some(Arc::new(Mutex::new(pipeline)));
+        Ok(s.info(id))
+    }
+
     /// Removes a session (its peers stay connected). `SessionNotFound` if there is none.
     pub fn remove(&self, id: &str) -> Result<()> {
         self.lock()
@@ -329,6 +342,20 @@ mod tests {
         assert!(!s.has("s2"), "a refused session is not half made");
         assert!(s.has("s1"));
         assert_eq!(s.list(), ["s1"]);
+        // A pipeline attached later; a bad manifest leaves the session as it was.
+        assert!(matches!(
+            s.attach_manifest("s1", "nodes: ["),
+            Err(Error::InvalidManifest(_))
+        ));
+        assert_eq!(s.get("s1").unwrap().manifest, None);
+        assert!(!s.routes("p1"));
+        s.attach_manifest("s1", MANIFEST).unwrap();
+        s.add_peer("s1", "p1").unwrap();
+        assert!(s.routes("p1"));
+        assert!(matches!(
+            s.attach_manifest("nope", MANIFEST),
+            Err(Error::SessionNotFound(_))
+        ));
         s.remove("s1").unwrap();
         assert!(matches!(s.remove("s1"), Err(Error::SessionNotFound(_))));
         assert!(matches!(s.get("s1"), Err(Error::SessionNotFound(_))));
