@@ -449,7 +449,7 @@ export class Pipeline {
   static fromText(text: string): Pipeline
   /** Node ids in the order they run. */
   readonly executionOrder: string[]
-  /** The manifest text it was built from. */
+  /** The manifest as JSON text. */
   readonly manifestText: string
   /** Runs one frame through the pipeline (unary mode). */
   execute(input: PipelineAudioInput | PipelineVideoInput): Promise<PipelineOutput[]>

@@ -19,19 +19,15 @@ class Pipeline {
     const isText = /[\n{:]/.test(source) && !fs.existsSync(source)
     if (isText) return Pipeline.fromText(source)
     if (!fs.existsSync(source)) throw invalid('ERR_INVALID_MANIFEST', `manifest file not found: ${source}`)
-    const p = new Pipeline(callSync(() => native.NativePipeline.fromFile(source)))
-    p._text = fs.readFileSync(source, 'utf8')
-    return p
+    return new Pipeline(callSync(() => native.NativePipeline.fromFile(source)))
   }
 
   static fromText(text) {
-    const p = new Pipeline(callSync(() => native.NativePipeline.fromText(String(text))))
-    p._text = String(text)
-    return p
+    return new Pipeline(callSync(() => native.NativePipeline.fromText(String(text))))
   }
 
-  // The manifest text this pipeline was built from (sessions build their own instance from it).
-  get manifestText() { return this._text }
+  // The manifest as JSON text (sessions build their own instance from it).
+  get manifestText() { return this._native.manifestJson }
 
   // Node ids in the order they run.
   get executionOrder() { return this._native.executionOrder }

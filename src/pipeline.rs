@@ -119,6 +119,13 @@ impl NativePipeline {
         Ok(Self { p: Mutex::new(p) })
     }
 
+    /// The manifest as JSON (what a session builds its own instance from).
+    #[napi(getter)]
+    pub fn manifest_json(&self) -> napi::Result<String> {
+        let p = self.p.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::to_string(p.manifest()).map_err(|e| js(Error::Internal(e.to_string())))
+    }
+
     /// Node ids in the order they run.
     #[napi(getter)]
     pub fn execution_order(&self) -> Vec<String> {

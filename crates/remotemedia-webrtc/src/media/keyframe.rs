@@ -120,7 +120,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
         let mut deliver = false;
         if let Packet::Rtcp(packets) = &msg.message.packet {
             deliver = asks_for_keyframe(packets) || has_sender_report(packets);
-            if let Some(log) = &self.log {
+            let reports = packets.iter().any(|p| {
+                let any = p.as_any();
+                any.is::<ReceiverReport>() || any.is::<SenderReport>()
+            });
+            if let (true, Some(log)) = (reports, &self.log) {
                 let now = crate::sync::unix_us_to_ntp(crate::media::playout::unix_us_now());
                 log.lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -280,10 +280,11 @@ impl Playout {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             let now = self.now_us();
             let mut out = Vec::new();
+            let mut due_audio = Vec::new();
             let next = {
                 let mut st = self.lock();
                 while let Some(f) = st.sync.pop_next_audio_frame(now) {
-                    out.extend(audio.decode(&self.peer_id, f));
+                    due_audio.push(f);
                 }
                 while let Some(f) = st.sync.pop_next_video_frame(now) {
                     out.push(video_event(&self.peer_id, f));
@@ -301,7 +302,12 @@ impl Playout {
                     (None, _) => None,
                 }
             };
-            for ev in out {
+            // Decoded outside the lock: the track reader keeps pushing meanwhile.
+            let decoded: Vec<TransportEvent> = due_audio
+                .into_iter()
+                .flat_map(|f| audio.decode(&self.peer_id, f))
+                .collect();
+            for ev in decoded.into_iter().chain(out) {
                 if self.closed.load(Ordering::SeqCst) {
                     return;
                 }

@@ -612,20 +612,7 @@ impl Peer {
             .set_local_description(answer)
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
-        let params = SdpParams {
-            from: s.setup.local_id.clone(),
-            to: s.setup.remote_id.clone(),
-            sdp,
-            can_trickle_ice_candidates: true,
-            request_id,
-        };
-        s.setup
-            .signaling
-            .request(protocol::ANSWER, &params)
-            .await
-            .map_err(Error::from)?;
-        s.flush_local_candidates();
-        Ok(())
+        publish_sdp(s, protocol::ANSWER, sdp, request_id).await
     }
 
     async fn accept_answer(&self, sdp: String, request_id: String) -> Result<()> {
@@ -1068,7 +1055,7 @@ async fn recover(weak: std::sync::Weak<Shared>) {
     let Some(s) = weak.upgrade() else { return };
     let started = Instant::now();
     let policy = s.setup.config.reconnection.clone();
-    let seed = started.elapsed().as_nanos() as u64 ^ (Arc::as_ptr(&s) as u64);
+    let seed = crate::media::playout::unix_us_now() ^ (Arc::as_ptr(&s) as u64);
     let mut schedule = ReconnectSchedule::new(policy, JitterRng::new(seed | 1));
     let peer_id = s.setup.remote_id.clone();
     let events = s.setup.events.clone();
@@ -1167,6 +1154,11 @@ async fn send_offer_on(s: &Shared, pc: &Arc<dyn RtcPeerConnection>) -> Result<()
     pc.set_local_description(offer)
         .await
         .map_err(|e| Error::webrtc("set local offer", e))?;
+    publish_sdp(s, protocol::OFFER, sdp, request_id).await
+}
+
+/// Sends a local offer or answer over signaling, then the candidates gathered meanwhile.
+async fn publish_sdp(s: &Shared, method: &str, sdp: String, request_id: String) -> Result<()> {
     let params = SdpParams {
         from: s.setup.local_id.clone(),
         to: s.setup.remote_id.clone(),
@@ -1176,7 +1168,7 @@ async fn send_offer_on(s: &Shared, pc: &Arc<dyn RtcPeerConnection>) -> Result<()
     };
     s.setup
         .signaling
-        .request(protocol::OFFER, &params)
+        .request(method, &params)
         .await
         .map_err(Error::from)?;
     s.flush_local_candidates();

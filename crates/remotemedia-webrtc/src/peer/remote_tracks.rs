@@ -149,7 +149,7 @@ pub struct TrackChange {
 #[derive(Default)]
 pub struct RemoteTracks {
     entries: Mutex<Vec<Entry>>,
-    next: Mutex<u64>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteTracks {
@@ -165,11 +165,7 @@ impl RemoteTracks {
         kind: String,
         ssrcs: Vec<u32>,
     ) -> (u64, CancellationToken) {
-        let key = {
-            let mut n = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            *n += 1;
-            *n
-        };
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let stop = CancellationToken::new();
         self.lock().push(Entry {
             key,
