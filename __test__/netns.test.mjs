@@ -259,11 +259,13 @@ describe('link cuts (network namespace, nftables drops every UDP datagram)', () 
   it('a permanent cut: reconnect-failed after the policy\'s 3 attempts, the peer is gone and its sockets closed within 1 s', () => {
     const r = inNamespace(cutScript(async ({ a, cut, sleep, events, fds, fdsBefore }) => {
       cut()
-      while (!events.some((e) => e.at === 'a' && e.e === 'peer-disconnected')) await sleep(50)
-      // Everything of the peer is freed within a second (its sockets included).
-      const gone = Date.now()
-      while (Date.now() - gone < 3000 && fds() > fdsBefore) await sleep(20)
-      return { peers: [a.listAllPeers().length], freedMs: Date.now() - gone }
+      // Both sides give up on their own schedules; wait for both.
+      const gone = (side) => events.some((e) => e.at === side && e.e === 'peer-disconnected')
+      while (!gone('a') || !gone('b')) await sleep(50)
+      // Everything of the peers is freed within a second (their sockets included).
+      const goneAt = Date.now()
+      while (Date.now() - goneAt < 3000 && fds() > fdsBefore) await sleep(20)
+      return { peers: [a.listAllPeers().length], freedMs: Date.now() - goneAt }
     }))
     expect(r.stderr).toBe('')
     expect(r.status).toBe(0)
