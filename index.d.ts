@@ -50,6 +50,10 @@ export interface TransportOptions {
   /** Encoder targets follow the loss the remote peer reports, between a tenth of the track's
    *  bitrate and the bitrate itself (default true). */
   adaptiveBitrate?: boolean
+  /** When a remote offer sends audio or video and the peer has no track of that kind yet, the
+   *  answer adds one (audioBitrate; videoCodec at videoWidth x videoHeight), so a server peer can
+   *  send media back, e.g. a session pipeline's output, without renegotiating (default false). */
+  answerMedia?: boolean
   audioBitrate?: number
   videoBitrate?: number
   videoWidth?: number

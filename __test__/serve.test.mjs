@@ -97,9 +97,9 @@ describe('remotemedia-webrtc serve', () => {
     }
   })
 
-  it('prints the real port and says the loopback behaviour runs', () => {
+  it('prints the real port and says each client gets its own pipeline', () => {
     expect(port).toBeGreaterThan(0)
-    expect(run.out.stdout).toMatch(/examples\/loopback\.yaml.*loopback/)
+    expect(run.out.stdout).toMatch(/manifest examples\/loopback\.yaml: each client's audio runs through its own pipeline/)
   })
 
   it('serves the demo page at GET /', async () => {
@@ -141,6 +141,54 @@ describe('remotemedia-webrtc serve', () => {
     client = null
   })
 
+  it('sends a Node client\'s tone back through its loopback pipeline, with quality on the events channel', async () => {
+    client = new WebRtcTransport({
+      signalingUrl: `ws://127.0.0.1:${port}/ws`,
+      peerId: `node-media-${process.pid}`,
+      bindAddress: '127.0.0.1',
+    })
+    const serverChannels = []
+    client.on('data-channel', (ch) => serverChannels.push(ch))
+    await client.start()
+    const peer = await client.connectPeer('remotemedia-server')
+    const back = []
+    peer.on('audio-frame', (f) => back.push(f))
+    await peer.addAudioTrack({})
+    // 3 s of 20 ms frames of a 660 Hz tone.
+    let phase = 0
+    for (let i = 0; i < 150; i++) {
+      const frame = new Float32Array(960)
+      for (let j = 0; j < 960; j++) {
+        phase += (2 * Math.PI * 660) / 48000
+        frame[j] = 0.5 * Math.sin(phase)
+      }
+      await client.sendAudio('remotemedia-server', frame).catch(() => {})
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    await expect.poll(() => back.length, { timeout: 5000 }).toBeGreaterThan(60)
+    // Frequency by zero crossings over the last second that came back.
+    const tail = back.slice(-50).flatMap((f) => Array.from(f.samples))
+    let crossings = 0
+    for (let i = 1; i < tail.length; i++) if ((tail[i - 1] < 0) !== (tail[i] < 0)) crossings++
+    const hz = crossings / 2 / (tail.length / 48000)
+    expect(Math.abs(hz - 660)).toBeLessThan(10)
+    // The server opened its 'events' channel, which carries its quality measurements.
+    const events = serverChannels.find((c) => c.label === 'events')
+    expect(events).toBeDefined()
+    const quality = await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('no quality message within 3 s')), 3000)
+      events.on('message', (m) => {
+        if (m.kind === 'json' && m.data.type === 'quality') {
+          clearTimeout(t)
+          resolve(m.data)
+        }
+      })
+    })
+    expect(quality.qualityScore).toBeGreaterThan(0)
+    await client.shutdown()
+    client = null
+  })
+
   it('echoes messages to Chromium running the demo page', async () => {
     if (!existsSync(CHROMIUM)) {
       throw new Error(`Chromium not found at ${CHROMIUM}: this test needs Debian's chromium package (apt-get install chromium)`)
@@ -164,7 +212,7 @@ describe('remotemedia-webrtc serve', () => {
       ws.on('framereceived', (f) => framesIn.push(JSON.parse(f.payload)))
       ws.on('framesent', (f) => framesOut.push(JSON.parse(f.payload)))
     })
-    await page.goto(`http://127.0.0.1:${port}/`)
+    await page.goto(`http://127.0.0.1:${port}/?media=none`)
     try {
       await page.waitForFunction(() => window.demo && window.demo.state === 'open', null, { timeout: 15000 })
     } catch (e) {
@@ -198,6 +246,147 @@ describe('remotemedia-webrtc serve', () => {
     run.child.kill('SIGTERM')
     const { code, signal } = await withTimeout(run.exited, 10000, 'exit after SIGTERM')
     expect({ code, signal }).toEqual({ code: 0, signal: null })
+  })
+})
+
+// A mono 48 kHz WAV for Chromium's fake microphone (it loops the file): 0.6 s of a 440 Hz tone at
+// half scale, then 0.9 s of silence, so a voice activity detector sees speech start and end.
+function writeToneBurstWav(file) {
+  const rate = 48000
+  const samples = Math.round(rate * 1.5)
+  const buf = Buffer.alloc(44 + samples * 2)
+  buf.write('RIFF', 0); buf.writeUInt32LE(36 + samples * 2, 4); buf.write('WAVE', 8)
+  buf.write('fmt ', 12); buf.writeUInt32LE(16, 16); buf.writeUInt16LE(1, 20); buf.writeUInt16LE(1, 22)
+  buf.writeUInt32LE(rate, 24); buf.writeUInt32LE(rate * 2, 28); buf.writeUInt16LE(2, 32); buf.writeUInt16LE(16, 34)
+  buf.write('data', 36); buf.writeUInt32LE(samples * 2, 40)
+  for (let i = 0; i < samples; i++) {
+    const v = i < rate * 0.6 ? 0.5 * Math.sin((2 * Math.PI * 440 * i) / rate) : 0
+    buf.writeInt16LE(Math.round(v * 32767), 44 + i * 2)
+  }
+  fs.writeFileSync(file, buf)
+}
+
+async function launchChromiumWithMic(wav) {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: this test needs Debian's chromium package (apt-get install chromium)`)
+  }
+  const { chromium } = await import('playwright-core')
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      `--use-file-for-fake-audio-capture=${wav}`,
+    ],
+  })
+}
+
+// Opens the demo page and waits for its data channel; on failure the page log and serve's output.
+async function openDemo(browser, port, run) {
+  const page = await browser.newPage()
+  const pageErrors = []
+  page.on('pageerror', (e) => pageErrors.push(e.message))
+  await page.goto(`http://127.0.0.1:${port}/`)
+  try {
+    await page.waitForFunction(() => window.demo && window.demo.state === 'open', null, { timeout: 15000 })
+  } catch (e) {
+    const log = await page.evaluate(() => document.getElementById('log').innerText).catch(() => '?')
+    throw new Error(`demo never opened; page log:\n${log}\npage errors: ${pageErrors.join('; ')}\n` +
+      `serve stdout: ${run.out.stdout}\nserve stderr: ${run.out.stderr}`)
+  }
+  return { page, pageErrors }
+}
+
+describe('remotemedia-webrtc serve runs each client\'s media through the manifest (Chromium)', () => {
+  let dir
+  let wav
+  let browser
+  const runs = []
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rmw-serve-media-'))
+    wav = path.join(dir, 'tone-bursts.wav')
+    writeToneBurstWav(wav)
+    browser = await launchChromiumWithMic(wav)
+  })
+
+  afterAll(async () => {
+    if (browser) await browser.close().catch(() => {})
+    for (const run of runs) {
+      if (run.child.exitCode === null && run.child.signalCode === null) {
+        run.child.kill('SIGKILL')
+        await run.exited
+      }
+    }
+    if (dir) fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('sends Chromium\'s microphone back through the loopback manifest, and reports quality', async () => {
+    const run = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--manifest', 'examples/loopback.yaml'])
+    runs.push(run)
+    const port = await waitReady(run)
+    const { page, pageErrors } = await openDemo(browser, port, run)
+    expect(await page.evaluate(() => window.demo.media)).toBe('audio+video')
+    // The server's answer carried its audio track: no renegotiation needed.
+    await page.waitForFunction(() => window.demo.remoteTracks.includes('audio'), null, { timeout: 10000 })
+    const inbound = () => page.evaluate(async () => {
+      const stats = await window.demo.pc.getStats()
+      for (const s of stats.values()) {
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') return { packetsReceived: s.packetsReceived, audioLevel: s.audioLevel ?? 0 }
+      }
+      return null
+    })
+    // What comes back is Chromium's own tone bursts: packets arrive and they are not silent.
+    await expect.poll(async () => (await inbound())?.packetsReceived ?? 0, { timeout: 15000 }).toBeGreaterThan(50)
+    let maxLevel = 0
+    for (let i = 0; i < 40 && maxLevel === 0; i++) {
+      maxLevel = Math.max(maxLevel, (await inbound()).audioLevel)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    expect(maxLevel).toBeGreaterThan(0)
+    // The server's measure of this connection arrives on the 'events' channel, every second;
+    // from the second one on it has a rate for the media it receives.
+    await page.waitForFunction(() => window.demo.quality !== null, null, { timeout: 10000 })
+    await page.waitForFunction(() => window.demo.quality.bitrateKbps.in > 0, null, { timeout: 5000 })
+    const q = await page.evaluate(() => window.demo.quality)
+    expect(q.qualityScore).toBeGreaterThan(0)
+    expect(q.qualityScore).toBeLessThanOrEqual(100)
+    expect(q.bitrateKbps.out).toBeGreaterThan(0)
+    // The page shows it.
+    expect(await page.evaluate(() => document.getElementById('quality').innerText)).toMatch(/score\s+\d+(\.\d)? \/ 100/)
+    expect(pageErrors).toEqual([])
+    await page.close()
+    run.child.kill('SIGTERM')
+    expect(await withTimeout(run.exited, 10000, 'exit after SIGTERM')).toEqual({ code: 0, signal: null })
+  })
+
+  it('sends voice activity events of Chromium\'s microphone over the data channel with vad.yaml', async () => {
+    const run = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--manifest', 'examples/vad.yaml'])
+    runs.push(run)
+    const port = await waitReady(run)
+    const { page, pageErrors } = await openDemo(browser, port, run)
+    // 0.6 s tone, 0.9 s silence, looped: speech-start then speech-end, from the 'vad' node.
+    await page.waitForFunction(() => {
+      const names = window.demo.events.filter((e) => e.nodeId === 'vad').map((e) => e.event)
+      const start = names.indexOf('speech-start')
+      return start >= 0 && names.indexOf('speech-end', start) > start
+    }, null, { timeout: 15000 }).catch(async (e) => {
+      const events = await page.evaluate(() => JSON.stringify(window.demo.events))
+      throw new Error(`no speech-start then speech-end: events ${events}\nserve: ${run.out.stdout}${run.out.stderr}`)
+    })
+    const events = await page.evaluate(() => window.demo.events)
+    expect(events.filter((e) => e.error)).toEqual([])
+    const names = events.filter((e) => e.nodeId === 'vad').map((e) => e.event)
+    // Starts and ends alternate.
+    for (let i = 1; i < names.length; i++) expect(names[i]).not.toBe(names[i - 1])
+    expect(await page.evaluate(() => document.getElementById('speech').textContent)).toMatch(/speaking|silent/)
+    expect(pageErrors).toEqual([])
+    await page.close()
+    run.child.kill('SIGTERM')
+    expect(await withTimeout(run.exited, 10000, 'exit after SIGTERM')).toEqual({ code: 0, signal: null })
   })
 })
 

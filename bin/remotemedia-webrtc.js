@@ -2,7 +2,10 @@
 'use strict'
 // remotemedia-webrtc serve: the JSON-RPC signaling server, a server-side peer
 // ('remotemedia-server') that answers every client's offer, and a demo page at GET /.
-// Pipelines from the manifest are not run yet: every data channel a client opens is echoed.
+// Each client gets its own session running the manifest (one pipeline instance per client): its
+// audio goes through the pipeline and what comes out is sent back on the server's audio track;
+// node events (e.g. VAD) and the connection's quality go to the client over a data channel
+// 'events' the server opens. Data channels the client opens are echoed.
 
 const fs = require('node:fs')
 const path = require('node:path')
@@ -11,11 +14,21 @@ const { parseArgs } = require('node:util')
 
 const SERVER_PEER_ID = 'remotemedia-server'
 const DEMO_PAGE = path.join(__dirname, '..', 'demo', 'index.html')
+const EVENTS_CHANNEL = 'events'
+// Without --manifest every client gets this one: its audio straight back.
+const LOOPBACK_MANIFEST = JSON.stringify({
+  nodes: [{ id: 'input', node_type: 'Input' }, { id: 'output', node_type: 'Output' }],
+  connections: [{ from: 'input', to: 'output' }],
+})
 
 const USAGE = `Usage: remotemedia-webrtc serve [options]
 
 Serves the JSON-RPC signaling endpoint at ws://HOST:PORT/ws, a server-side peer
 '${SERVER_PEER_ID}' that answers every client's offer, and a demo page at http://HOST:PORT/.
+Each client's audio runs through its own instance of the manifest's pipeline and comes back on
+the server's audio track; node events and quality metrics arrive on a data channel 'events'
+(JSON: { type: 'pipeline', nodeId, event, data } or { type: 'quality', ...metrics }). Messages on
+the client's own data channels are echoed. Without a manifest, audio is looped back as it is.
 
 Options:
   --host HOST        address to listen on (default 127.0.0.1)
@@ -125,9 +138,66 @@ function echo(channel, peer, log) {
   })
 }
 
+// The connected clients: each has a session (id = its peer id) running its own instance of the
+// manifest, and the 'events' data channel its pipeline events and quality go out on.
+class Clients {
+  constructor(transport, manifestText, log) {
+    this.transport = transport
+    this.manifestText = manifestText
+    this.log = log
+    this.byPeer = new Map() // peerId → { channel, session, closed }
+  }
+
+  async add(peer) {
+    const id = peer.peerId
+    const client = { channel: null, session: null, closed: false }
+    this.byPeer.set(id, client)
+    try {
+      // A session left from an earlier connection of the same client id is replaced.
+      if (this.transport.hasSession(id)) await this.transport.removeSession(id)
+      const session = await this.transport.createSession(id, { manifest: this.manifestText, maxPeers: 1 })
+      client.session = session
+      if (client.closed) {
+        await this.transport.removeSession(id)
+        return
+      }
+      session.on('output', (o) => {
+        const msg = o.error
+          ? { type: 'pipeline', nodeId: o.nodeId, error: o.error }
+          : { type: 'pipeline', nodeId: o.nodeId, event: o.event.name, data: o.event.data }
+        this.send(id, msg)
+      })
+      await this.transport.addPeerToSession(id, id)
+      if (client.closed) return
+      client.channel = await peer.createDataChannel(EVENTS_CHANNEL)
+      if (client.closed) client.channel.close()
+    } catch (e) {
+      if (!client.closed) this.log(`client ${id}: ${e.code || ''} ${e.message}`)
+    }
+  }
+
+  send(peerId, msg) {
+    const c = this.byPeer.get(peerId)
+    if (!c || !c.channel || c.closed) return
+    c.channel.send(msg).catch((e) => {
+      if (!c.closed) this.log(`event to ${peerId} not sent: ${e.code || ''} ${e.message}`)
+    })
+  }
+
+  remove(peerId) {
+    const c = this.byPeer.get(peerId)
+    if (!c) return
+    c.closed = true
+    this.byPeer.delete(peerId)
+    // The session goes away with its only member; removing it frees its pipeline now.
+    this.transport.removeSession(peerId).catch(() => {})
+  }
+}
+
 async function serve(opts, env) {
   const envCfg = envConfig(env)
   const manifest = opts.manifest ?? envCfg.manifest
+  let manifestText = LOOPBACK_MANIFEST
   if (manifest !== undefined) {
     let st
     try {
@@ -139,7 +209,7 @@ async function serve(opts, env) {
     // Validated before anything starts: a bad manifest names the node or connection at fault.
     const { Pipeline } = require('..')
     try {
-      await Pipeline.fromManifest(manifest)
+      manifestText = (await Pipeline.fromManifest(manifest)).manifestText
     } catch (e) {
       fail(2, `invalid manifest ${manifest}: ${e.code}: ${e.message}`)
     }
@@ -165,6 +235,9 @@ async function serve(opts, env) {
       signalingUrl,
       peerId: SERVER_PEER_ID,
       bindAddress,
+      // The answer to a client that sends audio (video) carries our track of that kind, which
+      // its pipeline's output goes back on.
+      answerMedia: true,
       maxPeers: envCfg.maxPeers ?? 10,
       ...(envCfg.stunServers && { stunServers: envCfg.stunServers }),
       ...(envCfg.turnServers && { turnServers: envCfg.turnServers }),
@@ -172,8 +245,16 @@ async function serve(opts, env) {
       ...(envCfg.jitterBufferMs !== undefined && { jitterBufferMs: envCfg.jitterBufferMs }),
     })
     transport.on('error', (e) => log(`error${e.peerId ? ` (${e.peerId})` : ''}: ${e.code} ${e.message}`))
-    transport.on('peer-connected', (peer) => log(`peer connected: ${peer.peerId}`))
-    transport.on('peer-disconnected', ({ peerId, reason }) => log(`peer disconnected: ${peerId} (${reason})`))
+    const clients = new Clients(transport, manifestText, log)
+    transport.on('peer-connected', (peer) => {
+      log(`peer connected: ${peer.peerId}`)
+      clients.add(peer)
+    })
+    transport.on('peer-disconnected', ({ peerId, reason }) => {
+      log(`peer disconnected: ${peerId} (${reason})`)
+      clients.remove(peerId)
+    })
+    transport.on('quality', (metrics, peer) => { if (peer) clients.send(peer.peerId, { type: 'quality', ...metrics }) })
     transport.on('data-channel', (channel, peer) => echo(channel, peer, log))
     await transport.start()
   } catch (e) {
@@ -204,10 +285,10 @@ async function serve(opts, env) {
   process.on('SIGTERM', () => stop('SIGTERM'))
 
   if (manifest !== undefined) {
-    log(`manifest ${manifest}: valid; clients' media is not run through it yet, every client gets ` +
-      'the loopback behaviour (each data channel message is echoed back)')
+    log(`manifest ${manifest}: each client's audio runs through its own pipeline; ` +
+      'data channel messages are echoed')
   } else {
-    log('no manifest: every client gets the loopback behaviour (each data channel message is echoed back)')
+    log('no manifest: each client\'s audio is looped back; data channel messages are echoed')
   }
   const h = urlHost(opts.host, false)
   log(`remotemedia-webrtc serving http://${h}:${port}/ (signaling ws://${h}:${port}/ws)`)

@@ -138,6 +138,11 @@ pub struct WebRtcTransportConfig {
     /// Encoder targets follow the loss the remote peer reports (between a tenth of the track's
     /// bitrate and the bitrate itself).
     pub adaptive_bitrate: bool,
+    /// Answer media with media: when a remote offer sends audio (or video) and the peer has no
+    /// track of that kind yet, the answer adds one (Opus at `audio_bitrate_bps`; the video codec
+    /// at `video_width`x`video_height`, `video_framerate`, `video_bitrate_bps`), so a server can
+    /// send media back (e.g. a session pipeline's output) without renegotiating.
+    pub answer_media: bool,
     /// Audio target bitrate, 6 000..=510 000 bit/s (Opus range).
     pub audio_bitrate_bps: u32,
     /// Video target bitrate, 50 000..=50 000 000 bit/s.
@@ -177,6 +182,7 @@ impl Default for WebRtcTransportConfig {
             rtcp_interval_ms: 5000,
             quality_interval_ms: 1000,
             adaptive_bitrate: true,
+            answer_media: false,
             audio_bitrate_bps: 64_000,
             video_bitrate_bps: 2_000_000,
             video_width: 1280,
@@ -307,6 +313,10 @@ impl WebRtcTransportConfig {
     }
     pub fn with_auto_connect(mut self, on: bool) -> Self {
         self.auto_connect = on;
+        self
+    }
+    pub fn with_answer_media(mut self, on: bool) -> Self {
+        self.answer_media = on;
         self
     }
     pub fn with_bind_address(mut self, addr: impl Into<String>) -> Self {

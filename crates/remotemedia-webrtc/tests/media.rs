@@ -429,3 +429,67 @@ async fn video_rtp_time_follows_each_frames_own_timestamp_across_gaps() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+/// With `answer_media`, the answer to an offer that sends audio carries an audio track of the
+/// answerer's own: it can send audio back at once, with no renegotiation of its own. Without it,
+/// the answerer has no track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_answer_media_carries_a_track_of_the_offered_kind() {
+    let s = server().await;
+    let (a, mut ea) = transport(&s.url(), "answer-media-a").await;
+    let b = remotemedia_webrtc::WebRtcTransport::new(
+        remotemedia_webrtc::WebRtcTransportConfig::new(&s.url())
+            .with_peer_id("answer-media-b")
+            .with_bind_address("127.0.0.1")
+            .with_answer_media(true),
+    )
+    .unwrap();
+    let _eb = b.take_events().unwrap();
+    b.start().await.unwrap();
+    let (c, _ec) = transport(&s.url(), "answer-media-c").await;
+
+    // a → b (answer_media) and a → c (default), then a offers audio to both.
+    for to in ["answer-media-b", "answer-media-c"] {
+        let peer = a.connect_peer(to).await.unwrap();
+        assert!(b.audio_track("answer-media-a").is_err() || to == "answer-media-c");
+        peer.add_audio_track(AudioEncoderConfig::default())
+            .await
+            .unwrap();
+    }
+    let got_track = common::eventually(Duration::from_secs(5), || {
+        b.audio_track("answer-media-a").is_ok()
+    })
+    .await;
+    assert!(got_track, "b's answer added no audio track");
+    // c answered the same offer without a track of its own.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.audio_track("answer-media-a").is_err());
+    assert!(c.send_audio("answer-media-a", Pcm::F32(&[0.0; 960])).await.is_err());
+
+    // b's track works straight away: its tone reaches a.
+    let mut frames_from_b = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut phase = 0.0f32;
+    while frames_from_b < 10 && tokio::time::Instant::now() < deadline {
+        let frame: Vec<f32> = (0..960)
+            .map(|_| {
+                phase += 2.0 * std::f32::consts::PI * 440.0 / 48_000.0;
+                0.5 * phase.sin()
+            })
+            .collect();
+        let _ = b.send_audio("answer-media-a", Pcm::F32(&frame)).await;
+        while let Ok(ev) = ea.try_recv() {
+            if let TransportEvent::AudioFrame { peer_id, .. } = ev {
+                if peer_id == "answer-media-b" {
+                    frames_from_b += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(frames_from_b >= 10, "a got {frames_from_b} frames from b");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+    s.close().await;
+}

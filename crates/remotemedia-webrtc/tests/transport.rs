@@ -161,3 +161,61 @@ async fn untaken_events_never_stall_a_transport() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+/// The answering side may create a channel the moment it is connected, while its SCTP
+/// handshake is still under way: the channel still opens and carries messages both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_answerer_creates_as_soon_as_it_connects_opens() {
+    use remotemedia_webrtc::channel::ChannelMessage;
+    use remotemedia_webrtc::config::DataChannelMode;
+    use remotemedia_webrtc::event::TransportEvent;
+    let s = server().await;
+    let (a, mut ea) = common::transport(&s.url(), "early-dc-a").await;
+    let (b, mut eb) = common::transport(&s.url(), "early-dc-b").await;
+    let dial = tokio::spawn({
+        let a = a.clone();
+        async move { a.connect_peer("early-dc-b").await.map(|_| ()) }
+    });
+    let created = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eb.recv().await {
+                Some(TransportEvent::PeerConnected { peer_id, .. }) => {
+                    let peer = b.get_peer(&peer_id).unwrap();
+                    return peer
+                        .create_data_channel("early", DataChannelMode::Reliable)
+                        .await;
+                }
+                Some(_) => {}
+                None => panic!("b's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("b never connected, or its early channel did not open within 10 s");
+    let ch = created.expect("the early channel did not open");
+    dial.await.unwrap().unwrap();
+    ch.send(ChannelMessage::text("hello from the answerer"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut early = None;
+        loop {
+            match ea.recv().await {
+                Some(TransportEvent::DataChannel { channel, .. }) if channel.label() == "early" => {
+                    early = Some(channel.key())
+                }
+                Some(TransportEvent::ChannelMessage {
+                    channel, message, ..
+                }) if Some(channel) == early => return message,
+                Some(_) => {}
+                None => panic!("a's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("a got nothing on the early channel");
+    assert_eq!(got, ChannelMessage::text("hello from the answerer"));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

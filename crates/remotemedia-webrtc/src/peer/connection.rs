@@ -601,6 +601,9 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("set remote offer", e))?;
         self.update_remote_tracks(&sending).await;
+        if s.setup.config.answer_media {
+            self.add_answer_tracks(&sending).await?;
+        }
         self.drain_remote_candidates().await;
         let answer = self
             .pc
@@ -613,6 +616,34 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
         publish_sdp(s, protocol::ANSWER, sdp, request_id).await
+    }
+
+    /// `answer_media`: a track of each kind the offer sends and this peer does not send yet. It
+    /// takes the offer's transceiver of that kind, so the answer itself carries it (no
+    /// renegotiation).
+    async fn add_answer_tracks(&self, sending: &SendingTracks) -> Result<()> {
+        let cfg = &self.shared.setup.config;
+        if sending.kinds.contains("audio") && self.audio_track().is_none() {
+            let config = AudioEncoderConfig {
+                bitrate: cfg.audio_bitrate_bps,
+                ..AudioEncoderConfig::default()
+            };
+            let track = Arc::new(LocalAudioTrack::add_to(&self.pc, config).await?);
+            *self.shared.audio.lock().unwrap() = Some(track);
+        }
+        if sending.kinds.contains("video") && self.video_track().is_none() {
+            let config = VideoEncoderConfig {
+                width: cfg.video_width,
+                height: cfg.video_height,
+                framerate: cfg.video_framerate,
+                bitrate: cfg.video_bitrate_bps,
+                ..VideoEncoderConfig::default()
+            };
+            let track =
+                Arc::new(LocalVideoTrack::add_to(&self.pc, cfg.video_codec, config).await?);
+            *self.shared.video.lock().unwrap() = Some(track);
+        }
+        Ok(())
     }
 
     async fn accept_answer(&self, sdp: String, request_id: String) -> Result<()> {
@@ -745,6 +776,36 @@ impl Peer {
     }
 
     /// Opens a data channel on this (connected) peer and resolves once it is open.
+    /// Waits until the SCTP association is established. The answering side can be connected
+    /// (DTLS done) while its SCTP handshake is still under way, and rtc 0.21 dials a channel
+    /// created then at once: its DCEP open is refused ("sending payload data in non-Established
+    /// state") and the channel never opens.
+    async fn wait_sctp_connected(&self, timeout: Duration) -> Result<()> {
+        use rtc::peer_connection::transport::RTCSctpTransportState;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(sctp) = self.pc.sctp().await {
+                match sctp.state().await {
+                    Ok(RTCSctpTransportState::Connected) => return Ok(()),
+                    Ok(RTCSctpTransportState::Closed) => {
+                        return Err(Error::ConnectionFailed(format!(
+                            "the data transport to {} is closed",
+                            self.peer_id()
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "the data transport to {} did not come up",
+                    self.peer_id()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     pub async fn create_data_channel(
         &self,
         label: &str,
@@ -757,6 +818,8 @@ impl Peer {
             ));
         }
         let _boost = self.runtime.boost();
+        let timeout = Duration::from_millis(self.shared.setup.config.connect_timeout_ms);
+        self.wait_sctp_connected(timeout).await?;
         let dc = self
             .pc
             .create_data_channel(label, Some(channel_init(mode)))

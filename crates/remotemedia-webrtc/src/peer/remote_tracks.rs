@@ -25,6 +25,8 @@ pub struct SendingTracks {
     /// Kinds ("audio", "video") with a sending m-section that names neither: tracks of those
     /// kinds cannot be told apart, so none of them is ended.
     pub unidentified_kinds: HashSet<String>,
+    /// Kinds ("audio", "video") with at least one sending m-section.
+    pub kinds: HashSet<String>,
 }
 
 struct Section<'a> {
@@ -58,6 +60,7 @@ pub fn sending_tracks(sdp: &str) -> SendingTracks {
         if dir != "sendrecv" && dir != "sendonly" {
             return;
         }
+        out.kinds.insert(kind.clone());
         if let Some(mid) = mid {
             out.mids
                 .insert(mid, ids.first().cloned().unwrap_or_default());
