@@ -856,7 +856,7 @@ async function main() {
   console.log(markdownTable(['run', 'base MB', 'idle MB', 'streaming MB', 'per peer MB', 'per pair MB', 'streaming − idle, per pair MB', 'after closing: RSS MB; fds; threads', 'goal per peer MB', 'met?'], mrows))
 
   // 6. clicks
-  console.log('\n### 6. Audio Node → Node latency: sendAudio() call → the \'audio-frame\' event holding the click (ms; includes the receiver's jitter buffer, jitterBufferMs)\n')
+  console.log("\n### 6. Audio Node → Node latency: sendAudio() call → the 'audio-frame' event holding the click (ms; includes the receiver's jitter buffer, jitterBufferMs)\n")
   if (audio.error) console.log(`**${audio.error}**`)
   else {
     const k = audio.clicks
