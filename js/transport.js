@@ -1,7 +1,7 @@
 'use strict'
 const { EventEmitter } = require('node:events')
 const native = require('./native')
-const { callSync, callAsync, invalid } = require('./errors')
+const { callSync, callAsync, invalid, toWebRtcError } = require('./errors')
 const { Peer } = require('./peer')
 const { DataChannel } = require('./channel')
 const { KeepAlive } = require('./keepalive')
@@ -25,6 +25,8 @@ function videoInput(frame) {
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   return { buf, width, height, timestampUs, keyframe: Boolean(keyframe) }
 }
+
+function rethrow(e) { throw toWebRtcError(e) }
 
 // A broadcast's result as plain objects: { sent, failed: [{ peerId, code, message }] }.
 function outcome(r) {
@@ -93,11 +95,14 @@ class WebRtcTransport extends EventEmitter {
     try {
       if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
       checkPeerId(peerId)
-      if (samples instanceof Float32Array) return callAsync(() => this._native.sendAudio(peerId, samples))
-      if (samples instanceof Int16Array) return callAsync(() => this._native.sendAudioI16(peerId, samples))
-      throw invalid('ERR_INVALID_DATA', 'samples must be a Float32Array or an Int16Array')
+      let r
+      if (samples instanceof Float32Array) r = this._native.sendAudio(peerId, samples)
+      else if (samples instanceof Int16Array) r = this._native.sendAudioI16(peerId, samples)
+      else throw invalid('ERR_INVALID_DATA', 'samples must be a Float32Array or an Int16Array')
+      // true: encoded and handed to the connection within the call (the usual case).
+      return r === true ? Promise.resolve() : r.catch(rethrow)
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(toWebRtcError(e))
     }
   }
 

@@ -548,7 +548,7 @@ impl NativeTransport {
         env: &'env Env,
         peer_id: String,
         samples: Float32Array,
-    ) -> napi::Result<PromiseRaw<'env, ()>> {
+    ) -> napi::Result<Either<bool, PromiseRaw<'env, ()>>> {
         self.send_pcm(env, &peer_id, Pcm::F32(&samples))
     }
 
@@ -558,7 +558,7 @@ impl NativeTransport {
         env: &'env Env,
         peer_id: String,
         samples: Int16Array,
-    ) -> napi::Result<PromiseRaw<'env, ()>> {
+    ) -> napi::Result<Either<bool, PromiseRaw<'env, ()>>> {
         self.send_pcm(env, &peer_id, Pcm::I16(&samples))
     }
 
@@ -663,15 +663,28 @@ pub struct BroadcastOutcome {
 }
 
 impl NativeTransport {
+    /// `true` when the packet was handed to the connection within the call (the usual case: no
+    /// task and no promise needed), else a promise of its handover.
     fn send_pcm<'env>(
         &self,
         env: &'env Env,
         peer_id: &str,
         pcm: Pcm<'_>,
-    ) -> napi::Result<PromiseRaw<'env, ()>> {
+    ) -> napi::Result<Either<bool, PromiseRaw<'env, ()>>> {
         let track = self.t.audio_track(peer_id).map_err(js)?;
         let (packet, duration) = track.encode(pcm).map_err(js)?;
-        env.spawn_future(async move { track.send_packet(packet, duration).await.map_err(js) })
+        let mut send =
+            Box::pin(async move { track.send_packet(packet, duration).await.map_err(js) });
+        // One poll here, inside the runtime: if it has to wait, the runtime polls it from now on
+        // (with its own waker).
+        let first = within_runtime_if_available(|| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::future::Future::poll(send.as_mut(), &mut cx)
+        });
+        match first {
+            std::task::Poll::Ready(r) => r.map(|()| Either::A(true)),
+            std::task::Poll::Pending => env.spawn_future(send).map(Either::B),
+        }
     }
 
     fn broadcast_pcm<'env>(
