@@ -51,25 +51,24 @@ async function client(name, freq) {
 const clients = [await client('alice', 300), await client('bob', 500), await client('carol', 700)]
 
 // Wait until every client's track to the server and the server's track back are negotiated:
-// a client sends silence until its track works, and the server answers with its own track.
+// a client sends silence until the server's track arrives (the server adds it on the client's
+// first audio), then the server can send to it.
 const silence = new Float32Array(FRAME)
-const ready = async (t, to) => {
-  for (let i = 0; i < 500; i++) {
-    if (await t.sendAudio(to, silence).then(() => true, () => false)) return
+async function until(what, ok) {
+  for (let i = 0; i < 500; i++) { // 10 s
+    if (await ok()) return
     await sleep(20)
   }
-  throw new Error(`${t.peerId} → ${to}: no audio track`)
+  throw new Error(`timed out: ${what}`)
 }
 for (const c of clients) {
-  await ready(c.t, 'conference')
   let joined = false
   c.joined.then(() => { joined = true })
-  while (!joined) { // silence until the server's track arrives
-    await c.t.sendAudio('conference', silence)
-    await sleep(20)
-  }
-  while (!session.peers.includes(c.name)) await sleep(20)
-  await ready(server, c.name)
+  await until(`${c.name} joins`, async () => {
+    await c.t.sendAudio('conference', silence).catch(() => {}) // refused until its track is negotiated
+    return joined && session.peers.includes(c.name)
+  })
+  await until(`server → ${c.name} audio`, () => server.sendAudio(c.name, silence).then(() => true, () => false))
 }
 
 // Everyone talks for three seconds, one frame every 20 ms.
@@ -105,7 +104,7 @@ for (const c of clients) {
   const good = last.length === 50 && heardOthers.length === others.length && ownDb <= -20
   ok &&= good
   console.log(`${c.name} (${c.freq} Hz) hears ${heardOthers.map((o) => `${o.name} ${o.freq} Hz`).join(', ') || 'nobody'}; ` +
-    `own tone ${ownDb.toFixed(0)} dB below the quietest other ${good ? '' : '  <-- wrong'}`)
+    `own tone ${ownDb.toFixed(0)} dB below the quietest other${good ? '' : '  <-- wrong'}`)
 }
 
 for (const c of clients) await c.t.shutdown()
