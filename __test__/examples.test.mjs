@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
 
@@ -78,3 +78,66 @@ describe('process lifetime', () => {
     expect(gone.signal).toBeNull()
   })
 })
+
+describe('examples/conference-server.mjs', () => {
+  it('three clients each hear the two others\' tones and not their own, then it exits 0', () => {
+    const r = spawnSync(process.execPath, [path.join(root, 'examples', 'conference-server.mjs')], { cwd: root, timeout: 60000, encoding: 'utf8' })
+    expect(r.error).toBeUndefined()
+    expect(r.stderr).toBe('')
+    const lines = r.stdout.trim().split('\n')
+    expect(lines).toHaveLength(4)
+    expect(lines[0]).toMatch(/^alice \(300 Hz\) hears bob 500 Hz, carol 700 Hz; own tone -\d+ dB below/)
+    expect(lines[1]).toMatch(/^bob \(500 Hz\) hears alice 300 Hz, carol 700 Hz; own tone -\d+ dB below/)
+    expect(lines[2]).toMatch(/^carol \(700 Hz\) hears alice 300 Hz, bob 500 Hz; own tone -\d+ dB below/)
+    expect(lines[3]).toBe('conference ok: every client heard the two others and not itself')
+    expect(r.status).toBe(0)
+  }, 70000)
+})
+
+describe('examples/one-port-server.mjs', () => {
+  it('serves JSON on / and signaling on /ws of one port; a client reaches the media peer through it and gets an echo; SIGTERM exits 0', async () => {
+    const { WebRtcTransport } = await import('../index.js')
+    const child = spawn(process.execPath, [path.join(root, 'examples', 'one-port-server.mjs')], { cwd: root, env: { ...process.env, PORT: '0' } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d })
+    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d })
+    const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+    let client
+    try {
+      const ready = /one-port server on http:\/\/127\.0\.0\.1:(\d+)\/ \(signaling ws:\/\/127\.0\.0\.1:(\d+)\/ws\)/
+      const end = Date.now() + 20000
+      while (!ready.test(stdout)) {
+        if (Date.now() > end || child.exitCode !== null) throw new Error(`not ready: ${stdout} ${stderr}`)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      const [, port, wsPort] = stdout.match(ready)
+      expect(wsPort).toBe(port)
+      const res = await fetch(`http://127.0.0.1:${port}/`)
+      expect(res.status).toBe(200)
+      const info = await res.json()
+      expect(info).toEqual({ signaling: `ws://127.0.0.1:${port}/ws`, mediaPeer: 'media-server' })
+      expect((await fetch(`http://127.0.0.1:${port}/nothing`)).status).toBe(404)
+
+      client = new WebRtcTransport({ signalingUrl: info.signaling, peerId: `one-port-${process.pid}`, bindAddress: '127.0.0.1' })
+      await client.start()
+      const peer = await client.connectPeer(info.mediaPeer)
+      const reply = new Promise((r) => peer.defaultChannel.once('message', r))
+      await peer.defaultChannel.send({ hello: 'one port' })
+      expect(await reply).toEqual({ kind: 'json', data: { echo: { hello: 'one port' } } })
+      const text = new Promise((r) => peer.defaultChannel.once('message', r))
+      await peer.defaultChannel.send('plain text')
+      expect(await text).toEqual({ kind: 'text', data: 'plain text' })
+      await client.shutdown()
+      client = null
+
+      child.kill('SIGTERM')
+      expect(await exited).toEqual({ code: 0, signal: null })
+      expect(stderr).toBe('')
+    } finally {
+      await client?.shutdown()
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    }
+  }, 60000)
+})
+

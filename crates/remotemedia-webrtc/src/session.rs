@@ -105,6 +105,20 @@ fn check_manifest(manifest: &Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// Tells a session's pipeline that a member left: a `peer-left` event frame, so an `AudioMixer`
+/// stops mixing the member's last frame into everyone else's audio and a VAD forgets it. What
+/// the pipeline makes of it is dropped.
+fn tell_left(pipeline: &Mutex<Pipeline>, peer_id: &str) {
+    pipeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .execute(Frame::Event(crate::pipeline::EventFrame {
+            name: "peer-left".into(),
+            data: serde_json::Value::Null,
+            peer_id: Some(peer_id.to_string()),
+        }));
+}
+
 fn check_max_peers(n: usize) -> Result<()> {
     if (1..=MAX_SESSION_PEERS).contains(&n) {
         Ok(())
@@ -205,11 +219,17 @@ impl Sessions {
 
     /// Removes a peer from one session; whether it was in it.
     pub fn remove_peer(&self, id: &str, peer_id: &str) -> Result<bool> {
-        let mut map = self.lock();
-        let s = map
-            .get_mut(id)
-            .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
-        Ok(s.peers.remove(peer_id))
+        let (removed, pipeline) = {
+            let mut map = self.lock();
+            let s = map
+                .get_mut(id)
+                .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
+            (s.peers.remove(peer_id), s.pipeline.clone())
+        };
+        if let (true, Some(p)) = (removed, pipeline) {
+            tell_left(&p, peer_id);
+        }
+        Ok(removed)
     }
 
     /// Whether the peer is in a session that has a pipeline.
@@ -233,24 +253,35 @@ impl Sessions {
             .collect();
         targets
             .into_iter()
-            .map(|(session_id, members, p)| {
-                let outputs = p
+            .filter_map(|(session_id, members, p)| {
+                let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+                // The peer may have left meanwhile: its frame must not follow its `peer-left`.
+                let member = self
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .execute(Frame::Audio(frame.clone()));
-                Routed {
+                    .get(&session_id)
+                    .is_some_and(|s| s.peers.contains(peer_id));
+                let outputs = member.then(|| p.execute(Frame::Audio(frame.clone())))?;
+                Some(Routed {
                     session_id,
                     members,
                     outputs,
-                }
+                })
             })
             .collect()
     }
 
     /// A peer left the transport: it leaves every session.
     pub fn forget_peer(&self, peer_id: &str) {
-        for s in self.lock().values_mut() {
-            s.peers.remove(peer_id);
+        let left: Vec<_> = self
+            .lock()
+            .values_mut()
+            .filter_map(|s| match s.peers.remove(peer_id) {
+                true => s.pipeline.clone(),
+                false => None,
+            })
+            .collect();
+        for p in left {
+            tell_left(&p, peer_id);
         }
     }
 
@@ -384,6 +415,46 @@ mod tests {
         assert!(s.get("b").unwrap().peers.is_empty());
         assert!(s.remove_peer("a", "p2").unwrap());
         assert!(!s.remove_peer("a", "p2").unwrap());
+    }
+
+    #[test]
+    fn a_member_who_leaves_or_disconnects_is_no_longer_in_the_others_mix() {
+        const MIXER: &str = "nodes:\n  - { id: in, node_type: Input }\n  - { id: mix, node_type: AudioMixer }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: mix }\n  - { from: mix, to: out }\n";
+        let s = Sessions::default();
+        let opts = SessionOptions {
+            manifest: Some(MIXER.into()),
+            ..Default::default()
+        };
+        s.create("room", opts).unwrap();
+        let frame = |peer: &str, v: f32| AudioFrame {
+            samples: vec![v; 4],
+            sample_rate: 48_000,
+            channels: 1,
+            peer_id: Some(peer.into()),
+            timestamp_us: 0,
+        };
+        // What `peer` hears back when it sends a frame.
+        let mix_for = |peer: &str| -> f32 {
+            let routed = s.route_audio(peer, frame(peer, 0.0));
+            match routed[0].outputs.as_slice() {
+                [PipelineOutput::Frame {
+                    frame: Frame::Audio(a),
+                    ..
+                }] => a.samples[0],
+                other => panic!("{other:?}"),
+            }
+        };
+        for (p, v) in [("a", 0.0), ("b", 0.1), ("c", 0.2), ("d", 0.4)] {
+            s.add_peer("room", p).unwrap();
+            s.route_audio(p, frame(p, v));
+        }
+        assert!((mix_for("a") - 0.7).abs() < 1e-6);
+        assert!(s.remove_peer("room", "b").unwrap());
+        s.forget_peer("c");
+        assert!((mix_for("a") - 0.4).abs() < 1e-6, "b and c are gone");
+        // A frame from a peer that is no longer a member goes nowhere (it would bring it back).
+        assert!(s.route_audio("b", frame("b", 0.1)).is_empty());
+        assert!((mix_for("a") - 0.4).abs() < 1e-6);
     }
 
     #[test]
