@@ -24,7 +24,11 @@ async fn send_until(from: &WebRtcTransport, to: &str, mut cond: impl FnMut() -> 
     cond()
 }
 
-async fn loop_session(hub: &WebRtcTransport, id: &str, member: &str) -> std::sync::Weak<impl Sized> {
+async fn loop_session(
+    hub: &WebRtcTransport,
+    id: &str,
+    member: &str,
+) -> std::sync::Weak<impl Sized> {
     let opts = SessionOptions {
         manifest: Some(LOOPBACK.into()),
         ..Default::default()
