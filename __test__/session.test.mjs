@@ -132,3 +132,113 @@ describe('a session runs its members\' audio through its pipeline', () => {
     }
   })
 })
+
+// Packed I420: dark left half, light right half, a white square at 40..120, grey chroma.
+function testPattern(w, h) {
+  const data = Buffer.alloc((w * h * 3) / 2)
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data[y * w + x] = x < w / 2 ? 16 : 180
+  for (let y = 40; y < 120; y++) for (let x = 40; x < 120; x++) data[y * w + x] = 235
+  data.fill(128, w * h)
+  return data
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+describe('a session runs its members\' video through its pipeline', () => {
+  it('VideoScale loopback: a member sending 640x480 gets 320x240 back', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('va'))
+    const b = await transport(server, uid('vb'))
+    try {
+      const peer = await a.connectPeer(b.peerId)
+      await peer.addVideoTrack({ width: 640, height: 480, framerate: 30, bitrate: 800000, keyframeInterval: 30 })
+      await b.getPeer(a.peerId).addVideoTrack({ width: 320, height: 240, framerate: 30, bitrate: 300000, keyframeInterval: 30 })
+      const s = await b.createSession('scaled', { manifest: 'nodes:\n  - { id: in, node_type: Input }\n  - { id: scale, node_type: VideoScale, params: { width: 320, height: 240 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: scale }\n  - { from: scale, to: out }\n' })
+      await s.addPeer(a.peerId)
+      const back = []
+      const seenByB = []
+      peer.on('video-frame', (f) => back.push(f))
+      b.getPeer(a.peerId).on('video-frame', (f) => seenByB.push(f))
+      const picture = testPattern(640, 480)
+      const frame = (i) => ({ data: picture, width: 640, height: 480, timestampUs: i * 33333, keyframe: i === 0 })
+      await until(async () => a.sendVideo(b.peerId, frame(0)).then(() => true, () => false), 5000, 10)
+      for (let i = 1; i <= 60 && back.length < 10; i++) {
+        await a.sendVideo(b.peerId, frame(i))
+        await sleep(33)
+      }
+      await until(() => back.length >= 5, 5000)
+      // What comes back is the scaled picture: 320x240, the square (40..120 of 640x480) now at
+      // 20..60, the halves split at x = 160.
+      for (const f of back) {
+        expect([f.width, f.height, f.data.length]).toEqual([320, 240, 320 * 240 * 1.5])
+      }
+      const last = back.at(-1).data
+      const y = (x, row) => last[row * 320 + x]
+      expect(y(40, 40)).toBeGreaterThan(215) // in the square
+      expect(y(70, 40)).toBeLessThan(40) // right of it, dark half
+      expect(y(100, 200)).toBeLessThan(40)
+      expect(y(250, 200)).toBeGreaterThan(160)
+      // The application on B still sees the original frames.
+      expect(seenByB.length).toBeGreaterThan(0)
+      expect(seenByB.every((f) => f.width === 640 && f.height === 480)).toBe(true)
+    } finally {
+      await a.shutdown()
+      await b.shutdown()
+      await server.close()
+    }
+  })
+})
+
+describe('removing a session or a member frees it within 1 s', () => {
+  it('no output after removeSession; a removed or disconnected member leaves at once', async () => {
+    const server = await withServer()
+    const hub = await transport(server, uid('ch'))
+    const member = await transport(server, uid('cm'))
+    try {
+      const peer = await member.connectPeer(hub.peerId)
+      await peer.addAudioTrack()
+      // VAD with no minimum and no hangover: alternating tone and silence is an event every 100 ms.
+      const vad = 'nodes:\n  - { id: in, node_type: Input }\n  - { id: vad, node_type: VoiceActivityDetection, params: { threshold_db: -30, min_speech_ms: 0, hangover_ms: 0 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: vad }\n  - { from: vad, to: out }\n'
+      const s = await hub.createSession('busy', { manifest: vad })
+      await s.addPeer(member.peerId)
+      const outputs = []
+      hub.on('session-output', (o) => outputs.push({ at: Date.now(), o }))
+      const tone = Float32Array.from({ length: 960 }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / 48000))
+      const silence = new Float32Array(960)
+      let sending = true
+      const sender = (async () => {
+        await until(async () => member.sendAudio(hub.peerId, silence).then(() => true, () => false), 5000, 10)
+        for (let i = 0; sending; i++) {
+          await member.sendAudio(hub.peerId, Math.floor(i / 5) % 2 ? silence : tone).catch(() => {})
+          await sleep(20)
+        }
+      })()
+      await until(() => outputs.length >= 4, 5000)
+      const removedAt = Date.now()
+      await hub.removeSession('busy')
+      expect(hub.listSessions()).toEqual([])
+      await sleep(2000) // the member keeps talking
+      const late = outputs.filter((x) => x.at > removedAt + 1000)
+      expect(late).toEqual([])
+
+      // A member removed from a session is out of it at once; one that disconnects within 1 s.
+      const again = await hub.createSession('again', { manifest: vad })
+      await again.addPeer(member.peerId)
+      expect(again.removePeer(member.peerId)).toBe(true)
+      expect(again.peers).toEqual([])
+      await again.addPeer(member.peerId)
+      const n = outputs.length
+      await until(() => outputs.length > n, 5000)
+      sending = false
+      await sender
+      const leftAt = Date.now()
+      await member.disconnectPeer(hub.peerId)
+      await until(() => again.peers.length === 0, 1000, 5)
+      expect(Date.now() - leftAt).toBeLessThan(1000)
+    } finally {
+      await hub.shutdown()
+      await member.shutdown()
+      await server.close()
+    }
+  })
+})

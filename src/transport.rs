@@ -505,7 +505,7 @@ impl NativeTransport {
 
     #[napi(catch_unwind)]
     pub fn session_remove_peer(&self, id: String, peer_id: String) -> napi::Result<bool> {
-        self.t.sessions().remove_peer(&id, &peer_id).map_err(js)
+        self.t.remove_peer_from_session(&id, &peer_id).map_err(js)
     }
 
     /// The session's snapshot as JSON.

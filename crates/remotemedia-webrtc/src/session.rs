@@ -7,11 +7,14 @@
 
 use crate::config::is_valid_peer_id;
 use crate::error::{Error, Result};
-use crate::pipeline::{AudioFrame, Frame, Manifest, Pipeline, PipelineOutput, Registry};
+use crate::pipeline::{
+    AudioFrame, EventFrame, Frame, Manifest, Pipeline, PipelineOutput, Registry, VideoFrame,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::Mutex;
+use tokio::sync::watch;
 
 /// Peers a session takes unless told otherwise, and the most it may be given.
 pub const DEFAULT_SESSION_PEERS: usize = 16;
@@ -70,6 +73,55 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// A session a frame goes to: its id, its members, its pipeline.
+type Target = (String, Vec<String>, Arc<Mutex<Pipeline>>);
+
+/// Runs `frame` through each target's pipeline: a copy for all but the last, which gets the
+/// frame itself.
+/// `still_in(session_id)` is asked with the pipeline locked: a member may have left meanwhile,
+/// and its frame must not follow its `peer-left` (it would bring it back, e.g. into a mix).
+fn run_each(
+    targets: Vec<Target>,
+    frame: Frame,
+    still_in: impl Fn(&str) -> bool,
+) -> Vec<Routed> {
+    let mut frame = Some(frame);
+    let n = targets.len();
+    targets
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (session_id, members, p))| {
+            let f = if i + 1 == n {
+                frame.take()?
+            } else {
+                frame.clone()?
+            };
+            let mut pipeline = p.lock().unwrap_or_else(|e| e.into_inner());
+            if !still_in(&session_id) {
+                return None;
+            }
+            let outputs = pipeline.execute(f);
+            Some(Routed {
+                session_id,
+                members,
+                outputs,
+            })
+        })
+        .collect()
+}
+
+/// Runs a `peer-left` event through each target: what the nodes say about it (e.g. a VAD's
+/// speech-end), without the control frame itself where it passes through to an output.
+fn run_left(targets: Vec<Target>, peer_id: &str) -> Vec<Routed> {
+    let mut routed = run_each(targets, peer_left(peer_id), |_| true);
+    for r in &mut routed {
+        r.outputs.retain(|o| {
+            !matches!(o, PipelineOutput::Frame { frame: Frame::Event(e), .. } if e.name == "peer-left")
+        });
+    }
+    routed
+}
+
 /// What a session's pipeline made of one member's frame: its outputs, and the members then.
 pub struct Routed {
     pub session_id: String,
@@ -108,17 +160,6 @@ fn check_manifest(manifest: &Option<String>) -> Result<()> {
 /// Tells a session's pipeline that a member left: a `peer-left` event frame, so an `AudioMixer`
 /// stops mixing the member's last frame into everyone else's audio and a VAD forgets it. What
 /// the pipeline makes of it is dropped.
-fn tell_left(pipeline: &Mutex<Pipeline>, peer_id: &str) {
-    pipeline
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .execute(Frame::Event(crate::pipeline::EventFrame {
-            name: "peer-left".into(),
-            data: serde_json::Value::Null,
-            peer_id: Some(peer_id.to_string()),
-        }));
-}
-
 fn check_max_peers(n: usize) -> Result<()> {
     if (1..=MAX_SESSION_PEERS).contains(&n) {
         Ok(())
@@ -130,12 +171,51 @@ fn check_max_peers(n: usize) -> Result<()> {
 }
 
 /// The sessions of one transport.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     map: Mutex<BTreeMap<String, Session>>,
+    /// Counts changes (sessions removed, peers leaving, pipelines replaced): routing tasks
+    /// watch it to end as soon as their member no longer routes anywhere.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            map: Mutex::default(),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+/// The frame a departing member leaves in each of its sessions' pipelines, so nodes that keep
+/// state per peer (mixer, VAD) drop it at once.
+fn peer_left(peer_id: &str) -> Frame {
+    Frame::Event(EventFrame {
+        name: "peer-left".into(),
+        data: serde_json::json!({ "peer_id": peer_id }),
+        peer_id: Some(peer_id.to_string()),
+    })
 }
 
 impl Sessions {
+    /// Wakes whenever a session is removed, replaces its pipeline or loses a peer.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A weak handle on a session's pipeline (to check that it is gone once the session is).
+    #[doc(hidden)]
+    pub fn pipeline_handle(&self, id: &str) -> Option<std::sync::Weak<Mutex<Pipeline>>> {
+        self.lock()
+            .get(id)
+            .and_then(|s| s.pipeline.as_ref().map(Arc::downgrade))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -193,15 +273,21 @@ impl Sessions {
             .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
         s.manifest = Some(manifest.to_string());
         s.pipeline = Some(Arc::new(Mutex::new(pipeline)));
-        Ok(s.info(id))
+        let info = s.info(id);
+        drop(map);
+        self.bump();
+        Ok(info)
     }
 
-    /// Removes a session (its peers stay connected). `SessionNotFound` if there is none.
+    /// Removes a session (its peers stay connected). `SessionNotFound` if there is none. Its
+    /// pipeline is dropped here, or when a frame it is running finishes; its members' routing
+    /// tasks end if they route nowhere else.
     pub fn remove(&self, id: &str) -> Result<()> {
-        self.lock()
-            .remove(id)
-            .map(|_| ())
-            .ok_or_else(|| Error::SessionNotFound(id.to_string()))
+        let removed = self.lock().remove(id);
+        let session = removed.ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
+        drop(session);
+        self.bump();
+        Ok(())
     }
 
     /// Adds a peer; idempotent. `MaxPeers` when the session is full.
@@ -217,19 +303,23 @@ impl Sessions {
         Ok(s.info(id))
     }
 
-    /// Removes a peer from one session; whether it was in it.
-    pub fn remove_peer(&self, id: &str, peer_id: &str) -> Result<bool> {
-        let (removed, pipeline) = {
-            let mut map = self.lock();
-            let s = map
-                .get_mut(id)
-                .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
-            (s.peers.remove(peer_id), s.pipeline.clone())
-        };
-        if let (true, Some(p)) = (removed, pipeline) {
-            tell_left(&p, peer_id);
+    /// Removes a peer from one session; whether it was in it. The session's pipeline gets a
+    /// `peer-left` event for it; what that produces is returned (to be delivered).
+    pub fn remove_peer(&self, id: &str, peer_id: &str) -> Result<(bool, Vec<Routed>)> {
+        let mut map = self.lock();
+        let s = map
+            .get_mut(id)
+            .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
+        if !s.peers.remove(peer_id) {
+            return Ok((false, Vec::new()));
         }
-        Ok(removed)
+        let target = s
+            .pipeline
+            .clone()
+            .map(|p| (id.to_string(), s.peers.iter().cloned().collect(), p));
+        drop(map);
+        self.bump();
+        Ok((true, run_left(target.into_iter().collect(), peer_id)))
     }
 
     /// Whether the peer is in a session that has a pipeline.
@@ -239,10 +329,13 @@ impl Sessions {
             .any(|s| s.pipeline.is_some() && s.peers.contains(peer_id))
     }
 
-    /// Runs a member's audio frame through the pipeline of every session it is in.
-    pub fn route_audio(&self, peer_id: &str, frame: AudioFrame) -> Vec<Routed> {
-        let targets: Vec<(String, Vec<String>, Arc<Mutex<Pipeline>>)> = self
-            .lock()
+    /// The pipelines of the sessions `peer_id` is in, with each session's members.
+    fn is_member(&self, id: &str, peer_id: &str) -> bool {
+        self.lock().get(id).is_some_and(|s| s.peers.contains(peer_id))
+    }
+
+    fn targets(&self, peer_id: &str) -> Vec<Target> {
+        self.lock()
             .iter()
             .filter(|(_, s)| s.peers.contains(peer_id))
             .filter_map(|(id, s)| {
@@ -250,39 +343,37 @@ impl Sessions {
                     .clone()
                     .map(|p| (id.clone(), s.peers.iter().cloned().collect(), p))
             })
-            .collect();
-        targets
-            .into_iter()
-            .filter_map(|(session_id, members, p)| {
-                let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-                // The peer may have left meanwhile: its frame must not follow its `peer-left`.
-                let member = self
-                    .lock()
-                    .get(&session_id)
-                    .is_some_and(|s| s.peers.contains(peer_id));
-                let outputs = member.then(|| p.execute(Frame::Audio(frame.clone())))?;
-                Some(Routed {
-                    session_id,
-                    members,
-                    outputs,
-                })
-            })
             .collect()
     }
 
-    /// A peer left the transport: it leaves every session.
-    pub fn forget_peer(&self, peer_id: &str) {
-        let left: Vec<_> = self
-            .lock()
-            .values_mut()
-            .filter_map(|s| match s.peers.remove(peer_id) {
-                true => s.pipeline.clone(),
-                false => None,
-            })
-            .collect();
-        for p in left {
-            tell_left(&p, peer_id);
+    /// Runs a member's audio frame through the pipeline of every session it is in.
+    pub fn route_audio(&self, peer_id: &str, frame: AudioFrame) -> Vec<Routed> {
+        run_each(self.targets(peer_id), Frame::Audio(frame), |id| {
+            self.is_member(id, peer_id)
+        })
+    }
+
+    /// Runs a member's decoded video frame (packed I420) through the pipeline of every session
+    /// it is in. The frame moves into the last pipeline; only the others get a copy.
+    pub fn route_video(&self, peer_id: &str, frame: VideoFrame) -> Vec<Routed> {
+        run_each(self.targets(peer_id), Frame::Video(frame), |id| {
+            self.is_member(id, peer_id)
+        })
+    }
+
+    /// A peer left the transport: it leaves every session, and each of their pipelines gets a
+    /// `peer-left` event for it; what that produces is returned (to be delivered).
+    pub fn forget_peer(&self, peer_id: &str) -> Vec<Routed> {
+        let mut left = Vec::new();
+        for (id, s) in self.lock().iter_mut() {
+            if s.peers.remove(peer_id) {
+                if let Some(p) = &s.pipeline {
+                    left.push((id.clone(), s.peers.iter().cloned().collect(), p.clone()));
+                }
+            }
         }
+        self.bump();
+        run_left(left, peer_id)
     }
 
     pub fn snapshot(&self, id: &str) -> Result<SessionSnapshot> {
@@ -413,8 +504,149 @@ mod tests {
         s.forget_peer("p1");
         assert_eq!(s.get("a").unwrap().peers, ["p2"]);
         assert!(s.get("b").unwrap().peers.is_empty());
-        assert!(s.remove_peer("a", "p2").unwrap());
-        assert!(!s.remove_peer("a", "p2").unwrap());
+        assert!(s.remove_peer("a", "p2").unwrap().0);
+        assert!(!s.remove_peer("a", "p2").unwrap().0);
+    }
+
+    const SCALE: &str = "nodes:\n  - { id: in, node_type: Input }\n  - { id: scale, node_type: VideoScale, params: { width: 320, height: 240 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: scale }\n  - { from: scale, to: out }\n";
+
+    fn with_pipeline(s: &Sessions, id: &str, manifest: &str) {
+        let opts = SessionOptions {
+            manifest: Some(manifest.into()),
+            ..Default::default()
+        };
+        s.create(id, opts).unwrap();
+    }
+
+    #[test]
+    fn video_runs_through_the_pipeline_of_each_session_the_member_is_in() {
+        let s = Sessions::default();
+        with_pipeline(&s, "scaled", SCALE);
+        with_pipeline(&s, "loop", MANIFEST);
+        s.create("plain", SessionOptions::default()).unwrap();
+        for id in ["scaled", "loop", "plain"] {
+            s.add_peer(id, "p1").unwrap();
+        }
+        s.add_peer("scaled", "p2").unwrap();
+        let frame = VideoFrame {
+            data: (0..640 * 480 * 3 / 2).map(|i| (i % 251) as u8).collect(),
+            width: 640,
+            height: 480,
+            peer_id: Some("p1".into()),
+            timestamp_us: 7,
+        };
+        let routed = s.route_video("p1", frame.clone());
+        let by_session: BTreeMap<_, _> =
+            routed.iter().map(|r| (r.session_id.as_str(), r)).collect();
+        assert_eq!(
+            by_session.keys().copied().collect::<Vec<_>>(),
+            ["loop", "scaled"]
+        );
+        let [PipelineOutput::Frame {
+            frame: Frame::Video(small),
+            ..
+        }] = by_session["scaled"].outputs.as_slice()
+        else {
+            panic!("{:?}", by_session["scaled"].outputs.len());
+        };
+        assert_eq!(
+            (small.width, small.height, small.data.len()),
+            (320, 240, 320 * 240 * 3 / 2)
+        );
+        assert_eq!(
+            (small.peer_id.as_deref(), small.timestamp_us),
+            (Some("p1"), 7)
+        );
+        assert_eq!(by_session["scaled"].members, ["p1", "p2"]);
+        assert!(matches!(
+            by_session["loop"].outputs.as_slice(),
+            [PipelineOutput::Frame { frame: Frame::Video(f), .. }] if *f == frame
+        ));
+        assert!(s.route_video("p3", frame).is_empty(), "not a member");
+    }
+
+    #[test]
+    fn a_removed_session_drops_its_pipeline_and_tells_its_watchers() {
+        let s = Sessions::default();
+        with_pipeline(&s, "a", MANIFEST);
+        s.add_peer("a", "p1").unwrap();
+        let mut changed = s.subscribe();
+        let weak = s.pipeline_handle("a").unwrap();
+        assert!(weak.upgrade().is_some());
+        s.attach_manifest("a", MANIFEST).unwrap();
+        assert!(weak.upgrade().is_none(), "a replaced pipeline is dropped");
+        assert!(changed.has_changed().unwrap());
+        changed.mark_unchanged();
+        let weak = s.pipeline_handle("a").unwrap();
+        s.remove("a").unwrap();
+        assert!(
+            weak.upgrade().is_none(),
+            "the session's pipeline outlived it"
+        );
+        assert!(changed.has_changed().unwrap());
+        assert!(!s.routes("p1"));
+        assert!(s
+            .route_audio(
+                "p1",
+                AudioFrame {
+                    samples: vec![0.0; 960],
+                    sample_rate: 48_000,
+                    channels: 1,
+                    peer_id: Some("p1".into()),
+                    timestamp_us: 0,
+                }
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn a_leaving_member_is_forgotten_by_the_pipeline() {
+        const VAD: &str = "nodes:\n  - { id: in, node_type: Input }\n  - { id: vad, node_type: VoiceActivityDetection, params: { threshold_db: -30, min_speech_ms: 0 } }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: vad }\n  - { from: vad, to: out }\n";
+        let tone: Vec<f32> = (0..960)
+            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 48_000.0).sin())
+            .collect();
+        let speak = |s: &Sessions, p: &str| {
+            (0..10)
+                .flat_map(|_| {
+                    s.route_audio(
+                        p,
+                        AudioFrame {
+                            samples: tone.clone(),
+                            sample_rate: 48_000,
+                            channels: 1,
+                            peer_id: Some(p.into()),
+                            timestamp_us: 0,
+                        },
+                    )
+                })
+                .flat_map(|r| r.outputs)
+                .filter_map(|o| match o {
+                    PipelineOutput::Event { event, .. } => Some(event.name),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let ended = |routed: Vec<Routed>| {
+            routed
+                .into_iter()
+                .flat_map(|r| r.outputs)
+                .any(|o| matches!(o, PipelineOutput::Event { event, .. } if event.name == crate::pipeline::SPEECH_END))
+        };
+        let s = Sessions::default();
+        with_pipeline(&s, "v", VAD);
+        s.add_peer("v", "p1").unwrap();
+        s.add_peer("v", "p2").unwrap();
+        assert_eq!(speak(&s, "p1"), [crate::pipeline::SPEECH_START]);
+        assert_eq!(speak(&s, "p2"), [crate::pipeline::SPEECH_START]);
+        // Removed from the session: the VAD ends its speech (its state for it is gone).
+        let (was_in, routed) = s.remove_peer("v", "p1").unwrap();
+        assert!(was_in && ended(routed));
+        // Disconnected: the same.
+        let changed = s.subscribe();
+        assert!(ended(s.forget_peer("p2")));
+        assert!(changed.has_changed().unwrap());
+        assert!(s.get("v").unwrap().peers.is_empty());
+        assert!(!ended(s.forget_peer("p2")), "only once");
     }
 
     #[test]
@@ -449,7 +681,7 @@ mod tests {
             s.route_audio(p, frame(p, v));
         }
         assert!((mix_for("a") - 0.7).abs() < 1e-6);
-        assert!(s.remove_peer("room", "b").unwrap());
+        assert!(s.remove_peer("room", "b").unwrap().0);
         s.forget_peer("c");
         assert!((mix_for("a") - 0.4).abs() < 1e-6, "b and c are gone");
         // A frame from a peer that is no longer a member goes nowhere (it would bring it back).

@@ -22,7 +22,7 @@ use crate::signaling::protocol::{
 };
 use bytes::Bytes;
 use serde_json::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -52,6 +52,9 @@ struct Inner {
     broadcast_video: Mutex<Option<(VideoCodec, VideoEncoderConfig, VideoSendState)>>,
     /// Named groups of this transport's peers.
     sessions: crate::session::Sessions,
+    /// The runtime `start` ran on: work started from a caller outside any runtime (a
+    /// synchronous binding call) is spawned there.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Drop for Inner {
@@ -107,6 +110,7 @@ impl WebRtcTransport {
                 broadcast_encoder: Mutex::new(None),
                 broadcast_video: Mutex::new(None),
                 sessions: crate::session::Sessions::default(),
+                runtime: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -160,6 +164,7 @@ impl WebRtcTransport {
                 _ => return Err(Error::AlreadyStarted),
             }
         }
+        let _ = self.inner.runtime.set(tokio::runtime::Handle::current());
         // Nobody took the events: drop the receiver so emitting never waits on it.
         drop(self.inner.events_rx.lock().unwrap().take());
         let cfg = &self.inner.config;
@@ -355,7 +360,7 @@ impl WebRtcTransport {
                 if let Some(peer) = self.inner.peers.remove(&p.from) {
                     peer.close(None).await;
                     self.bump();
-                    self.inner.sessions.forget_peer(&p.from);
+                    self.leave_sessions(&p.from);
                     self.inner
                         .events
                         .emit(TransportEvent::PeerDisconnected {
@@ -379,7 +384,10 @@ impl WebRtcTransport {
             signaling,
             events: self.inner.events.clone(),
             notices: self.inner.notices.clone(),
-            tap: Some(Arc::new(SessionRouter::new(Arc::downgrade(&self.inner)))),
+            tap: Some(Arc::new(SessionRouter::new(
+                Arc::downgrade(&self.inner),
+                remote.to_string(),
+            ))),
         }
     }
 
@@ -472,7 +480,7 @@ impl WebRtcTransport {
                 }
                 peer.close(None).await;
                 self.bump();
-                self.inner.sessions.forget_peer(&peer_id);
+                self.leave_sessions(&peer_id);
                 self.inner
                     .events
                     .emit(TransportEvent::PeerDisconnected {
@@ -574,7 +582,7 @@ impl WebRtcTransport {
             .ok_or_else(|| Error::PeerNotFound(peer_id.to_string()))?;
         peer.close(Some(DisconnectReason::UserRequested)).await;
         self.bump();
-        self.inner.sessions.forget_peer(peer_id);
+        self.leave_sessions(peer_id);
         self.inner
             .events
             .emit(TransportEvent::PeerDisconnected {
@@ -583,6 +591,35 @@ impl WebRtcTransport {
             })
             .await;
         Ok(())
+    }
+
+    /// A peer is gone: it leaves every session (their pipelines forget it; what they say about
+    /// it is delivered) and its routing tasks end.
+    fn leave_sessions(&self, peer_id: &str) {
+        let routed = self.inner.sessions.forget_peer(peer_id);
+        self.deliver_later(routed);
+    }
+
+    /// Delivers routed outputs on a task of their own (callable outside a runtime).
+    fn deliver_later(&self, routed: Vec<crate::session::Routed>) {
+        if routed.iter().all(|r| r.outputs.is_empty()) {
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.inner.runtime.get().cloned());
+        match runtime {
+            Some(rt) => drop(rt.spawn(deliver_routed(self.clone(), routed))),
+            None => tracing::trace!("session outputs dropped: transport never started"),
+        }
+    }
+
+    /// Removes a peer from a session (it stays connected); whether it was in it. The session's
+    /// pipeline forgets it (a `peer-left` event); what that produces is delivered.
+    pub fn remove_peer_from_session(&self, session_id: &str, peer_id: &str) -> Result<bool> {
+        let (was_in, routed) = self.inner.sessions.remove_peer(session_id, peer_id)?;
+        self.deliver_later(routed);
+        Ok(was_in)
     }
 
     /// Creates a session (`SessionExists` if the id is taken).
@@ -855,36 +892,166 @@ pub struct BroadcastResult {
     pub failed: Vec<(String, Error)>,
 }
 
-/// Feeds the audio of session members through their sessions' pipelines: node events become
-/// `SessionOutput` events, audio frames out of the pipeline go to the member they are tagged with
-/// (a loopback returns each member's own audio, a mixer each member's mix) when this transport
-/// sends that member audio.
+static LIVE_SESSION_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Session routing tasks still running in this process (a leak check): one per member and kind
+/// (audio, video) while the member is in a session with a pipeline.
+pub fn live_session_tasks() -> usize {
+    LIVE_SESSION_TASKS.load(Ordering::SeqCst)
+}
+
+struct SessionTaskCount;
+impl SessionTaskCount {
+    fn new() -> Self {
+        LIVE_SESSION_TASKS.fetch_add(1, Ordering::SeqCst);
+        SessionTaskCount
+    }
+}
+impl Drop for SessionTaskCount {
+    fn drop(&mut self) {
+        LIVE_SESSION_TASKS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Decoded video frames a member's video task may hold while it is busy; newer ones are dropped
+/// (video catches up on the next frame; a growing queue would only add delay).
+const VIDEO_QUEUE: usize = 2;
+
+/// What a member's routing task is handed.
+enum RouteJob {
+    /// Audio already run through the pipelines (in the playout task: cheap).
+    Routed(Vec<crate::session::Routed>),
+    /// A video frame still to run (on a blocking thread: scaling takes milliseconds).
+    Video(crate::pipeline::VideoFrame),
+}
+
+/// Feeds one remote peer's media, while it is a member of a session with a pipeline, through the
+/// pipelines of its sessions: node events become `SessionOutput` events; audio and video frames
+/// out of a pipeline go to the member they are tagged with (a loopback returns each member's own
+/// media, a mixer each member's mix) when this transport sends that member audio / video.
+///
+/// Audio and video each have one task per member that delivers in order; it starts with the
+/// member's first routed frame and ends as soon as the member routes nowhere (session removed,
+/// member removed or disconnected), when the transport shuts down, or when the peer is dropped.
 struct SessionRouter {
     inner: std::sync::Weak<Inner>,
-    /// One member's routed frames, handled by one task in order (so its audio goes out in order).
-    queue: std::sync::OnceLock<mpsc::UnboundedSender<Vec<crate::session::Routed>>>,
+    peer_id: String,
+    audio: Mutex<Option<mpsc::UnboundedSender<RouteJob>>>,
+    video: Mutex<Option<mpsc::Sender<RouteJob>>>,
 }
 
 impl SessionRouter {
-    fn new(inner: std::sync::Weak<Inner>) -> Self {
+    fn new(inner: std::sync::Weak<Inner>, peer_id: String) -> Self {
         Self {
             inner,
-            queue: std::sync::OnceLock::new(),
+            peer_id,
+            audio: Mutex::new(None),
+            video: Mutex::new(None),
         }
     }
 
-    fn queue(&self) -> &mpsc::UnboundedSender<Vec<crate::session::Routed>> {
-        self.queue.get_or_init(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<crate::session::Routed>>();
-            let weak = self.inner.clone();
-            tokio::spawn(async move {
-                while let Some(routed) = rx.recv().await {
-                    let Some(inner) = weak.upgrade() else { return };
-                    deliver_routed(WebRtcTransport { inner }, routed).await;
+    /// One routing task; `rx` yields its jobs.
+    fn spawn(&self, inner: &Inner, mut rx: impl JobSource) {
+        let weak = self.inner.clone();
+        let peer_id = self.peer_id.clone();
+        let stop = inner.stop.clone();
+        let mut changed = inner.sessions.subscribe();
+        tokio::spawn(async move {
+            let _count = SessionTaskCount::new();
+            // Subscribed first: a change after this check wakes the loop below.
+            if !weak.upgrade().is_some_and(|i| i.sessions.routes(&peer_id)) {
+                return;
+            }
+            loop {
+                let job = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = changed.changed() => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        if r.is_err() || !inner.sessions.routes(&peer_id) {
+                            return;
+                        }
+                        continue;
+                    }
+                    job = rx.next() => match job {
+                        Some(job) => job,
+                        None => return,
+                    },
+                };
+                let Some(inner) = weak.upgrade() else { return };
+                let t = WebRtcTransport { inner };
+                let routed = match job {
+                    RouteJob::Routed(r) => r,
+                    RouteJob::Video(frame) => {
+                        let t = t.clone();
+                        let from = peer_id.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            t.inner.sessions.route_video(&from, frame)
+                        })
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::debug!(peer = peer_id, "session video route failed: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                deliver_routed(t, routed).await;
+            }
+        });
+    }
+
+    fn send_audio(&self, inner: &Inner, routed: Vec<crate::session::Routed>) {
+        let mut q = self.audio.lock().unwrap_or_else(|e| e.into_inner());
+        let mut job = RouteJob::Routed(routed);
+        if let Some(tx) = q.as_ref() {
+            match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(j)) => job = j,
+            }
+        }
+        // No task, or it ended (the member stopped routing for a while): a new one.
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.spawn(inner, rx);
+        let _ = tx.send(job);
+        *q = Some(tx);
+    }
+
+    fn send_video(&self, inner: &Inner, frame: crate::pipeline::VideoFrame) {
+        let mut q = self.video.lock().unwrap_or_else(|e| e.into_inner());
+        let mut job = RouteJob::Video(frame);
+        if let Some(tx) = q.as_ref() {
+            match tx.try_send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::trace!(peer = self.peer_id, "session video busy: frame dropped");
+                    return;
                 }
-            });
-            tx
-        })
+                Err(mpsc::error::TrySendError::Closed(j)) => job = j,
+            }
+        }
+        let (tx, rx) = mpsc::channel(VIDEO_QUEUE);
+        self.spawn(inner, rx);
+        let _ = tx.try_send(job);
+        *q = Some(tx);
+    }
+}
+
+/// The receiving end of a routing task's queue (unbounded for audio, bounded for video).
+trait JobSource: Send + 'static {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<RouteJob>> + Send;
+}
+
+impl JobSource for mpsc::UnboundedReceiver<RouteJob> {
+    async fn next(&mut self) -> Option<RouteJob> {
+        self.recv().await
+    }
+}
+
+impl JobSource for mpsc::Receiver<RouteJob> {
+    async fn next(&mut self) -> Option<RouteJob> {
+        self.recv().await
     }
 }
 
@@ -906,13 +1073,35 @@ impl crate::media::playout::FrameTap for SessionRouter {
                 timestamp_us: frame.wall_clock_us as i64,
             },
         );
-        drop(inner);
-        let _ = self.queue().send(routed);
+        self.send_audio(&inner, routed);
+    }
+
+    /// The application's `VideoFrame` event keeps the decoder's buffer; the pipelines get one
+    /// copy (and only while the member is in a session with a pipeline).
+    fn video(&self, peer_id: &str, frame: &crate::media::track::VideoFrame) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        if !inner.sessions.routes(peer_id) {
+            return;
+        }
+        self.send_video(
+            &inner,
+            crate::pipeline::VideoFrame {
+                data: frame.data.clone(),
+                width: frame.width,
+                height: frame.height,
+                peer_id: Some(peer_id.to_string()),
+                timestamp_us: frame.wall_clock_us as i64,
+            },
+        );
     }
 }
 
-/// Sends a member's routed outputs: audio to the member it is tagged with, events as
-/// `SessionOutput`.
+/// Sends a member's routed outputs: audio and video to the member they are tagged with, events
+/// as `SessionOutput`. Video goes out only to a member this transport has a video track to, and
+/// only at that track's size (e.g. a `VideoScale` to 320x240 needs a 320x240 track); otherwise
+/// the frame is dropped with a trace log.
 async fn deliver_routed(t: WebRtcTransport, routed: Vec<crate::session::Routed>) {
     for r in routed {
         for o in r.outputs {
@@ -927,7 +1116,30 @@ async fn deliver_routed(t: WebRtcTransport, routed: Vec<crate::session::Routed>)
                         }
                         continue;
                     }
-                    crate::pipeline::Frame::Video(_) => continue,
+                    crate::pipeline::Frame::Video(v) => {
+                        let to = v.peer_id.clone().filter(|p| r.members.contains(p));
+                        let Some(to) = to else { continue };
+                        let has_track = t
+                            .inner
+                            .peers
+                            .get(&to)
+                            .is_some_and(|p| p.video_track().is_some());
+                        if !has_track {
+                            tracing::trace!(to, "session video dropped: no video track to it");
+                            continue;
+                        }
+                        let input = VideoInput {
+                            data: v.data,
+                            width: v.width,
+                            height: v.height,
+                            timestamp_us: v.timestamp_us,
+                            keyframe: false,
+                        };
+                        if let Err(e) = t.send_video(&to, input).await {
+                            tracing::trace!(to, "session video not sent: {e}");
+                        }
+                        continue;
+                    }
                     crate::pipeline::Frame::Event(e) => TransportEvent::SessionOutput {
                         session_id: r.session_id.clone(),
                         node_id,

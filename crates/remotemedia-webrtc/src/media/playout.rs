@@ -35,10 +35,12 @@ pub const MAX_CONCEALED_PACKETS: u64 = 5;
 const VIDEO_RECHECK: Duration = Duration::from_millis(5);
 const VIDEO_RECHECK_US: u64 = 5_000;
 
-/// Sees every audio frame a playout releases, before the application does (sessions route
-/// them into pipelines).
+/// Sees every frame a playout releases, before the application does (sessions route them into
+/// pipelines). Called on the playout task: it must not block (take what it needs and queue it).
 pub trait FrameTap: Send + Sync {
     fn audio(&self, peer_id: &str, frame: &AudioFrame);
+    /// A decoded video frame (packed I420) as it leaves the buffer.
+    fn video(&self, _peer_id: &str, _frame: &VideoFrame) {}
 }
 
 /// A decoded video frame waiting in the buffer.
@@ -311,9 +313,14 @@ impl Playout {
                 if self.closed.load(Ordering::SeqCst) {
                     return;
                 }
-                if let (Some(tap), TransportEvent::AudioFrame { peer_id, frame }) = (&self.tap, &ev)
-                {
-                    tap.audio(peer_id, frame);
+                match (&self.tap, &ev) {
+                    (Some(tap), TransportEvent::AudioFrame { peer_id, frame }) => {
+                        tap.audio(peer_id, frame)
+                    }
+                    (Some(tap), TransportEvent::VideoFrame { peer_id, frame }) => {
+                        tap.video(peer_id, frame)
+                    }
+                    _ => {}
                 }
                 self.events.emit(ev).await;
             }
