@@ -533,7 +533,8 @@ export class Pipeline {
   /** Ids of the nodes run by JS functions. */
   readonly jsNodeIds: string[]
   /** Runs one frame through the pipeline (unary mode). Calls on one pipeline run one after
-   *  another. ERR_INVALID_DATA for a bad frame. */
+   *  another. ERR_INVALID_DATA for a bad frame; ERR_INVALID_CONFIG when called from one of this
+   *  pipeline's own JS nodes (it would wait for itself). */
   execute(input: PipelineAudioInput | PipelineVideoInput): Promise<PipelineOutput[]>
   /** Streaming mode, with its own instance of the manifest (node state carries over between
    *  the stream's frames). */

@@ -174,6 +174,13 @@ describe('JS nodes (Pipeline.registerNode)', () => {
     Pipeline.registerNode('TestRejects', async () => { throw new Error('later') })
     const r = await Pipeline.fromManifest(GAIN_JS('TestRejects'))
     expect((await r.execute({ samples: new Float32Array(1) }))[0].error.message).toMatch(/later/)
+    // A node that runs its own pipeline would wait for itself: refused, as an error output.
+    let self = null
+    Pipeline.registerNode('TestSelf', async (frame) => { await self.execute(frame); return frame })
+    self = await Pipeline.fromManifest(GAIN_JS('TestSelf'))
+    const [o] = await self.execute({ samples: new Float32Array(1) })
+    expect(o).toMatchObject({ nodeId: 'js', error: { code: 'ERR_INVALID_CONFIG' } })
+    expect(o.error.message).toMatch(/own pipeline/)
   })
 
   it('registerNode refuses built-in and invalid names and non-functions with ERR_INVALID_CONFIG; unknown types stay refused', async () => {

@@ -1,10 +1,14 @@
 'use strict'
 const fs = require('node:fs')
+const { AsyncLocalStorage } = require('node:async_hooks')
 const native = require('./native')
 const { callSync, invalid, toWebRtcError } = require('./errors')
 
 // Node types written in JS: name → function (Pipeline.registerNode).
 const jsNodeTypes = new Map()
+// The Pipeline whose JS node is running (also across the node's awaits): a node that ran its
+// own pipeline would wait for itself forever, so execute() refuses that.
+const insideNode = new AsyncLocalStorage()
 
 // A processing pipeline from a manifest (YAML or JSON): { nodes: [{ id, node_type, params }],
 // connections: [{ from, to }] }. Validated before use: ERR_INVALID_MANIFEST names the node or
@@ -85,6 +89,7 @@ class Pipeline {
   // sampleRate?, channels?, peerId?, timestampUs? } or video { data: Buffer (I420), width,
   // height, peerId?, timestampUs? }; ERR_INVALID_DATA otherwise.
   async execute(input) {
+    if (insideNode.getStore() === this) throw invalid('ERR_INVALID_CONFIG', "a JS node cannot execute its own pipeline (it would wait for itself)")
     const frame = checkInput(input)
     const outs = []
     await this._enqueue(() => this._run(frame, (o) => outs.push(o)))
@@ -127,7 +132,7 @@ class Pipeline {
         let outs = []
         try {
           if (!node) throw invalid('ERR_INTERNAL', `no JS function for node '${call.nodeId}'`)
-          let result = node.fn(input, node.ctx)
+          let result = insideNode.run(this, () => node.fn(input, node.ctx))
           if (result !== null && typeof result === 'object' && typeof result.then === 'function') result = await result
           outs = nodeOutputs(result, input, call.nodeId)
           step = callSync(() => n.resume(outs))
