@@ -412,7 +412,8 @@ export const presets: {
 /** One node of a pipeline manifest. */
 export interface PipelineNodeSpec {
   id: string
-  /** Input, Output, Passthrough, Gain, Resample, VoiceActivityDetection, AudioMixer, VideoScale. */
+  /** Input, Output, Passthrough, Gain, Resample, VoiceActivityDetection, AudioMixer, VideoScale,
+   *  or a type registered with Pipeline.registerNode. */
   node_type: string
   params?: Record<string, unknown>
 }
@@ -445,18 +446,103 @@ export type PipelineOutput =
   | { nodeId: string; event: { name: string; data: unknown; peerId?: string } }
   | { nodeId: string; error: { code: string; message: string } }
 
+/** A frame as a JS node gets it (and may return it, changed or not). */
+export interface PipelineAudioFrame {
+  samples: Float32Array
+  sampleRate: number
+  channels: number
+  peerId: string | null
+  timestampUs: number
+}
+export interface PipelineVideoFrame {
+  /** Packed I420. */
+  data: Buffer
+  width: number
+  height: number
+  format: 'i420'
+  peerId: string | null
+  timestampUs: number
+}
+/** What a JS node gets besides the frame: its id, type and manifest params. */
+export interface PipelineNodeContext {
+  nodeId: string
+  nodeType: string
+  params: Record<string, unknown>
+}
+/** An event a JS node reports: comes out as `{ nodeId, event: { name, data } }`. */
+export interface PipelineNodeEvent {
+  event: string
+  /** JSON-serializable. */
+  data?: unknown
+}
+/** What a JS node returns: a frame (fields it leaves out are taken from the input frame), an
+ *  event, several of them, or null/undefined to drop the frame. */
+export type PipelineNodeResult =
+  | Partial<PipelineAudioFrame> & { samples: Float32Array }
+  | Partial<PipelineVideoFrame> & { data: Buffer | Uint8Array }
+  | PipelineNodeEvent
+  | Array<(Partial<PipelineAudioFrame> & { samples: Float32Array }) | (Partial<PipelineVideoFrame> & { data: Buffer | Uint8Array }) | PipelineNodeEvent>
+  | null
+  | undefined
+/** A node written in JS/TS. A throw, a rejection or a bad return value gives an error output
+ *  `{ nodeId, error: { code, message } }` for that frame (code: the thrown error's `ERR_*` code,
+ *  ERR_INVALID_DATA for a bad return value, else ERR_INTERNAL); later frames still go through. */
+export type PipelineNodeFunction = (
+  frame: PipelineAudioFrame | PipelineVideoFrame,
+  ctx: PipelineNodeContext,
+) => PipelineNodeResult | Promise<PipelineNodeResult>
+
+export interface PipelineStreamOptions {
+  /** Frames waiting to be processed, and outputs waiting to be read, before write() waits
+   *  (default 16). */
+  highWaterMark?: number
+}
+
+/** A pipeline in streaming mode: write frames, read outputs with `for await`. */
+export interface PipelineStream extends AsyncIterableIterator<PipelineOutput> {
+  readonly highWaterMark: number
+  /** True after end() or close(). */
+  readonly ended: boolean
+  /** Resolves once the frame has a place in the input queue (backpressure). Rejects with
+   *  ERR_INVALID_DATA for a bad frame (the stream carries on), ERR_SHUT_DOWN after end()/close()
+   *  or when close() drops a waiting write. */
+  write(input: PipelineAudioInput | PipelineVideoInput): Promise<void>
+  /** No more input: the iterator finishes once everything written has come out. Idempotent. */
+  end(): void
+  /** Stop now: queued frames and outputs are dropped, the iterator finishes. Idempotent. */
+  close(): void
+}
+
 /** A processing pipeline from a manifest, validated before use (ERR_INVALID_MANIFEST names the
  *  node or connection at fault). */
 export class Pipeline {
-  /** A path to a .yaml/.yml/.json file, manifest text, or a manifest object. */
+  /** A path to a .yaml/.yml/.json file, manifest text, or a manifest object. Uses the JS node
+   *  types registered at this moment. */
   static fromManifest(source: string | PipelineManifest): Promise<Pipeline>
   static fromText(text: string): Pipeline
+  /** Registers a node type written in JS/TS; manifests built afterwards can use it as
+   *  `node_type`. Registering a name again replaces it for pipelines built later. Throws
+   *  WebRtcError ERR_INVALID_CONFIG for a built-in type name, a name that is not
+   *  `[A-Za-z_][A-Za-z0-9_.-]*` (at most 64), or a non-function. JS nodes run in
+   *  `execute()` / `stream()` only: sessions refuse manifests with JS nodes
+   *  (ERR_INVALID_MANIFEST). */
+  static registerNode(name: string, fn: PipelineNodeFunction): void
+  /** Whether the type was registered. Pipelines already built keep it. */
+  static unregisterNode(name: string): boolean
+  static registeredNodes(): string[]
   /** Node ids in the order they run. */
   readonly executionOrder: string[]
   /** The manifest as JSON text. */
   readonly manifestText: string
-  /** Runs one frame through the pipeline (unary mode). */
+  /** Ids of the nodes run by JS functions. */
+  readonly jsNodeIds: string[]
+  /** Runs one frame through the pipeline (unary mode). Calls on one pipeline run one after
+   *  another. ERR_INVALID_DATA for a bad frame; ERR_INVALID_CONFIG when called from one of this
+   *  pipeline's own JS nodes (it would wait for itself). */
   execute(input: PipelineAudioInput | PipelineVideoInput): Promise<PipelineOutput[]>
+  /** Streaming mode, with its own instance of the manifest (node state carries over between
+   *  the stream's frames). */
+  stream(options?: PipelineStreamOptions): PipelineStream
 }
 
 export interface SessionSnapshot {

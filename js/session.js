@@ -1,6 +1,7 @@
 'use strict'
 const { EventEmitter } = require('node:events')
 const { callSync, callAsync, invalid } = require('./errors')
+const { refuseJsNodes } = require('./pipeline')
 
 // A named group of a transport's peers, with an optional pipeline manifest. Its state lives in
 // the native transport: `peers` and `snapshot()` always read it afresh.
@@ -24,6 +25,7 @@ class Session extends EventEmitter {
   async attachPipeline(pipeline) {
     const text = typeof pipeline === 'string' ? pipeline : pipeline?.manifestText
     if (typeof text !== 'string') throw invalid('ERR_INVALID_MANIFEST', 'attachPipeline takes a Pipeline or manifest text')
+    refuseJsNodes(typeof pipeline === 'string' ? text : pipeline) // JS nodes cannot run on the transport's threads
     const info = JSON.parse(callSync(() => this._transport._native.sessionAttach(this.id, text)))
     this.manifest = info.manifest
     return this
@@ -45,6 +47,7 @@ const sessionMethods = {
   async createSession(id, options = {}) {
     this._checkOpen()
     if (options === null || typeof options !== 'object') throw invalid('ERR_INVALID_CONFIG', 'session options must be an object')
+    refuseJsNodes(options.manifest) // JS nodes cannot run on the transport's threads
     const info = JSON.parse(callSync(() => this._native.sessionCreate(String(id), JSON.stringify(options))))
     return this._sessionObject(info)
   },

@@ -2,15 +2,18 @@ use crate::error::js;
 use napi::bindgen_prelude::{Buffer, Float32Array};
 use napi_derive::napi;
 use remotemedia_webrtc::pipeline::{
-    AudioFrame, Frame, Manifest, Pipeline, PipelineOutput, Registry, VideoFrame,
+    check_type_name, AudioFrame, Frame, Manifest, NodeEvent, NodeOutput, Pipeline, PipelineOutput,
+    Registry, Run, Step, VideoFrame,
 };
 use remotemedia_webrtc::Error;
 use std::sync::Mutex;
 
-/// A validated manifest with its nodes built (built-in node types).
+/// A validated manifest with its nodes built. Node types named in `jsTypes` are JS nodes: a
+/// frame that reaches one stops the run and goes back to JS (`call`), which answers with
+/// `resume`; the JS driver runs one frame at a time per instance.
 #[napi]
 pub struct NativePipeline {
-    p: Mutex<Pipeline>,
+    st: Mutex<State>,
 }
 
 /// One pipeline output: a frame out of an Output node, an event a node reported, or a node's
@@ -95,92 +98,302 @@ fn output(o: PipelineOutput) -> NativePipelineOutput {
     n
 }
 
+/// Where a run stopped: the outputs since the last step, and the frame a JS node must process
+/// next (`call`: node id plus the frame fields, `kind` "audio" or "video"), if any.
+#[napi(object)]
+pub struct NativeStep {
+    pub outputs: Vec<NativePipelineOutput>,
+    pub call: Option<NativePipelineOutput>,
+}
+
+/// One thing a JS node produced (`kind`: "audio", "video" or "event"; an event has `name` and
+/// its data as JSON in `json`).
+#[napi(object)]
+pub struct NativeNodeOutput {
+    pub kind: String,
+    pub samples: Option<Float32Array>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u32>,
+    pub data: Option<Buffer>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub peer_id: Option<String>,
+    pub timestamp_us: Option<f64>,
+    pub name: Option<String>,
+    pub json: Option<String>,
+}
+
+/// A node of a manifest (parsed, not validated).
+#[napi(object)]
+pub struct NativeManifestNode {
+    pub id: String,
+    pub node_type: String,
+}
+
+struct State {
+    p: Pipeline,
+    /// The frame under way while a JS node processes it.
+    run: Option<Run>,
+}
+
+fn audio_frame(
+    samples: &[f32],
+    sample_rate: u32,
+    channels: u32,
+    peer_id: Option<String>,
+    timestamp_us: Option<f64>,
+) -> Result<Frame, Error> {
+    if channels == 0 || channels > 8 || !samples.len().is_multiple_of(channels as usize) {
+        return Err(Error::InvalidData(format!(
+            "audio frame: {} samples do not make whole frames of {channels} channels",
+            samples.len()
+        )));
+    }
+    if sample_rate == 0 {
+        return Err(Error::InvalidData("audio frame: sample rate is 0".into()));
+    }
+    Ok(Frame::Audio(AudioFrame {
+        samples: samples.to_vec(),
+        sample_rate,
+        channels: channels as u16,
+        peer_id,
+        timestamp_us: timestamp_us.unwrap_or(0.0) as i64,
+    }))
+}
+
+fn video_frame(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    peer_id: Option<String>,
+    timestamp_us: Option<f64>,
+) -> Result<Frame, Error> {
+    let need = remotemedia_webrtc::media::i420_len(width, height)?;
+    if data.len() != need {
+        return Err(Error::InvalidData(format!(
+            "video frame: {width}x{height} I420 is {need} bytes, got {}",
+            data.len()
+        )));
+    }
+    Ok(Frame::Video(VideoFrame {
+        data: data.to_vec(),
+        width,
+        height,
+        peer_id,
+        timestamp_us: timestamp_us.unwrap_or(0.0) as i64,
+    }))
+}
+
+fn node_output(o: NativeNodeOutput) -> Result<NodeOutput, Error> {
+    match o.kind.as_str() {
+        "audio" => {
+            let samples = o
+                .samples
+                .ok_or_else(|| Error::InvalidData("audio frame without samples".into()))?;
+            audio_frame(
+                &samples,
+                o.sample_rate.unwrap_or(48_000),
+                o.channels.unwrap_or(1),
+                o.peer_id,
+                o.timestamp_us,
+            )
+            .map(NodeOutput::Frame)
+        }
+        "video" => {
+            let data = o
+                .data
+                .ok_or_else(|| Error::InvalidData("video frame without data".into()))?;
+            let (Some(w), Some(h)) = (o.width, o.height) else {
+                return Err(Error::InvalidData(
+                    "video frame without width/height".into(),
+                ));
+            };
+            video_frame(&data, w, h, o.peer_id, o.timestamp_us).map(NodeOutput::Frame)
+        }
+        "event" => {
+            let name = o
+                .name
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| Error::InvalidData("event without a name".into()))?;
+            let data = match o.json {
+                Some(j) => serde_json::from_str(&j)
+                    .map_err(|e| Error::InvalidData(format!("event data: {e}")))?,
+                None => serde_json::Value::Null,
+            };
+            Ok(NodeOutput::Event(NodeEvent { name, data }))
+        }
+        other => Err(Error::InvalidData(format!("unknown output kind '{other}'"))),
+    }
+}
+
+fn registry(js_types: Option<Vec<String>>) -> Result<Registry, Error> {
+    let mut reg = Registry::new();
+    for t in js_types.unwrap_or_default() {
+        reg.register_external(t)?;
+    }
+    Ok(reg)
+}
+
 impl NativePipeline {
-    fn run(&self, frame: Frame) -> Vec<NativePipelineOutput> {
-        let mut p = self.p.lock().unwrap_or_else(|e| e.into_inner());
-        p.execute(frame).into_iter().map(output).collect()
+    fn new(p: Pipeline) -> Self {
+        Self {
+            st: Mutex::new(State { p, run: None }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(&self, frame: Frame) -> napi::Result<NativeStep> {
+        let mut st = self.state();
+        if st.run.is_some() {
+            return Err(js(Error::Internal(
+                "a frame is already under way in this pipeline".into(),
+            )));
+        }
+        let run = st.p.begin(frame);
+        st.run = Some(run);
+        Self::advance(&mut st)
+    }
+
+    /// Steps the run until a JS node has a frame or it is done.
+    fn advance(st: &mut State) -> napi::Result<NativeStep> {
+        let State { p, run } = st;
+        let Some(r) = run.as_mut() else {
+            return Err(js(Error::Internal("no frame is under way".into())));
+        };
+        let step = p.step(r).map_err(js)?;
+        let outputs = r.take_outputs().into_iter().map(output).collect();
+        let call = match step {
+            Step::Call(c) => Some(output(PipelineOutput::Frame {
+                node_id: c.node_id,
+                frame: c.frame,
+            })),
+            Step::Done => {
+                *run = None;
+                None
+            }
+        };
+        Ok(NativeStep { outputs, call })
     }
 }
 
 #[napi]
 impl NativePipeline {
     /// From manifest text (YAML or JSON); `ERR_INVALID_MANIFEST` names the node or connection.
+    /// `jsTypes`: node types the caller runs itself (JS nodes); `ERR_INVALID_CONFIG` for a bad
+    /// name.
     #[napi(factory, catch_unwind)]
-    pub fn from_text(text: String) -> napi::Result<Self> {
-        let p = Pipeline::from_text(&text, &Registry::new()).map_err(js)?;
-        Ok(Self { p: Mutex::new(p) })
+    pub fn from_text(text: String, js_types: Option<Vec<String>>) -> napi::Result<Self> {
+        let reg = registry(js_types).map_err(js)?;
+        let p = Pipeline::from_text(&text, &reg).map_err(js)?;
+        Ok(Self::new(p))
     }
 
     /// From a manifest file (`.yaml`, `.yml` or `.json`).
     #[napi(factory, catch_unwind)]
-    pub fn from_file(path: String) -> napi::Result<Self> {
+    pub fn from_file(path: String, js_types: Option<Vec<String>>) -> napi::Result<Self> {
+        let reg = registry(js_types).map_err(js)?;
         let m = Manifest::from_file(&path).map_err(js)?;
-        let p = Pipeline::new(m, &Registry::new()).map_err(js)?;
-        Ok(Self { p: Mutex::new(p) })
+        let p = Pipeline::new(m, &reg).map_err(js)?;
+        Ok(Self::new(p))
+    }
+
+    /// `ERR_INVALID_CONFIG` unless `name` can be registered as a custom node type.
+    #[napi(catch_unwind)]
+    pub fn check_node_type_name(name: String) -> napi::Result<()> {
+        check_type_name(&name).map_err(js)
+    }
+
+    /// The nodes of manifest text, parsed only (`ERR_INVALID_MANIFEST` if it does not parse).
+    #[napi(catch_unwind)]
+    pub fn manifest_nodes(text: String) -> napi::Result<Vec<NativeManifestNode>> {
+        let m = Manifest::parse(&text).map_err(js)?;
+        Ok(m.nodes
+            .into_iter()
+            .map(|n| NativeManifestNode {
+                id: n.id,
+                node_type: n.node_type,
+            })
+            .collect())
     }
 
     /// The manifest as JSON (what a session builds its own instance from).
     #[napi(getter)]
     pub fn manifest_json(&self) -> napi::Result<String> {
-        let p = self.p.lock().unwrap_or_else(|e| e.into_inner());
-        serde_json::to_string(p.manifest()).map_err(|e| js(Error::Internal(e.to_string())))
+        serde_json::to_string(self.state().p.manifest())
+            .map_err(|e| js(Error::Internal(e.to_string())))
     }
 
     /// Node ids in the order they run.
     #[napi(getter)]
     pub fn execution_order(&self) -> Vec<String> {
-        let p = self.p.lock().unwrap_or_else(|e| e.into_inner());
-        p.execution_order().into_iter().map(String::from).collect()
+        let st = self.state();
+        st.p.execution_order()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
-    /// Runs one audio frame (interleaved samples) through every Input node.
+    /// Starts one audio frame (interleaved samples) through every Input node. Runs until a JS
+    /// node has a frame to process (`call`; answer with `resume`) or the frame is through.
     #[napi(catch_unwind)]
-    pub fn execute_audio(
+    pub fn begin_audio(
         &self,
         samples: Float32Array,
         sample_rate: u32,
         channels: u32,
         peer_id: Option<String>,
         timestamp_us: Option<f64>,
-    ) -> napi::Result<Vec<NativePipelineOutput>> {
-        if channels == 0 || channels > 8 || !samples.len().is_multiple_of(channels as usize) {
-            return Err(js(Error::InvalidData(format!(
-                "audio frame: {} samples do not make whole frames of {channels} channels",
-                samples.len()
-            ))));
-        }
-        Ok(self.run(Frame::Audio(AudioFrame {
-            samples: samples.to_vec(),
-            sample_rate,
-            channels: channels as u16,
-            peer_id,
-            timestamp_us: timestamp_us.unwrap_or(0.0) as i64,
-        })))
+    ) -> napi::Result<NativeStep> {
+        let frame =
+            audio_frame(&samples, sample_rate, channels, peer_id, timestamp_us).map_err(js)?;
+        self.begin(frame)
     }
 
-    /// Runs one packed I420 frame through every Input node.
+    /// Starts one packed I420 frame through every Input node (as `beginAudio`).
     #[napi(catch_unwind)]
-    pub fn execute_video(
+    pub fn begin_video(
         &self,
         data: Buffer,
         width: u32,
         height: u32,
         peer_id: Option<String>,
         timestamp_us: Option<f64>,
-    ) -> napi::Result<Vec<NativePipelineOutput>> {
-        let need = remotemedia_webrtc::media::i420_len(width, height).map_err(js)?;
-        if data.len() != need {
-            return Err(js(Error::InvalidData(format!(
-                "video frame: {width}x{height} I420 is {need} bytes, got {}",
-                data.len()
-            ))));
-        }
-        Ok(self.run(Frame::Video(VideoFrame {
-            data: data.to_vec(),
-            width,
-            height,
-            peer_id,
-            timestamp_us: timestamp_us.unwrap_or(0.0) as i64,
-        })))
+    ) -> napi::Result<NativeStep> {
+        let frame = video_frame(&data, width, height, peer_id, timestamp_us).map_err(js)?;
+        self.begin(frame)
+    }
+
+    /// What the JS node of the last `call` produced (empty: it dropped the frame); carries on
+    /// to the next call or the end. `ERR_INVALID_DATA` for a bad output: nothing is taken and
+    /// the node still waits (answer again, e.g. with `[]`).
+    #[napi(catch_unwind)]
+    pub fn resume(&self, outputs: Vec<NativeNodeOutput>) -> napi::Result<NativeStep> {
+        let outs = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(k, o)| {
+                node_output(o).map_err(|e| match e {
+                    Error::InvalidData(m) => Error::InvalidData(format!("output #{}: {m}", k + 1)),
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .map_err(js)?;
+        let mut st = self.state();
+        let State { p, run } = &mut *st;
+        let Some(r) = run.as_mut() else {
+            return Err(js(Error::Internal("no JS node is waiting".into())));
+        };
+        p.resume(r, Ok(outs)).map_err(js)?;
+        Self::advance(&mut st)
+    }
+
+    /// Drops the frame under way, if any (after a failure in the JS driver).
+    #[napi]
+    pub fn abort(&self) {
+        self.state().run = None;
     }
 }

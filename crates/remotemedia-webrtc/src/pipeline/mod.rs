@@ -25,7 +25,10 @@ pub use nodes::{
     ParamCheck, ParamKind, ParamSpec, Passthrough, VideoFrame, BUILTIN_TYPES,
 };
 pub use resample::{Resample, Resampler};
-pub use runner::{build_builtin, NodeFactory, Pipeline, PipelineOutput, Registry};
+pub use runner::{
+    build_builtin, check_type_name, ExternalCall, NodeFactory, Pipeline, PipelineOutput, Registry,
+    Run, Step,
+};
 pub use vad::{VadConfig, VoiceActivityDetection, SPEECH_END, SPEECH_START};
 pub use video_scale::{scale_i420, VideoScale};
 

@@ -7,7 +7,7 @@
 //! out of the pipeline, as do every node's events, tagged with the node id. A node that fails
 //! yields an error output with its id; the other frames and later calls carry on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,10 +39,18 @@ pub fn build_builtin(spec: &NodeSpec) -> Option<Result<Box<dyn Node>>> {
     Some(node)
 }
 
+/// A custom node type: Rust nodes built by a factory, or nodes the caller of the pipeline runs
+/// itself (see [`Registry::register_external`]).
+#[derive(Clone)]
+enum Custom {
+    Factory(NodeFactory),
+    External,
+}
+
 /// Node types beyond the built-ins, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    custom: BTreeMap<String, NodeFactory>,
+    custom: BTreeMap<String, Custom>,
 }
 
 impl fmt::Debug for Registry {
@@ -53,28 +61,66 @@ impl fmt::Debug for Registry {
     }
 }
 
+/// Checks a custom type name: `[A-Za-z_][A-Za-z0-9_.-]*`, at most 64 bytes, not a built-in.
+/// [`Error::InvalidConfig`] otherwise.
+pub fn check_type_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidConfig("node type name is empty".into()));
+    }
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok
+        || name.len() > 64
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(Error::InvalidConfig(format!(
+            "node type name '{name}' is not valid: use letters, digits, '_', '.' or '-', \
+             starting with a letter or '_' (at most 64)"
+        )));
+    }
+    if builtin_type(name).is_some() {
+        return Err(Error::InvalidConfig(format!(
+            "node type '{name}' is built in and cannot be replaced"
+        )));
+    }
+    Ok(())
+}
+
 impl Registry {
     pub fn new() -> Self {
         Registry::default()
     }
 
-    /// Adds (or replaces) a custom node type. [`Error::InvalidConfig`] for an empty name or the
-    /// name of a built-in type.
+    /// Adds (or replaces) a custom node type. [`Error::InvalidConfig`] for an invalid name (see
+    /// [`check_type_name`]) or the name of a built-in type.
     pub fn register<F>(&mut self, name: impl Into<String>, factory: F) -> Result<()>
     where
         F: Fn(&NodeSpec) -> Result<Box<dyn Node>> + Send + Sync + 'static,
     {
         let name = name.into();
-        if name.trim().is_empty() {
-            return Err(Error::InvalidConfig("node type name is empty".into()));
-        }
-        if builtin_type(&name).is_some() {
-            return Err(Error::InvalidConfig(format!(
-                "node type '{name}' is built in and cannot be replaced"
-            )));
-        }
-        self.custom.insert(name, Arc::new(factory));
+        check_type_name(&name)?;
+        self.custom.insert(name, Custom::Factory(Arc::new(factory)));
         Ok(())
+    }
+
+    /// Adds (or replaces) an *external* node type: its nodes are not Rust code; whoever runs
+    /// the pipeline runs them (the Node binding's JS nodes). [`Pipeline::begin`] /
+    /// [`Pipeline::step`] hand each audio or video frame that reaches such a node to the caller
+    /// as an [`ExternalCall`], and [`Pipeline::resume`] takes what it produced;
+    /// [`Pipeline::execute_with`] does the same with a closure. Event frames pass such a node
+    /// unchanged. Same name rules as [`Registry::register`].
+    pub fn register_external(&mut self, name: impl Into<String>) -> Result<()> {
+        let name = name.into();
+        check_type_name(&name)?;
+        self.custom.insert(name, Custom::External);
+        Ok(())
+    }
+
+    /// Whether `name` is a registered external type.
+    pub fn is_external(&self, name: &str) -> bool {
+        matches!(self.custom.get(name), Some(Custom::External))
     }
 
     /// Removes a custom type; returns whether it was registered.
@@ -88,12 +134,18 @@ impl Registry {
     }
 
     /// Builds the node for `spec`: built-in first, then a registered factory.
+    /// [`Error::InvalidManifest`] for an unknown type; [`Error::InvalidConfig`] for an external
+    /// type (it has no Rust node; [`Pipeline::new`] handles those itself).
     pub fn build(&self, spec: &NodeSpec) -> Result<Box<dyn Node>> {
         if let Some(node) = build_builtin(spec) {
             return node;
         }
         match self.custom.get(&spec.node_type) {
-            Some(factory) => factory(spec),
+            Some(Custom::Factory(factory)) => factory(spec),
+            Some(Custom::External) => Err(Error::InvalidConfig(format!(
+                "node '{}': type '{}' is external and is run by the pipeline's caller",
+                spec.id, spec.node_type
+            ))),
             None => Err(Error::InvalidManifest(format!(
                 "node '{}': unknown node_type '{}'",
                 spec.id, spec.node_type
@@ -113,12 +165,60 @@ pub enum PipelineOutput {
     Error { node_id: String, error: Error },
 }
 
+/// A frame that reached an external node: the caller runs the node on it and hands the result
+/// to [`Pipeline::resume`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalCall {
+    pub node_id: String,
+    pub node_type: String,
+    /// An audio or video frame (event frames pass external nodes unchanged).
+    pub frame: Frame,
+}
+
+/// Where [`Pipeline::step`] stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// An external node has a frame to process; call [`Pipeline::resume`] next.
+    Call(ExternalCall),
+    /// The frame has gone all the way through.
+    Done,
+}
+
+/// One frame on its way through a [`Pipeline`] (from [`Pipeline::begin`]): the frames waiting
+/// at each node, where the walk is, and the outputs not yet taken.
+#[derive(Debug)]
+pub struct Run {
+    inbox: Vec<VecDeque<Frame>>,
+    /// Position in the execution order.
+    k: usize,
+    outputs: Vec<PipelineOutput>,
+    /// The external node waiting for [`Pipeline::resume`].
+    pending: Option<usize>,
+}
+
+impl Run {
+    /// The outputs produced since the last call (in order).
+    pub fn take_outputs(&mut self) -> Vec<PipelineOutput> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Whether an external node is waiting for [`Pipeline::resume`].
+    pub fn is_waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+enum Slot {
+    Native(Box<dyn Node>),
+    External,
+}
+
 /// A validated manifest with its nodes built, ready to run frames.
 pub struct Pipeline {
     manifest: Manifest,
     /// Node indices (manifest order) in execution order.
     order: Vec<usize>,
-    nodes: Vec<Box<dyn Node>>,
+    nodes: Vec<Slot>,
     succ: Vec<Vec<usize>>,
     inputs: Vec<usize>,
     is_output: Vec<bool>,
@@ -142,7 +242,10 @@ impl Pipeline {
             .nodes
             .iter()
             .map(|spec| {
-                registry.build(spec).map_err(|e| match e {
+                if registry.is_external(&spec.node_type) {
+                    return Ok(Slot::External);
+                }
+                registry.build(spec).map(Slot::Native).map_err(|e| match e {
                     Error::InvalidManifest(m) => Error::InvalidManifest(m),
                     other => Error::InvalidManifest(format!("node '{}': {other}", spec.id)),
                 })
@@ -200,87 +303,206 @@ impl Pipeline {
             .collect()
     }
 
-    /// Runs `frame` through the graph from every `Input` node.
+    /// Ids of the nodes of an external type (run by the caller), in manifest order.
+    pub fn external_ids(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Slot::External))
+            .map(|(i, _)| self.manifest.nodes[i].id.as_str())
+            .collect()
+    }
+
+    /// Runs `frame` through the graph from every `Input` node. A frame that reaches an external
+    /// node gives an [`Error::InvalidConfig`] output for it (nothing here can run it: use
+    /// [`Pipeline::execute_with`] or [`Pipeline::step`]).
     pub fn execute(&mut self, frame: Frame) -> Vec<PipelineOutput> {
-        let inputs = self.inputs.clone();
-        self.run(&inputs, frame)
+        self.execute_with(frame, no_host)
     }
 
     /// Runs `frame` from one `Input` node only. [`Error::InvalidData`] if `input_id` is not an
     /// `Input` node of this pipeline.
     pub fn execute_at(&mut self, input_id: &str, frame: Frame) -> Result<Vec<PipelineOutput>> {
+        let mut run = self.begin_at(input_id, frame)?;
+        Ok(self.finish(&mut run, &mut no_host))
+    }
+
+    /// Runs `frame` from every `Input` node, calling `host` for each frame that reaches an
+    /// external node; its `Err` becomes an error output of that node.
+    pub fn execute_with<F>(&mut self, frame: Frame, mut host: F) -> Vec<PipelineOutput>
+    where
+        F: FnMut(&ExternalCall) -> Result<Vec<NodeOutput>>,
+    {
+        let mut run = self.begin(frame);
+        self.finish(&mut run, &mut host)
+    }
+
+    fn finish(
+        &mut self,
+        run: &mut Run,
+        host: &mut dyn FnMut(&ExternalCall) -> Result<Vec<NodeOutput>>,
+    ) -> Vec<PipelineOutput> {
+        let mut all = Vec::new();
+        loop {
+            let step = self.step(run);
+            all.extend(run.take_outputs());
+            match step {
+                Ok(Step::Call(call)) => {
+                    let result = host(&call);
+                    // `run` came from this pipeline and waits: resume cannot fail.
+                    let _ = self.resume(run, result);
+                }
+                Ok(Step::Done) | Err(_) => return all,
+            }
+        }
+    }
+
+    /// Starts `frame` on its way from every `Input` node; drive it with [`Pipeline::step`].
+    pub fn begin(&self, frame: Frame) -> Run {
+        let starts = self.inputs.clone();
+        self.begin_from(&starts, frame)
+    }
+
+    /// Like [`Pipeline::begin`], from one `Input` node. [`Error::InvalidData`] if `input_id`
+    /// is not an `Input` node of this pipeline.
+    pub fn begin_at(&self, input_id: &str, frame: Frame) -> Result<Run> {
         let i = self
             .inputs
             .iter()
             .copied()
             .find(|&i| self.manifest.nodes[i].id == input_id)
             .ok_or_else(|| Error::InvalidData(format!("no Input node '{input_id}'")))?;
-        Ok(self.run(&[i], frame))
+        Ok(self.begin_from(&[i], frame))
     }
 
-    fn run(&mut self, starts: &[usize], frame: Frame) -> Vec<PipelineOutput> {
-        let mut inbox: Vec<Vec<Frame>> = vec![Vec::new(); self.nodes.len()];
+    fn begin_from(&self, starts: &[usize], frame: Frame) -> Run {
+        let mut inbox: Vec<VecDeque<Frame>> = vec![VecDeque::new(); self.nodes.len()];
         if let Some((&last, rest)) = starts.split_last() {
             for &i in rest {
-                inbox[i].push(frame.clone());
+                inbox[i].push_back(frame.clone());
             }
-            inbox[last].push(frame);
+            inbox[last].push_back(frame);
         }
-        let mut results = Vec::new();
-        for k in 0..self.order.len() {
-            let i = self.order[k];
-            for input in std::mem::take(&mut inbox[i]) {
-                let outputs = match self.nodes[i].process(input) {
-                    Ok(o) => o,
-                    Err(error) => {
-                        results.push(PipelineOutput::Error {
-                            node_id: self.manifest.nodes[i].id.clone(),
-                            error,
-                        });
+        Run {
+            inbox,
+            k: 0,
+            outputs: Vec::new(),
+            pending: None,
+        }
+    }
+
+    fn check_run(&self, run: &Run) -> Result<()> {
+        if run.inbox.len() != self.nodes.len() || run.k > self.order.len() {
+            return Err(Error::InvalidData(
+                "this run belongs to another pipeline".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs nodes until an external node has a frame to process ([`Step::Call`]) or the frame
+    /// has gone all the way through ([`Step::Done`]). Outputs so far are in
+    /// [`Run::take_outputs`]. [`Error::InvalidData`] if the run waits for
+    /// [`Pipeline::resume`] or is not from this pipeline.
+    pub fn step(&mut self, run: &mut Run) -> Result<Step> {
+        self.check_run(run)?;
+        if let Some(i) = run.pending {
+            return Err(Error::InvalidData(format!(
+                "node '{}' is waiting for resume",
+                self.manifest.nodes[i].id
+            )));
+        }
+        while run.k < self.order.len() {
+            let i = self.order[run.k];
+            while let Some(input) = run.inbox[i].pop_front() {
+                if matches!(self.nodes[i], Slot::External) {
+                    if matches!(input, Frame::Event(_)) {
+                        self.route(i, input, run);
                         continue;
                     }
-                };
-                for out in outputs {
-                    match out {
-                        NodeOutput::Event(event) => results.push(PipelineOutput::Event {
-                            node_id: self.manifest.nodes[i].id.clone(),
-                            event,
-                        }),
-                        NodeOutput::Frame(f) => self.route(i, f, &mut inbox, &mut results),
-                    }
+                    run.pending = Some(i);
+                    let spec = &self.manifest.nodes[i];
+                    return Ok(Step::Call(ExternalCall {
+                        node_id: spec.id.clone(),
+                        node_type: spec.node_type.clone(),
+                        frame: input,
+                    }));
+                }
+                if let Slot::Native(node) = &mut self.nodes[i] {
+                    let result = node.process(input);
+                    self.deliver(i, result, run);
                 }
             }
+            run.k += 1;
         }
-        results
+        Ok(Step::Done)
+    }
+
+    /// Hands the waiting external node's result to the run: its frames go on along the graph,
+    /// its events and an `Err` become outputs tagged with the node id. Continue with
+    /// [`Pipeline::step`]. [`Error::InvalidData`] if nothing is waiting.
+    pub fn resume(&mut self, run: &mut Run, result: Result<Vec<NodeOutput>>) -> Result<()> {
+        self.check_run(run)?;
+        let i = run
+            .pending
+            .take()
+            .ok_or_else(|| Error::InvalidData("no node is waiting for resume".into()))?;
+        self.deliver(i, result, run);
+        Ok(())
+    }
+
+    /// What node `i` produced on one frame: frames along the graph, events and errors out.
+    fn deliver(&self, i: usize, result: Result<Vec<NodeOutput>>, run: &mut Run) {
+        let outputs = match result {
+            Ok(o) => o,
+            Err(error) => {
+                run.outputs.push(PipelineOutput::Error {
+                    node_id: self.manifest.nodes[i].id.clone(),
+                    error,
+                });
+                return;
+            }
+        };
+        for out in outputs {
+            match out {
+                NodeOutput::Event(event) => run.outputs.push(PipelineOutput::Event {
+                    node_id: self.manifest.nodes[i].id.clone(),
+                    event,
+                }),
+                NodeOutput::Frame(f) => self.route(i, f, run),
+            }
+        }
     }
 
     /// Sends `frame` from node `i` to its successors and, from an `Output`, out.
-    fn route(
-        &self,
-        i: usize,
-        frame: Frame,
-        inbox: &mut [Vec<Frame>],
-        results: &mut Vec<PipelineOutput>,
-    ) {
+    fn route(&self, i: usize, frame: Frame, run: &mut Run) {
         let succ = &self.succ[i];
         if self.is_output[i] {
             let node_id = self.manifest.nodes[i].id.clone();
             if succ.is_empty() {
-                results.push(PipelineOutput::Frame { node_id, frame });
+                run.outputs.push(PipelineOutput::Frame { node_id, frame });
                 return;
             }
-            results.push(PipelineOutput::Frame {
+            run.outputs.push(PipelineOutput::Frame {
                 node_id,
                 frame: frame.clone(),
             });
         }
         if let Some((&last, rest)) = succ.split_last() {
             for &j in rest {
-                inbox[j].push(frame.clone());
+                run.inbox[j].push_back(frame.clone());
             }
-            inbox[last].push(frame);
+            run.inbox[last].push_back(frame);
         }
     }
+}
+
+/// The host of plain `execute`: it cannot run external nodes.
+fn no_host(call: &ExternalCall) -> Result<Vec<NodeOutput>> {
+    Err(Error::InvalidConfig(format!(
+        "node '{}' ({}) is an external node (e.g. a JS node) and this caller cannot run it",
+        call.node_id, call.node_type
+    )))
 }
 
 #[cfg(test)]
@@ -521,5 +743,209 @@ connections:
             p.execute_at("out", event("x")),
             Err(Error::InvalidData(_))
         ));
+    }
+
+    const EXT: &str = "
+nodes:
+  - { id: in, node_type: Input }
+  - { id: half, node_type: Gain, params: { gain: 0.5 } }
+  - { id: js, node_type: Doubler, params: { by: 3 } }
+  - { id: out, node_type: Output }
+connections:
+  - { from: in, to: half }
+  - { from: half, to: js }
+  - { from: js, to: out }
+";
+
+    fn ext_registry() -> Registry {
+        let mut reg = Registry::new();
+        reg.register_external("Doubler").unwrap();
+        reg
+    }
+
+    #[test]
+    fn type_names_are_checked_for_factories_and_external_types() {
+        for ok in ["MyNode", "_x", "a.b-c_9"] {
+            check_type_name(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            " ",
+            "9lives",
+            "my node",
+            "a/b",
+            "Gain",
+            "Input",
+            long.as_str(),
+        ] {
+            let e = check_type_name(bad).unwrap_err();
+            assert_eq!(e.code(), "ERR_INVALID_CONFIG", "{bad:?}");
+        }
+        let mut reg = Registry::new();
+        assert!(matches!(
+            reg.register_external("VoiceActivityDetection"),
+            Err(Error::InvalidConfig(m)) if m.contains("built in")
+        ));
+        assert!(reg.register_external("has space").is_err());
+        reg.register_external("Doubler").unwrap();
+        assert!(reg.is_external("Doubler") && !reg.is_external("Gain"));
+        // Built as a Rust node it is refused; a pipeline takes it as an external slot.
+        let spec = NodeSpec {
+            id: "js".into(),
+            node_type: "Doubler".into(),
+            params: Default::default(),
+        };
+        assert!(matches!(reg.build(&spec), Err(Error::InvalidConfig(_))));
+        let p = Pipeline::from_text(EXT, &reg).unwrap();
+        assert_eq!(p.external_ids(), ["js"]);
+        // Unknown types are still refused, naming the node.
+        let e = Pipeline::from_text(EXT, &Registry::new()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidManifest(m) if m.contains("node 'js'") && m.contains("Doubler")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn step_hands_external_nodes_their_frames_and_resume_carries_on() {
+        let mut p = Pipeline::from_text(EXT, &ext_registry()).unwrap();
+        let mut run = p.begin(audio("alice", vec![0.2, -0.4]));
+        let Step::Call(call) = p.step(&mut run).unwrap() else {
+            panic!("no call")
+        };
+        assert_eq!(
+            (call.node_id.as_str(), call.node_type.as_str()),
+            ("js", "Doubler")
+        );
+        // The external node sees the frame after the Gain node.
+        let Frame::Audio(a) = &call.frame else {
+            panic!("{call:?}")
+        };
+        assert_eq!(a.samples, [0.1, -0.2]);
+        assert_eq!(a.peer_id.as_deref(), Some("alice"));
+        assert!(run.take_outputs().is_empty());
+        assert!(run.is_waiting());
+        // Stepping again before resume is refused, and does not lose the call.
+        assert!(matches!(p.step(&mut run), Err(Error::InvalidData(_))));
+        let mut out = a.clone();
+        out.samples = out.samples.iter().map(|s| s * 3.0).collect();
+        p.resume(
+            &mut run,
+            Ok(vec![
+                NodeOutput::Event(NodeEvent {
+                    name: "seen".into(),
+                    data: json!({ "n": 2 }),
+                }),
+                NodeOutput::Frame(Frame::Audio(out.clone())),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.step(&mut run).unwrap(), Step::Done);
+        let outs = run.take_outputs();
+        assert_eq!(
+            outs,
+            [
+                PipelineOutput::Event {
+                    node_id: "js".into(),
+                    event: NodeEvent {
+                        name: "seen".into(),
+                        data: json!({ "n": 2 })
+                    }
+                },
+                PipelineOutput::Frame {
+                    node_id: "out".into(),
+                    frame: Frame::Audio(out)
+                },
+            ]
+        );
+        // Nothing waits any more.
+        assert!(matches!(
+            p.resume(&mut run, Ok(vec![])),
+            Err(Error::InvalidData(_))
+        ));
+        // A run of another pipeline is refused rather than indexing out of bounds.
+        let mut other = Pipeline::from_text(
+            "nodes: [{id: in, node_type: Input}, {id: out, node_type: Output}]\nconnections: [{from: in, to: out}]",
+            &Registry::new(),
+        )
+        .unwrap();
+        let mut run = p.begin(audio("a", vec![0.0]));
+        assert!(matches!(other.step(&mut run), Err(Error::InvalidData(_))));
+    }
+
+    #[test]
+    fn external_errors_are_outputs_and_later_frames_go_through() {
+        let mut p = Pipeline::from_text(EXT, &ext_registry()).unwrap();
+        let mut calls = 0;
+        let mut host = |c: &ExternalCall| -> Result<Vec<NodeOutput>> {
+            calls += 1;
+            match &c.frame {
+                Frame::Audio(a) if a.samples[0] < 0.0 => Err(Error::InvalidData("negative".into())),
+                f => Ok(vec![NodeOutput::Frame(f.clone())]),
+            }
+        };
+        let bad = p.execute_with(audio("a", vec![-1.0]), &mut host);
+        assert!(
+            matches!(bad.as_slice(), [PipelineOutput::Error { node_id, error: Error::InvalidData(m) }] if node_id == "js" && m == "negative"),
+            "{bad:?}"
+        );
+        let good = p.execute_with(audio("a", vec![1.0]), &mut host);
+        assert!(
+            matches!(good.as_slice(), [PipelineOutput::Frame { node_id, frame: Frame::Audio(a) }] if node_id == "out" && a.samples == [0.5]),
+            "{good:?}"
+        );
+        // Dropping (no outputs) is allowed.
+        let none = p.execute_with(audio("a", vec![1.0]), |_: &ExternalCall| Ok(vec![]));
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn plain_execute_reports_external_nodes_and_event_frames_pass_them() {
+        let mut p = Pipeline::from_text(EXT, &ext_registry()).unwrap();
+        let out = p.execute(audio("a", vec![1.0]));
+        assert!(
+            matches!(out.as_slice(), [PipelineOutput::Error { node_id, error: Error::InvalidConfig(m) }] if node_id == "js" && m.contains("external")),
+            "{out:?}"
+        );
+        // An event frame is not handed to the host: it passes the external node unchanged.
+        let out = p.execute_with(event("peer-left"), |c: &ExternalCall| {
+            panic!("called for {c:?}")
+        });
+        assert!(
+            matches!(out.as_slice(), [PipelineOutput::Frame { frame: Frame::Event(e), .. }] if e.name == "peer-left"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn fan_out_to_two_external_nodes_calls_each_in_order() {
+        let mut reg = ext_registry();
+        reg.register_external("Other").unwrap();
+        let text = "
+nodes:
+  - { id: in, node_type: Input }
+  - { id: a, node_type: Doubler }
+  - { id: b, node_type: Other }
+  - { id: out, node_type: Output }
+connections:
+  - { from: in, to: a }
+  - { from: in, to: b }
+  - { from: a, to: out }
+  - { from: b, to: out }
+";
+        let mut p = Pipeline::from_text(text, &reg).unwrap();
+        let mut seen = Vec::new();
+        let out = p.execute_with(audio("a", vec![1.0]), |c: &ExternalCall| {
+            seen.push(c.node_id.clone());
+            // Two frames out of one: both reach the Output.
+            Ok(vec![
+                NodeOutput::Frame(c.frame.clone()),
+                NodeOutput::Frame(c.frame.clone()),
+            ])
+        });
+        assert_eq!(seen, ["a", "b"]);
+        assert_eq!(out.len(), 4, "{out:?}");
     }
 }
