@@ -281,7 +281,11 @@ impl FrameDecimator {
                     return false;
                 }
                 let next = due + self.interval_us;
-                self.next_due_us = Some(if t >= next { t + self.interval_us } else { next });
+                self.next_due_us = Some(if t >= next {
+                    t + self.interval_us
+                } else {
+                    next
+                });
                 true
             }
             _ => {
@@ -457,7 +461,10 @@ mod tests {
             ResolutionLadder::for_track(vga, f64::NAN),
             ResolutionLadder::new(vga)
         );
-        assert_eq!(ResolutionLadder::for_track(vga, 0.0), ResolutionLadder::new(vga));
+        assert_eq!(
+            ResolutionLadder::for_track(vga, 0.0),
+            ResolutionLadder::new(vga)
+        );
     }
 
     #[test]
@@ -492,7 +499,10 @@ mod tests {
             let n = src as i64 * 20; // 20 s
             let k = kept(&mut d, (0..n).map(|i| i * 1_000_000 / src as i64)).len() as f64;
             let want = out as f64 * 20.0;
-            assert!((k - want).abs() <= 2.0, "{src}→{out}: kept {k}, want ≈{want}");
+            assert!(
+                (k - want).abs() <= 2.0,
+                "{src}→{out}: kept {k}, want ≈{want}"
+            );
         }
     }
 
