@@ -242,6 +242,17 @@ export interface QualityMetrics {
   qualityScore: number
   /** The congestion controller's estimate, when one runs. */
   availableBandwidthKbps?: number
+  /** With a local video track: what it sends now. Below what the configured size and framerate
+   *  need, the target steps the picture down (smaller, then fewer frames) and back up. */
+  video?: VideoSendingFormat
+}
+
+export interface VideoSendingFormat {
+  width: number
+  height: number
+  framerate: number
+  /** The encoder's target now (setBitrate, or adaptive bitrate below it), bit/s. */
+  targetBitrateBps: number
 }
 
 export interface ReconnectEvent {

@@ -283,6 +283,83 @@ describe('video broadcast', () => {
   })
 })
 
+describe('resolution ladder', () => {
+  it('a lower video bitrate steps the sent picture down (smaller, then fewer frames) and back up; a drop it can hold changes nothing', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('lda'))
+    const b = await transport(server, uid('ldb'))
+    try {
+      const peer = await a.connectPeer(b.peerId)
+      const [w, h] = [640, 480]
+      await peer.addVideoTrack({ width: w, height: h, framerate: 30, bitrate: 800000, keyframeInterval: 0 })
+      let i = 0
+      const frame = (keyframe = false) => ({ data: testPattern(w, h, i), width: w, height: h, timestampUs: i++ * 33333, keyframe })
+      await until(async () => a.sendVideo(b.peerId, frame(true)).then(() => true, () => false), 5000, 10)
+      const got = []
+      b.getPeer(a.peerId).on('video-frame', (f) => got.push(f))
+      // Sends n frames at ~30 fps; returns the frames received for them (the ones of `size`
+      // after the first of that size: those of the previous step may still be in flight).
+      const phase = async (n, [pw, ph]) => {
+        const start = got.length
+        for (let k = 0; k < n; k++) {
+          await a.sendVideo(b.peerId, frame())
+          await new Promise((r) => setTimeout(r, 30))
+        }
+        await new Promise((r) => setTimeout(r, 300))
+        const mine = got.slice(start)
+        const first = mine.findIndex((f) => f.width === pw && f.height === ph)
+        return first < 0 ? [] : mine.slice(first)
+      }
+      const video = () => peer.getMetrics().video
+
+      // The configured bitrate, a higher one, and a drop the configured picture still holds:
+      // full size, every frame.
+      expect(video()).toEqual({ width: 640, height: 480, framerate: 30, targetBitrateBps: 800000 })
+      for (const bps of [800000, 1000000, 400000]) {
+        peer.setBitrate('video', bps)
+        expect(video()).toEqual({ width: 640, height: 480, framerate: 30, targetBitrateBps: bps })
+      }
+      let frames = await phase(30, [w, h])
+      expect(frames.length).toBeGreaterThanOrEqual(27)
+      expect(frames.every((f) => f.width === w && f.height === h)).toBe(true)
+
+      // 150 kbit/s: half the size (same aspect ratio), still 30 fps.
+      peer.setBitrate('video', 150000)
+      expect(video()).toEqual({ width: 320, height: 240, framerate: 30, targetBitrateBps: 150000 })
+      frames = await phase(30, [320, 240])
+      expect(frames.length).toBeGreaterThanOrEqual(20)
+      expect(frames.every((f) => f.width === 320 && f.height === 240 && f.data.length === (320 * 240 * 3) / 2)).toBe(true)
+
+      // 60 kbit/s: 320x240 at 15 fps, so about every other frame sent arrives.
+      peer.setBitrate('video', 60000)
+      expect(video()).toEqual({ width: 320, height: 240, framerate: 15, targetBitrateBps: 60000 })
+      const before = got.length
+      frames = await phase(40, [320, 240])
+      const arrived = got.length - before
+      expect(arrived).toBeGreaterThanOrEqual(14)
+      expect(arrived).toBeLessThanOrEqual(24)
+      expect(frames.every((f) => f.width === 320 && f.height === 240)).toBe(true)
+      // RTP timestamps 2 frames apart: 66.7 ms at 90 kHz.
+      const gaps = frames.slice(1).map((f, k) => (f.rtpTimestamp - frames[k].rtpTimestamp) >>> 0)
+      expect(gaps.filter((g) => g === 6000).length).toBeGreaterThan(gaps.length / 2)
+
+      // Back to the configured bitrate: full size and rate again.
+      peer.setBitrate('video', 800000)
+      expect(video()).toEqual({ width: 640, height: 480, framerate: 30, targetBitrateBps: 800000 })
+      frames = await phase(30, [w, h])
+      expect(frames.length).toBeGreaterThanOrEqual(24)
+      expect(frames.every((f) => f.width === w && f.height === h)).toBe(true)
+
+      // The receiving side has no local video track: no video entry.
+      expect(b.getPeer(a.peerId).getMetrics().video).toBeUndefined()
+    } finally {
+      await a.shutdown()
+      await b.shutdown()
+      await server.close()
+    }
+  })
+})
+
 describe('removing tracks', () => {
   it('bitrates change at run time; the remote side gets track and track-ended events, media of the removed kind stops, and the kind can be added again', async () => {
     const server = await withServer()

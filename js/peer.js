@@ -58,8 +58,9 @@ class Peer extends EventEmitter {
   get hasVideoTrack() { return !this._closed && this._native.hasVideoTrack }
 
   // The latest quality measurement: { rttMs, packetLossRate, jitterMs, bitrateKbps: { in, out },
-  // qualityScore, availableBandwidthKbps? } (zeros until the first, one qualityIntervalMs after
-  // connecting). The same object arrives with every 'quality' event.
+  // qualityScore, availableBandwidthKbps?, video? } (zeros until the first, one qualityIntervalMs
+  // after connecting). The same object arrives with every 'quality' event. video (with a local
+  // video track): { width, height, framerate, targetBitrateBps } it sends at now.
   getMetrics() {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
     return JSON.parse(callSync(() => this._native.metricsJson()))

@@ -6,9 +6,11 @@ use super::audio::{AudioEncoderConfig, Pcm, OPUS_SAMPLE_RATE};
 use super::codec::{OpusEncoder, VideoDecoder, VideoEncoder};
 use super::keyframe::asks_for_keyframe;
 use super::playout::{DecodedVideo, Playout};
-use super::video::{I420Frame, VideoEncoderConfig};
+use super::video::{validate_video_bitrate, I420Frame, VideoEncoderConfig};
 use crate::config::VideoCodec;
 use crate::error::{Error, Result};
+use crate::peer::bitrate::{FrameDecimator, ResolutionLadder, VideoOperatingPoint};
+use crate::pipeline::video_scale::scale_i420;
 use crate::sync::StreamKind;
 use bytes::Bytes;
 use rtc::media::Sample;
@@ -23,6 +25,7 @@ use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use serde::Serialize;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -155,7 +158,7 @@ pub struct LocalVideoTrack {
     ssrc: u32,
     codec: VideoCodec,
     config: VideoEncoderConfig,
-    state: Mutex<VideoSendState>,
+    state: Mutex<AdaptiveVideoSender>,
     max_bitrate: AtomicU32,
     keyframe_requests: Arc<std::sync::atomic::AtomicU64>,
     /// Set when a receiver asked for a keyframe; taken by whichever encoder feeds this track.
@@ -166,6 +169,143 @@ pub struct LocalVideoTrack {
 /// broadcast to many tracks.
 pub struct VideoSendState {
     encoder: VideoEncoder,
+}
+
+/// What a local video track sends now: the step of its [`ResolutionLadder`] and the encoder's
+/// target (`peer.getMetrics().video`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoSendingFormat {
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub target_bitrate_bps: u32,
+}
+
+/// The encoder of one track that follows its target bitrate down (and back up) the track's
+/// [`ResolutionLadder`]: frames come in at the configured size and rate; at a lower step they
+/// are downscaled (area filter, same aspect ratio, even sizes) and/or thinned out
+/// ([`FrameDecimator`]) before encoding. A step change re-creates the encoder at the new size
+/// and rate, so its first frame is a keyframe (VP8/VP9 keyframes carry the size; the receiver's
+/// decoder follows).
+pub struct AdaptiveVideoSender {
+    codec: VideoCodec,
+    config: VideoEncoderConfig,
+    ladder: ResolutionLadder,
+    step: usize,
+    target: u32,
+    decimator: FrameDecimator,
+    /// `None` until the first frame after a step change.
+    send: Option<VideoSendState>,
+}
+
+impl AdaptiveVideoSender {
+    /// At the configured size, rate and bitrate (`config` is validated).
+    pub fn new(codec: VideoCodec, config: &VideoEncoderConfig) -> Result<Self> {
+        let send = VideoSendState::new(codec, config)?;
+        let ladder = ResolutionLadder::for_track(
+            VideoOperatingPoint::new(config.width, config.height, config.framerate),
+            config.bitrate as f64,
+        );
+        Ok(Self {
+            codec,
+            config: *config,
+            ladder,
+            step: 0,
+            target: config.bitrate,
+            decimator: FrameDecimator::new(config.framerate, config.framerate),
+            send: Some(send),
+        })
+    }
+
+    /// The encoder config of ladder step `step`.
+    fn step_config(&self, step: usize) -> VideoEncoderConfig {
+        let p = self.ladder.point(step);
+        let interval = self.config.keyframe_interval;
+        VideoEncoderConfig {
+            width: p.width,
+            height: p.height,
+            framerate: p.framerate,
+            bitrate: self.target,
+            // The same keyframe spacing in time at the lower rate.
+            keyframe_interval: if interval == 0 {
+                0
+            } else {
+                ((interval as u64 * p.framerate as u64) / self.config.framerate as u64).max(1)
+                    as u32
+            },
+        }
+    }
+
+    /// Sets the encoder target (bit/s, validated) and the ladder step that goes with it.
+    pub fn set_target(&mut self, bitrate: u32) -> Result<()> {
+        validate_video_bitrate(bitrate)?;
+        let step = self.ladder.select(bitrate as f64, self.step);
+        if step != self.step {
+            tracing::debug!(
+                from = ?self.ladder.point(self.step),
+                to = ?self.ladder.point(step),
+                bitrate,
+                "video step change"
+            );
+            self.step = step;
+            self.decimator =
+                FrameDecimator::new(self.config.framerate, self.ladder.point(step).framerate);
+            // Re-created at the new size with the first frame (on the encoding thread).
+            self.send = None;
+        }
+        if let Some(send) = self.send.as_mut() {
+            send.encoder.set_bitrate(bitrate)?;
+        }
+        self.target = bitrate;
+        Ok(())
+    }
+
+    pub fn sending_format(&self) -> VideoSendingFormat {
+        let p = self.ladder.point(self.step);
+        VideoSendingFormat {
+            width: p.width,
+            height: p.height,
+            framerate: p.framerate,
+            target_bitrate_bps: self.target,
+        }
+    }
+
+    /// Encodes one packed I420 frame of the configured size; nothing (an empty vector) when
+    /// the current step drops it. A keyframe asked for on a dropped frame is `Ok(None)`:
+    /// the caller keeps the request for the next frame.
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        width: u32,
+        height: u32,
+        timestamp_us: i64,
+        keyframe: bool,
+    ) -> Result<Option<Vec<EncodedFrame>>> {
+        I420Frame::from_packed(width, height, data)?;
+        if (width, height) != (self.config.width, self.config.height) {
+            return Err(Error::InvalidData(format!(
+                "frame is {width}x{height}, the video track was configured for {}x{}",
+                self.config.width, self.config.height
+            )));
+        }
+        if !self.decimator.keep(timestamp_us) {
+            return Ok(None);
+        }
+        let cfg = self.step_config(self.step);
+        if self.send.is_none() {
+            self.send = Some(VideoSendState::new(self.codec, &cfg)?);
+        }
+        let send = self.send.as_mut().expect("set above");
+        if (cfg.width, cfg.height) == (width, height) {
+            send.encode(data, width, height, timestamp_us, keyframe)
+                .map(Some)
+        } else {
+            let scaled = scale_i420(data, width, height, cfg.width, cfg.height)?;
+            send.encode(&scaled, cfg.width, cfg.height, timestamp_us, keyframe)
+                .map(Some)
+        }
+    }
 }
 
 /// An encoded video frame ready to packetize.
@@ -278,7 +418,7 @@ impl LocalVideoTrack {
     ) -> Result<Self> {
         config.validate()?;
         let rtp_codec = video_rtp_codec(codec)?;
-        let encoder = VideoEncoder::new(codec, &config)?;
+        let adaptive = AdaptiveVideoSender::new(codec, &config)?;
         // Packetized here rather than by webrtc-rs's sample track, which stamps each frame
         // with the previous frame's duration: RTP time must follow the frame's own timestamp.
         let (desc, ssrc) = describe_track(RtpCodecKind::Video, rtp_codec);
@@ -314,7 +454,7 @@ impl LocalVideoTrack {
             codec,
             max_bitrate: AtomicU32::new(config.bitrate),
             config,
-            state: Mutex::new(VideoSendState { encoder }),
+            state: Mutex::new(adaptive),
             keyframe_requests,
             wants_keyframe,
         })
@@ -328,8 +468,10 @@ impl LocalVideoTrack {
 
     /// Changes the bitrate (bit/s) the application wants, from the next frame on; adaptive
     /// control stays at or below it.
+    /// A target below what the configured size and rate need steps the track down its
+    /// [`ResolutionLadder`] (see [`AdaptiveVideoSender`]).
     pub fn set_bitrate(&self, bitrate: u32) -> Result<()> {
-        self.state.lock().unwrap().encoder.set_bitrate(bitrate)?;
+        self.state.lock().unwrap().set_target(bitrate)?;
         self.max_bitrate.store(bitrate, Ordering::Relaxed);
         Ok(())
     }
@@ -339,17 +481,23 @@ impl LocalVideoTrack {
         self.max_bitrate.load(Ordering::Relaxed)
     }
 
-    /// Sets the encoder's target from congestion control: at most [`Self::max_bitrate`].
+    /// Sets the encoder's target from congestion control: at most [`Self::max_bitrate`]; the
+    /// resolution and framerate follow it down the ladder and back up.
     pub fn apply_target_bitrate(&self, bitrate: u32) -> Result<()> {
         let b = bitrate
             .min(self.max_bitrate())
             .max(super::video::MIN_VIDEO_BITRATE);
-        self.state.lock().unwrap().encoder.set_bitrate(b)
+        self.state.lock().unwrap().set_target(b)
     }
 
     /// The encoder's target bitrate now, bit/s.
     pub fn bitrate(&self) -> u32 {
-        self.state.lock().unwrap().encoder.config().bitrate
+        self.state.lock().unwrap().target
+    }
+
+    /// The size, rate and target bitrate this track sends at now.
+    pub fn sending_format(&self) -> VideoSendingFormat {
+        self.state.lock().unwrap().sending_format()
     }
 
     pub fn take_keyframe_request(&self) -> bool {
@@ -385,10 +533,21 @@ impl LocalVideoTrack {
         keyframe: bool,
     ) -> Result<Vec<EncodedFrame>> {
         let keyframe = keyframe | self.take_keyframe_request();
-        self.state
+        let out = self
+            .state
             .lock()
             .unwrap()
-            .encode(data, width, height, timestamp_us, keyframe)
+            .encode(data, width, height, timestamp_us, keyframe)?;
+        match out {
+            Some(frames) => Ok(frames),
+            None => {
+                // Dropped at a lower framerate: a wanted keyframe comes with the next frame sent.
+                if keyframe {
+                    self.wants_keyframe.store(true, Ordering::SeqCst);
+                }
+                Ok(Vec::new())
+            }
+        }
     }
 
     pub async fn send_encoded(&self, frames: Vec<EncodedFrame>) -> Result<()> {
@@ -754,5 +913,105 @@ async fn read_audio(mut reader: TrackReader) {
             arrival,
             pkt.payload,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::video::I420Buffer;
+
+    fn vga() -> VideoEncoderConfig {
+        VideoEncoderConfig {
+            width: 640,
+            height: 480,
+            framerate: 30,
+            bitrate: 800_000,
+            keyframe_interval: 0,
+        }
+    }
+
+    /// Sends `n` frames at 30 fps from frame index `from`; returns the decoded sizes of what
+    /// was encoded (in order) and whether the first encoded frame was a keyframe.
+    fn run(
+        s: &mut AdaptiveVideoSender,
+        dec: &mut VideoDecoder,
+        codec: VideoCodec,
+        from: i64,
+        n: i64,
+    ) -> (Vec<(u32, u32)>, bool) {
+        let mut sizes = Vec::new();
+        let mut first_key = None;
+        for i in from..from + n {
+            let pic = I420Buffer::test_pattern(640, 480, i as u32).unwrap();
+            let out = s.encode(pic.data(), 640, 480, i * 33_333, false).unwrap();
+            for f in out.into_iter().flatten() {
+                first_key.get_or_insert(VideoDecoder::is_keyframe(codec, &f.data));
+                if let Some(img) = dec.decode(&f.data).unwrap() {
+                    sizes.push((img.width(), img.height()));
+                }
+            }
+        }
+        (sizes, first_key.unwrap_or(false))
+    }
+
+    #[test]
+    fn adaptive_sender_steps_down_and_back_up() {
+        for codec in [VideoCodec::Vp8, VideoCodec::Vp9] {
+            let mut s = AdaptiveVideoSender::new(codec, &vga()).unwrap();
+            let mut dec = VideoDecoder::new(codec).unwrap();
+            let fmt = |w, h, framerate, target_bitrate_bps| VideoSendingFormat {
+                width: w,
+                height: h,
+                framerate,
+                target_bitrate_bps,
+            };
+            assert_eq!(s.sending_format(), fmt(640, 480, 30, 800_000));
+            // At the configured bitrate nothing changes: every frame, full size.
+            let (sizes, _) = run(&mut s, &mut dec, codec, 0, 20);
+            assert_eq!(sizes, vec![(640, 480); 20], "{codec:?}");
+
+            // 150 kbit/s: 320x240, still 30 fps; the new size starts with a keyframe.
+            s.set_target(150_000).unwrap();
+            assert_eq!(s.sending_format(), fmt(320, 240, 30, 150_000));
+            let (sizes, key) = run(&mut s, &mut dec, codec, 20, 20);
+            assert!(key, "{codec:?}: step change without a keyframe");
+            assert_eq!(sizes, vec![(320, 240); 20], "{codec:?}");
+
+            // 60 kbit/s: 320x240 at 15 fps, every other frame.
+            s.set_target(60_000).unwrap();
+            assert_eq!(s.sending_format(), fmt(320, 240, 15, 60_000));
+            let (sizes, _) = run(&mut s, &mut dec, codec, 40, 20);
+            assert_eq!(sizes, vec![(320, 240); 10], "{codec:?}");
+
+            // Hysteresis: just above 320x240@30's need but within the margin, it stays.
+            s.set_target(100_000).unwrap();
+            assert_eq!(s.sending_format().framerate, 15);
+
+            // Back at the configured bitrate: full size and rate again, from a keyframe.
+            s.set_target(800_000).unwrap();
+            assert_eq!(s.sending_format(), fmt(640, 480, 30, 800_000));
+            let (sizes, key) = run(&mut s, &mut dec, codec, 60, 20);
+            assert!(key, "{codec:?}");
+            assert_eq!(sizes, vec![(640, 480); 20], "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn adaptive_sender_refuses_bad_frames_and_bitrates() {
+        let mut s = AdaptiveVideoSender::new(VideoCodec::Vp8, &vga()).unwrap();
+        let small = I420Buffer::test_pattern(320, 240, 0).unwrap();
+        // A frame of another size than the configured one, even the size of a lower step.
+        s.set_target(150_000).unwrap();
+        assert!(matches!(
+            s.encode(small.data(), 320, 240, 0, false),
+            Err(Error::InvalidData(_))
+        ));
+        assert!(matches!(
+            s.encode(&[0; 10], 640, 480, 0, false),
+            Err(Error::InvalidData(_))
+        ));
+        assert!(matches!(s.set_target(10), Err(Error::InvalidConfig(_))));
+        assert_eq!(s.sending_format().target_bitrate_bps, 150_000);
     }
 }

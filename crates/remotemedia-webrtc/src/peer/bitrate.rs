@@ -179,6 +179,23 @@ impl ResolutionLadder {
         }
     }
 
+    /// The ladder of a track configured as `configured` at `configured_bps`: the default
+    /// thresholds, except that the configured bitrate always holds the configured picture with
+    /// the up-margin to spare (bits per pixel lowered to `configured_bps / (pixel rate × 1.25)`
+    /// when that is below 0.04). So a track runs at its configured size until its target drops,
+    /// and setting the target back to the configured bitrate always returns to the top step.
+    pub fn for_track(configured: VideoOperatingPoint, configured_bps: f64) -> Self {
+        let rate = configured.pixel_rate().max(1.0);
+        // A hair under, so rounding cannot put the top step just out of reach.
+        let fitted = configured_bps / (rate * Self::DEFAULT_UP_MARGIN) * (1.0 - 1e-9);
+        let bpp = if fitted.is_finite() && fitted > 0.0 {
+            fitted.min(Self::DEFAULT_MIN_BITS_PER_PIXEL)
+        } else {
+            Self::DEFAULT_MIN_BITS_PER_PIXEL
+        };
+        Self::with_thresholds(configured, bpp, Self::DEFAULT_UP_MARGIN)
+    }
+
     pub fn points(&self) -> &[VideoOperatingPoint] {
         &self.points
     }
@@ -211,6 +228,71 @@ impl ResolutionLadder {
             .find(|&i| self.required_bps(i) * self.up_margin <= target)
             .unwrap_or(last);
         comfortable.min(current)
+    }
+}
+
+/// Drops frames to run a source at a lower framerate, by the frames' own timestamps: a frame is
+/// kept when it is (within half a source frame interval) at or after the next due time, and
+/// each kept frame moves the due time on by one output interval, so the kept rate averages the
+/// output rate (30 → 15 keeps every other frame). After a gap longer than an output interval,
+/// or on a timestamp that does not increase, the schedule restarts at that frame, which is kept
+/// (an application that sends no real timestamps loses no frames).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameDecimator {
+    /// Output interval, µs; 0 keeps every frame.
+    interval_us: f64,
+    tolerance_us: f64,
+    next_due_us: Option<f64>,
+    last_us: Option<i64>,
+}
+
+impl FrameDecimator {
+    /// From `source_fps` (what the frames come at) to `output_fps`; keeps everything when
+    /// `output_fps >= source_fps` or either is 0.
+    pub fn new(source_fps: u32, output_fps: u32) -> Self {
+        let keep_all = source_fps == 0 || output_fps == 0 || output_fps >= source_fps;
+        Self {
+            interval_us: if keep_all {
+                0.0
+            } else {
+                1e6 / output_fps as f64
+            },
+            tolerance_us: if source_fps == 0 {
+                0.0
+            } else {
+                0.5e6 / source_fps as f64
+            },
+            next_due_us: None,
+            last_us: None,
+        }
+    }
+
+    /// Whether the frame at `timestamp_us` is sent.
+    pub fn keep(&mut self, timestamp_us: i64) -> bool {
+        if self.interval_us == 0.0 {
+            return true;
+        }
+        let increasing = self.last_us.is_none_or(|l| timestamp_us > l);
+        self.last_us = Some(timestamp_us);
+        let t = timestamp_us as f64;
+        match self.next_due_us {
+            Some(due) if increasing => {
+                if t < due - self.tolerance_us {
+                    return false;
+                }
+                let next = due + self.interval_us;
+                self.next_due_us = Some(if t >= next {
+                    t + self.interval_us
+                } else {
+                    next
+                });
+                true
+            }
+            _ => {
+                self.next_due_us = Some(t + self.interval_us);
+                true
+            }
+        }
     }
 }
 
@@ -358,5 +440,92 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ladder_for_a_track_keeps_its_configured_picture_at_its_configured_bitrate() {
+        // 720p30 at 2 Mbit/s: the default threshold (0.04 bit/pixel) already leaves room.
+        let l = ResolutionLadder::for_track(p720(), 2_000_000.0);
+        assert_eq!(l, ResolutionLadder::new(p720()));
+        // 640x480@30 at 300 kbit/s is below 0.04 bit/pixel (368 640): still the top step there,
+        // and back up to it from any step at exactly the configured bitrate.
+        let vga = VideoOperatingPoint::new(640, 480, 30);
+        let l = ResolutionLadder::for_track(vga, 300_000.0);
+        assert_eq!(l.point(0), vga);
+        for from in 0..l.points().len() {
+            assert_eq!(l.select(300_000.0, from), 0, "from step {from}");
+        }
+        assert!(l.select(200_000.0, 0) > 0, "a real drop still steps down");
+        // Nonsense bitrates fall back to the default thresholds.
+        assert_eq!(
+            ResolutionLadder::for_track(vga, f64::NAN),
+            ResolutionLadder::new(vga)
+        );
+        assert_eq!(
+            ResolutionLadder::for_track(vga, 0.0),
+            ResolutionLadder::new(vga)
+        );
+    }
+
+    #[test]
+    fn which_step_for_a_bitrate_640x480_at_800k() {
+        // The setup of the end-to-end test in __test__/media.test.mjs.
+        let l = ResolutionLadder::for_track(VideoOperatingPoint::new(640, 480, 30), 800_000.0);
+        let at = |bps: f64| l.point(l.select(bps, 0));
+        assert_eq!(at(800_000.0), VideoOperatingPoint::new(640, 480, 30));
+        assert_eq!(at(300_000.0), VideoOperatingPoint::new(480, 360, 30));
+        assert_eq!(at(150_000.0), VideoOperatingPoint::new(320, 240, 30));
+        assert_eq!(at(60_000.0), VideoOperatingPoint::new(320, 240, 15));
+        assert_eq!(at(10_000.0), VideoOperatingPoint::new(160, 120, 7));
+    }
+
+    fn kept(d: &mut FrameDecimator, timestamps: impl IntoIterator<Item = i64>) -> Vec<i64> {
+        timestamps.into_iter().filter(|&t| d.keep(t)).collect()
+    }
+
+    #[test]
+    fn decimator_halves_30_to_15() {
+        let mut d = FrameDecimator::new(30, 15);
+        let ts: Vec<i64> = (0..60).map(|i| i * 33_333).collect();
+        let k = kept(&mut d, ts.clone());
+        let every_other: Vec<i64> = ts.iter().copied().step_by(2).collect();
+        assert_eq!(k, every_other);
+    }
+
+    #[test]
+    fn decimator_averages_the_output_rate() {
+        for (src, out) in [(30, 7), (30, 10), (60, 15), (25, 12)] {
+            let mut d = FrameDecimator::new(src, out);
+            let n = src as i64 * 20; // 20 s
+            let k = kept(&mut d, (0..n).map(|i| i * 1_000_000 / src as i64)).len() as f64;
+            let want = out as f64 * 20.0;
+            assert!(
+                (k - want).abs() <= 2.0,
+                "{src}→{out}: kept {k}, want ≈{want}"
+            );
+        }
+    }
+
+    #[test]
+    fn decimator_keeps_all_when_not_lowering_or_without_timestamps() {
+        for (src, out) in [(30, 30), (15, 30), (0, 15), (30, 0)] {
+            let mut d = FrameDecimator::new(src, out);
+            assert_eq!(kept(&mut d, (0..30).map(|i| i * 33_333)).len(), 30);
+        }
+        // Constant (or backwards) timestamps: nothing to schedule by, nothing dropped.
+        let mut d = FrameDecimator::new(30, 15);
+        assert_eq!(kept(&mut d, std::iter::repeat_n(0, 30)).len(), 30);
+        assert!(d.keep(-5));
+    }
+
+    #[test]
+    fn decimator_restarts_after_a_gap() {
+        let mut d = FrameDecimator::new(30, 15);
+        assert!(d.keep(0));
+        assert!(!d.keep(33_333));
+        // A 5 s pause: the next frame is kept and the schedule continues from it.
+        assert!(d.keep(5_000_000));
+        assert!(!d.keep(5_033_333));
+        assert!(d.keep(5_066_666));
     }
 }

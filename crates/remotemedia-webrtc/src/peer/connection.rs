@@ -950,7 +950,9 @@ impl Peer {
     /// The latest quality measurement (all zero until the first, one `quality_interval_ms`
     /// after connecting).
     pub fn metrics(&self) -> QualityMetrics {
-        self.shared.metrics.lock().unwrap().clone()
+        let mut m = self.shared.metrics.lock().unwrap().clone();
+        m.video = self.video_track().map(|t| t.sending_format());
+        m
     }
 
     /// Clock mapping, drift and lip-sync state of the media this peer sends us.
@@ -1082,6 +1084,8 @@ async fn measure_quality(weak: std::sync::Weak<Shared>) {
                 }
             }
         }
+        let mut m = m;
+        m.video = s.video.lock().unwrap().as_ref().map(|t| t.sending_format());
         *s.metrics.lock().unwrap() = m.clone();
         if s.closed.load(Ordering::SeqCst) {
             return;

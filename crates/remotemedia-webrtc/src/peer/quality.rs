@@ -154,6 +154,10 @@ pub struct QualityMetrics {
     pub quality_score: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_bandwidth_kbps: Option<f64>,
+    /// What the local video track sends now (its step of the resolution ladder and the
+    /// encoder's target), when there is one. Filled by the peer, not by [`QualityTracker`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<crate::media::track::VideoSendingFormat>,
     /// Loss of what we receive, if measured in the window.
     #[serde(skip)]
     pub inbound_loss_rate: Option<f64>,
@@ -275,6 +279,7 @@ impl QualityTracker {
             inbound_loss_rate,
             outbound_loss_rate,
             window_us: span_us,
+            video: None,
         }
     }
 }
