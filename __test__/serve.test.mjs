@@ -347,6 +347,18 @@ describe('remotemedia-webrtc serve runs each client\'s media through the manifes
       await new Promise((r) => setTimeout(r, 100))
     }
     expect(maxLevel).toBeGreaterThan(0)
+    // The camera comes back too: the loopback returns its 640x480 frames on the server's video
+    // track (which follows the size of the frames it is given).
+    await page.waitForFunction(() => window.demo.remoteTracks.includes('video'), null, { timeout: 10000 })
+    const video = () => page.evaluate(async () => {
+      for (const s of (await window.demo.pc.getStats()).values()) {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') return { framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0 }
+      }
+      return { framesDecoded: 0 }
+    })
+    await expect.poll(async () => (await video()).framesDecoded, { timeout: 15000 }).toBeGreaterThan(10)
+    const v = await video()
+    expect([v.frameWidth, v.frameHeight]).toEqual([640, 480])
     // The server's measure of this connection arrives on the 'events' channel, every second;
     // from the second one on it has a rate for the media it receives.
     await page.waitForFunction(() => window.demo.quality !== null, null, { timeout: 10000 })

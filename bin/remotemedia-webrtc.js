@@ -3,7 +3,7 @@
 // remotemedia-webrtc serve: the JSON-RPC signaling server, a server-side peer
 // ('remotemedia-server') that answers every client's offer, and a demo page at GET /.
 // Each client gets its own session running the manifest (one pipeline instance per client): its
-// audio goes through the pipeline and what comes out is sent back on the server's audio track;
+// audio and video go through the pipeline and what comes out is sent back on the server's tracks;
 // node events (e.g. VAD) and the connection's quality go to the client over a data channel
 // 'events' the server opens. Data channels the client opens are echoed.
 
@@ -25,10 +25,10 @@ const USAGE = `Usage: remotemedia-webrtc serve [options]
 
 Serves the JSON-RPC signaling endpoint at ws://HOST:PORT/ws, a server-side peer
 '${SERVER_PEER_ID}' that answers every client's offer, and a demo page at http://HOST:PORT/.
-Each client's audio runs through its own instance of the manifest's pipeline and comes back on
-the server's audio track; node events and quality metrics arrive on a data channel 'events'
+Each client's audio and video run through its own instance of the manifest's pipeline and come
+back on the server's tracks; node events and quality metrics arrive on a data channel 'events'
 (JSON: { type: 'pipeline', nodeId, event, data } or { type: 'quality', ...metrics }). Messages on
-the client's own data channels are echoed. Without a manifest, audio is looped back as it is.
+the client's own data channels are echoed. Without a manifest, media is looped back as it is.
 
 Options:
   --host HOST        address to listen on (default 127.0.0.1)

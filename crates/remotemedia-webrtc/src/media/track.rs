@@ -271,7 +271,35 @@ impl AdaptiveVideoSender {
         }
     }
 
-    /// Encodes one packed I420 frame of the configured size; nothing (an empty vector) when
+    /// The track follows the size of the frames it is given (a camera switching resolution, a
+    /// pipeline's scaled output): the same rate and bitrate, the ladder rebuilt for the new
+    /// picture, the encoder re-created (a keyframe first).
+    fn resize(&mut self, width: u32, height: u32) -> Result<()> {
+        let config = VideoEncoderConfig {
+            width,
+            height,
+            ..self.config
+        };
+        config.validate()?;
+        tracing::debug!(
+            from = ?(self.config.width, self.config.height),
+            to = ?(width, height),
+            "video track follows the frame size"
+        );
+        self.ladder = ResolutionLadder::for_track(
+            VideoOperatingPoint::new(width, height, config.framerate),
+            config.bitrate as f64,
+        );
+        self.config = config;
+        self.step = self.ladder.select(self.target as f64, 0);
+        self.decimator =
+            FrameDecimator::new(config.framerate, self.ladder.point(self.step).framerate);
+        self.send = None;
+        Ok(())
+    }
+
+    /// Encodes one packed I420 frame (of the configured size, or a new size the track then
+    /// follows); nothing (an empty vector) when
     /// the current step drops it. A keyframe asked for on a dropped frame is `Ok(None)`:
     /// the caller keeps the request for the next frame.
     pub fn encode(
@@ -284,10 +312,7 @@ impl AdaptiveVideoSender {
     ) -> Result<Option<Vec<EncodedFrame>>> {
         I420Frame::from_packed(width, height, data)?;
         if (width, height) != (self.config.width, self.config.height) {
-            return Err(Error::InvalidData(format!(
-                "frame is {width}x{height}, the video track was configured for {}x{}",
-                self.config.width, self.config.height
-            )));
+            self.resize(width, height)?;
         }
         if !self.decimator.keep(timestamp_us) {
             return Ok(None);
@@ -998,15 +1023,29 @@ mod tests {
     }
 
     #[test]
+    fn the_sender_follows_the_size_of_the_frames_it_is_given() {
+        let mut s = AdaptiveVideoSender::new(VideoCodec::Vp8, &vga()).unwrap();
+        let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
+        let small = I420Buffer::test_pattern(320, 240, 0).unwrap();
+        let out = s.encode(small.data(), 320, 240, 0, false).unwrap().unwrap();
+        let f = dec.decode(&out[0].data).unwrap().expect("a keyframe first");
+        assert_eq!((f.width(), f.height()), (320, 240));
+        assert_eq!(
+            (s.sending_format().width, s.sending_format().height),
+            (320, 240)
+        );
+        // And back; odd sizes are still refused.
+        let big = I420Buffer::test_pattern(640, 480, 1).unwrap();
+        let out = s.encode(big.data(), 640, 480, 33_333, false).unwrap().unwrap();
+        let f = dec.decode(&out[0].data).unwrap().expect("a keyframe first");
+        assert_eq!((f.width(), f.height()), (640, 480));
+        assert!(s.encode(&[0; 15 * 15 + 2 * 8 * 8], 15, 15, 66_666, false).is_err());
+    }
+
+    #[test]
     fn adaptive_sender_refuses_bad_frames_and_bitrates() {
         let mut s = AdaptiveVideoSender::new(VideoCodec::Vp8, &vga()).unwrap();
-        let small = I420Buffer::test_pattern(320, 240, 0).unwrap();
-        // A frame of another size than the configured one, even the size of a lower step.
         s.set_target(150_000).unwrap();
-        assert!(matches!(
-            s.encode(small.data(), 320, 240, 0, false),
-            Err(Error::InvalidData(_))
-        ));
         assert!(matches!(
             s.encode(&[0; 10], 640, 480, 0, false),
             Err(Error::InvalidData(_))
