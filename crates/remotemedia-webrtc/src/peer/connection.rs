@@ -1018,6 +1018,7 @@ impl Peer {
         s.release_boost();
         let _ = self.pc.close().await;
         s.state.send_replace(PeerState::Closed);
+        super::trim::after_close();
         true
     }
 }

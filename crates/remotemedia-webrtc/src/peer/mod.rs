@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod quality;
 pub mod reconnect;
 pub mod remote_tracks;
+pub mod trim;
 pub mod udp;
 
 pub use connection::{Peer, PeerState};
