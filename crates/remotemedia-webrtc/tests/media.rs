@@ -493,3 +493,59 @@ async fn an_answer_with_answer_media_carries_a_track_of_the_offered_kind() {
     c.shutdown().await.unwrap();
     s.close().await;
 }
+
+/// Both sides add a track at the same moment: their offers cross (glare). One side (the polite
+/// one, which answered the first offer) gives its offer up, answers, and offers again; audio
+/// then flows both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_added_on_both_sides_at_once_both_carry_audio() {
+    let s = server().await;
+    let (a, mut ea) = transport(&s.url(), "glare-a").await;
+    let (b, mut eb) = transport(&s.url(), "glare-b").await;
+    let pa = a.connect_peer("glare-b").await.unwrap();
+    let pb = {
+        let mut found = None;
+        for _ in 0..200 {
+            if let Ok(p) = b.get_peer("glare-a") {
+                if p.is_ready() {
+                    found = Some(p);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        found.expect("b never saw a")
+    };
+    let (ra, rb) = tokio::join!(
+        pa.add_audio_track(AudioEncoderConfig::default()),
+        pb.add_audio_track(AudioEncoderConfig::default())
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let mut from_a = 0; // frames b got from a
+    let mut from_b = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let frame = vec![0.2f32; 960];
+    while (from_a < 20 || from_b < 20) && tokio::time::Instant::now() < deadline {
+        let _ = a.send_audio("glare-b", Pcm::F32(&frame)).await;
+        let _ = b.send_audio("glare-a", Pcm::F32(&frame)).await;
+        while let Ok(ev) = ea.try_recv() {
+            if matches!(ev, TransportEvent::AudioFrame { .. }) {
+                from_b += 1;
+            }
+        }
+        while let Ok(ev) = eb.try_recv() {
+            if matches!(ev, TransportEvent::AudioFrame { .. }) {
+                from_a += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        from_a >= 20 && from_b >= 20,
+        "b got {from_a} frames from a, a got {from_b} from b"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

@@ -31,7 +31,7 @@ use webrtc::data_channel::DataChannel as RtcDataChannel;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection as RtcPeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, Registry,
     SettingEngineBuilder,
 };
 
@@ -85,6 +85,9 @@ pub(crate) enum Signal {
     Offer { sdp: String, request_id: String },
     Answer { sdp: String, request_id: String },
     Candidate(IceCandidateParams),
+    /// A local change (a track added or removed) to offer; replies once the offer is out, or
+    /// queued behind the one awaiting its answer.
+    Negotiate(tokio::sync::oneshot::Sender<Result<()>>),
 }
 
 /// Told to the transport when a peer connection ends by itself.
@@ -97,6 +100,9 @@ pub(crate) enum PeerNotice {
 #[derive(Default)]
 struct Negotiation {
     request_id: Option<String>,
+    /// A local change came while our offer awaited its answer (or was given up in glare): offer
+    /// again once the connection is stable.
+    offer_again: bool,
     remote_set: bool,
     remote_queue: Vec<RTCIceCandidateInit>,
     gate_open: bool,
@@ -527,9 +533,25 @@ impl Peer {
             }
             let is_offer = matches!(sig, Signal::Offer { .. });
             let r = match sig {
-                Signal::Offer { sdp, request_id } => peer.accept_offer(sdp, request_id).await,
-                Signal::Answer { sdp, request_id } => peer.accept_answer(sdp, request_id).await,
+                Signal::Offer { sdp, request_id } => peer.on_remote_offer(sdp, request_id).await,
+                Signal::Answer { sdp, request_id } => {
+                    let r = peer.accept_answer(sdp, request_id).await;
+                    match r {
+                        Ok(()) => peer.offer_again_if_asked().await,
+                        e => e,
+                    }
+                }
                 Signal::Candidate(c) => peer.add_remote_candidate(c).await,
+                Signal::Negotiate(reply) => {
+                    let r = if peer.has_local_offer().await {
+                        peer.shared.neg.lock().unwrap().offer_again = true;
+                        Ok(())
+                    } else {
+                        peer.send_offer().await
+                    };
+                    let _ = reply.send(r);
+                    continue;
+                }
             };
             if let Err(e) = r {
                 tracing::warn!(peer = peer.peer_id(), "signaling step failed: {e}");
@@ -585,6 +607,55 @@ impl Peer {
     /// back through [`Peer::signal`]. Used for the first offer and for renegotiation.
     async fn send_offer(&self) -> Result<()> {
         send_offer_on(&self.shared, &self.pc).await
+    }
+
+    /// Our offer is out and its answer has not come.
+    async fn has_local_offer(&self) -> bool {
+        self.pc
+            .pending_local_description()
+            .await
+            .is_some_and(|d| d.sdp_type == RTCSdpType::Offer)
+    }
+
+    /// Offers now if a local change was left for later.
+    async fn offer_again_if_asked(&self) -> Result<()> {
+        let again = std::mem::take(&mut self.shared.neg.lock().unwrap().offer_again);
+        if again {
+            self.send_offer().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// An offer from the remote. If ours is out too (both sides changed something at once),
+    /// the side that answered the first offer (polite) gives its offer up, answers, and offers
+    /// again; the other side ignores the crossing offer and waits for its answer.
+    async fn on_remote_offer(&self, sdp: String, request_id: String) -> Result<()> {
+        if self.has_local_offer().await {
+            if self.shared.setup.outgoing {
+                tracing::debug!(peer = self.peer_id(), "offers crossed: ours stands");
+                return Ok(());
+            }
+            tracing::debug!(peer = self.peer_id(), "offers crossed: ours rolled back");
+            let rollback = RTCSessionDescription::rollback(None)
+                .map_err(|e| Error::webrtc("rollback", e))?;
+            self.pc
+                .set_local_description(rollback)
+                .await
+                .map_err(|e| Error::webrtc("rollback of our offer", e))?;
+            self.shared.neg.lock().unwrap().offer_again = true;
+        }
+        self.accept_offer(sdp, request_id).await?;
+        self.offer_again_if_asked().await
+    }
+
+    /// Offers a local change, in turn with the other signaling steps.
+    async fn renegotiate(&self) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.signal(Signal::Negotiate(tx));
+        rx.await.map_err(|_| {
+            Error::PeerNotConnected(format!("connection to {} is closed", self.peer_id()))
+        })?
     }
 
     async fn accept_offer(&self, sdp: String, request_id: String) -> Result<()> {
@@ -875,7 +946,7 @@ impl Peer {
         self.check_can_add(self.audio_track().is_some(), "an audio")?;
         let track = Arc::new(LocalAudioTrack::add_to(&self.pc, config).await?);
         *self.shared.audio.lock().unwrap() = Some(track.clone());
-        self.send_offer().await?;
+        self.renegotiate().await?;
         Ok(track)
     }
 
@@ -888,7 +959,7 @@ impl Peer {
         let codec = self.shared.setup.config.video_codec;
         let track = Arc::new(LocalVideoTrack::add_to(&self.pc, codec, config).await?);
         *self.shared.video.lock().unwrap() = Some(track.clone());
-        self.send_offer().await?;
+        self.renegotiate().await?;
         Ok(track)
     }
 
@@ -916,7 +987,7 @@ impl Peer {
             .remove_track(&sender)
             .await
             .map_err(|e| Error::webrtc("remove track", e))?;
-        self.send_offer().await
+        self.renegotiate().await
     }
 
     /// Changes the target bitrate (bit/s) of the "audio" or "video" track sending to this peer,
