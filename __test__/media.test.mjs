@@ -232,7 +232,9 @@ describe('video between Node transports', () => {
       await until(async () => a.sendVideo(b.peerId, ok).then(() => true, () => false), 5000, 10)
       await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, data: Buffer.alloc(100) }), 'ERR_INVALID_DATA')
       await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, width: 63 }), 'ERR_INVALID_DATA')
-      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, width: 32, height: 24, data: testPattern(32, 24, 0) }), 'ERR_INVALID_DATA')
+      // A frame of another valid size is taken (the track follows the size it is given), but
+      // its data must match its own dimensions.
+      await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, width: 32, height: 24 }), 'ERR_INVALID_DATA')
       await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, format: 'nv12' }), 'ERR_INVALID_DATA')
       await rejectsWithCode(a.sendVideo(b.peerId, { ...ok, data: 'pixels' }), 'ERR_INVALID_DATA')
       await rejectsWithCode(a.sendVideo(b.peerId, null), 'ERR_INVALID_DATA')
@@ -241,6 +243,9 @@ describe('video between Node transports', () => {
       const got = new Promise((r) => b.getPeer(a.peerId).once('video-frame', r))
       await a.sendVideo(b.peerId, { ...ok, keyframe: true, timestampUs: 100000 })
       expect((await got).width).toBe(64)
+      const small = new Promise((r) => b.getPeer(a.peerId).on('video-frame', (f) => { if (f.width === 32) r(f) }))
+      for (let i = 0; i < 3; i++) await a.sendVideo(b.peerId, { data: testPattern(32, 24, i), width: 32, height: 24, timestampUs: 200000 + i * 33333 })
+      expect((await small).height).toBe(24)
     } finally {
       await a.shutdown()
       await b.shutdown()

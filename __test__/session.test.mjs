@@ -133,6 +133,53 @@ describe('a session runs its members\' audio through its pipeline', () => {
   })
 })
 
+describe('an Output node routes its frames: sender, all, others, or listed peers', () => {
+  it('route: all broadcasts one member\'s audio to every member, route: others to everyone but it', async () => {
+    const server = await withServer()
+    const hub = await transport(server, uid('hub'))
+    const members = [await transport(server, uid('ma')), await transport(server, uid('mb')), await transport(server, uid('mc'))]
+    try {
+      const heard = new Map() // member peer id → frames it got from the hub
+      for (const m of members) {
+        const peer = await m.connectPeer(hub.peerId)
+        await peer.addAudioTrack()
+        // The hub sends back one track to each member, added after the member's (no crossing).
+        await hub.getPeer(m.peerId).addAudioTrack()
+        heard.set(m.peerId, [])
+        peer.on('audio-frame', (f) => heard.get(m.peerId).push(f))
+      }
+      const manifest = (route) => `nodes:\n  - { id: in, node_type: Input }\n  - { id: out, node_type: Output, params: { route: ${route} } }\nconnections:\n  - { from: in, to: out }\n`
+      await expect(hub.createSession('bad', { manifest: manifest('everyone') })).rejects.toMatchObject({ code: 'ERR_INVALID_MANIFEST', message: expect.stringMatching(/node 'out'.*route/) })
+      const tone = Float32Array.from({ length: 960 }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / 48000))
+      const [a] = members
+      for (const m of members) await until(async () => m.sendAudio(hub.peerId, new Float32Array(960)).then(() => true, () => false), 5000, 10)
+      // Only a speaks; who hears it (loud) depends on the route.
+      const loudFrames = (id) => heard.get(id).filter((f) => Math.sqrt(f.samples.reduce((s, v) => s + v * v, 0) / f.samples.length) > 0.2).length
+      const run = async (route) => {
+        const s = await hub.createSession(route, { manifest: manifest(route) })
+        for (const m of members) await hub.addPeerToSession(route, m.peerId)
+        for (const m of members) heard.set(m.peerId, [])
+        for (let i = 0; i < 40; i++) {
+          await a.sendAudio(hub.peerId, tone)
+          await new Promise((r) => setTimeout(r, 20))
+        }
+        await new Promise((r) => setTimeout(r, 400))
+        await s.close()
+        return members.map((m) => loudFrames(m.peerId))
+      }
+      const all = await run('all')
+      expect(all.every((n) => n >= 15), `route all: loud frames per member ${all}`).toBe(true)
+      const others = await run('others')
+      expect(others[0], `route others: a heard itself ${others[0]} times`).toBe(0)
+      expect(others.slice(1).every((n) => n >= 15), `route others: ${others}`).toBe(true)
+    } finally {
+      await hub.shutdown()
+      for (const m of members) await m.shutdown()
+      await server.close()
+    }
+  })
+})
+
 // Packed I420: dark left half, light right half, a white square at 40..120, grey chroma.
 function testPattern(w, h) {
   const data = Buffer.alloc((w * h * 3) / 2)

@@ -101,10 +101,12 @@ fn run_each(
                 return None;
             }
             let outputs = pipeline.execute(f);
+            let routes = pipeline.output_routes();
             Some(Routed {
                 session_id,
                 members,
                 outputs,
+                routes,
             })
         })
         .collect()
@@ -127,6 +129,19 @@ pub struct Routed {
     pub session_id: String,
     pub members: Vec<String>,
     pub outputs: Vec<PipelineOutput>,
+    /// Where each `Output` node's frames go (by node id; `sender` when absent).
+    pub routes: Arc<BTreeMap<String, crate::pipeline::OutputRoute>>,
+}
+
+impl Routed {
+    /// The members an output frame of `node_id`, tagged with `source`, goes to.
+    pub fn recipients(&self, node_id: &str, source: Option<&str>) -> Vec<String> {
+        self.routes
+            .get(node_id)
+            .cloned()
+            .unwrap_or_default()
+            .recipients(source, &self.members)
+    }
 }
 
 impl Session {

@@ -1103,13 +1103,12 @@ impl crate::media::playout::FrameTap for SessionRouter {
 /// only at that track's size (e.g. a `VideoScale` to 320x240 needs a 320x240 track); otherwise
 /// the frame is dropped with a trace log.
 async fn deliver_routed(t: WebRtcTransport, routed: Vec<crate::session::Routed>) {
-    for r in routed {
-        for o in r.outputs {
+    for mut r in routed {
+        for o in std::mem::take(&mut r.outputs) {
             let ev = match o {
                 crate::pipeline::PipelineOutput::Frame { node_id, frame } => match frame {
                     crate::pipeline::Frame::Audio(a) => {
-                        let to = a.peer_id.clone().filter(|p| r.members.contains(p));
-                        if let Some(to) = to {
+                        for to in r.recipients(&node_id, a.peer_id.as_deref()) {
                             if let Err(e) = t.send_audio(&to, Pcm::F32(&a.samples)).await {
                                 tracing::trace!(to, "session audio not sent: {e}");
                             }
@@ -1117,26 +1116,40 @@ async fn deliver_routed(t: WebRtcTransport, routed: Vec<crate::session::Routed>)
                         continue;
                     }
                     crate::pipeline::Frame::Video(v) => {
-                        let to = v.peer_id.clone().filter(|p| r.members.contains(p));
-                        let Some(to) = to else { continue };
-                        let has_track = t
-                            .inner
-                            .peers
-                            .get(&to)
-                            .is_some_and(|p| p.video_track().is_some());
-                        if !has_track {
-                            tracing::trace!(to, "session video dropped: no video track to it");
-                            continue;
-                        }
-                        let input = VideoInput {
-                            data: v.data,
-                            width: v.width,
-                            height: v.height,
-                            timestamp_us: v.timestamp_us,
-                            keyframe: false,
-                        };
-                        if let Err(e) = t.send_video(&to, input).await {
-                            tracing::trace!(to, "session video not sent: {e}");
+                        let to: Vec<String> = r
+                            .recipients(&node_id, v.peer_id.as_deref())
+                            .into_iter()
+                            .filter(|to| {
+                                let has_track = t
+                                    .inner
+                                    .peers
+                                    .get(to)
+                                    .is_some_and(|p| p.video_track().is_some());
+                                if !has_track {
+                                    tracing::trace!(to, "session video dropped: no video track");
+                                }
+                                has_track
+                            })
+                            .collect();
+                        // The frame moves to the last recipient; the others get a copy.
+                        let n = to.len();
+                        let mut data = Some(v.data);
+                        for (i, to) in to.into_iter().enumerate() {
+                            let frame = if i + 1 == n {
+                                data.take().unwrap_or_default()
+                            } else {
+                                data.clone().unwrap_or_default()
+                            };
+                            let input = VideoInput {
+                                data: frame,
+                                width: v.width,
+                                height: v.height,
+                                timestamp_us: v.timestamp_us,
+                                keyframe: false,
+                            };
+                            if let Err(e) = t.send_video(&to, input).await {
+                                tracing::trace!(to, "session video not sent: {e}");
+                            }
                         }
                         continue;
                     }

@@ -6,6 +6,7 @@
 //!   simple built-ins (`Input`, `Output`, `Passthrough`, `Gain`).
 //! - [`resample`], [`vad`], [`mixer`], [`video_scale`]: the `Resample`,
 //!   `VoiceActivityDetection`, `AudioMixer` and `VideoScale` nodes.
+//! - [`route`]: where a session sends what an `Output` node emits (its `route` param).
 //! - [`runner`]: the node [`Registry`] (custom types, e.g. JS nodes) and the [`Pipeline`].
 //!
 //! All of it is plain synchronous Rust; sessions and transports feed it frames.
@@ -14,6 +15,7 @@ pub mod manifest;
 pub mod mixer;
 pub mod nodes;
 pub mod resample;
+pub mod route;
 pub mod runner;
 pub mod vad;
 pub mod video_scale;
@@ -25,6 +27,7 @@ pub use nodes::{
     ParamCheck, ParamKind, ParamSpec, Passthrough, VideoFrame, BUILTIN_TYPES,
 };
 pub use resample::{Resample, Resampler};
+pub use route::OutputRoute;
 pub use runner::{
     build_builtin, check_type_name, ExternalCall, NodeFactory, Pipeline, PipelineOutput, Registry,
     Run, Step,

@@ -95,6 +95,8 @@ pub enum ParamKind {
     Integer,
     Bool,
     String,
+    /// A JSON array of strings.
+    StringList,
 }
 
 impl ParamKind {
@@ -104,6 +106,7 @@ impl ParamKind {
             ParamKind::Integer => "an integer",
             ParamKind::Bool => "a boolean",
             ParamKind::String => "a string",
+            ParamKind::StringList => "a list of strings",
         }
     }
 
@@ -113,6 +116,9 @@ impl ParamKind {
             ParamKind::Integer => v.is_i64() || v.is_u64(),
             ParamKind::Bool => v.is_boolean(),
             ParamKind::String => v.is_string(),
+            ParamKind::StringList => v
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string)),
         }
     }
 }
@@ -167,8 +173,12 @@ pub const BUILTIN_TYPES: &[NodeTypeSpec] = &[
     },
     NodeTypeSpec {
         name: "Output",
-        params: &[],
-        check: None,
+        // Where a session sends this node's frames (pipeline::route).
+        params: &[
+            param("route", false, ParamKind::String, None),
+            param("peers", false, ParamKind::StringList, None),
+        ],
+        check: Some(super::route::check_output_params),
     },
     NodeTypeSpec {
         name: "Passthrough",

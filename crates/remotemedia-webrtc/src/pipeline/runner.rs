@@ -222,6 +222,8 @@ pub struct Pipeline {
     succ: Vec<Vec<usize>>,
     inputs: Vec<usize>,
     is_output: Vec<bool>,
+    /// Where a session sends each `Output` node's frames, by node id.
+    routes: Arc<BTreeMap<String, super::route::OutputRoute>>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -268,6 +270,19 @@ impl Pipeline {
             .iter()
             .map(|s| s.node_type == "Output")
             .collect();
+        let routes = Arc::new(
+            manifest
+                .nodes
+                .iter()
+                .filter(|s| s.node_type == "Output")
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        super::route::OutputRoute::from_params(&s.params),
+                    )
+                })
+                .collect(),
+        );
         Ok(Pipeline {
             manifest,
             order,
@@ -275,6 +290,7 @@ impl Pipeline {
             succ,
             inputs,
             is_output,
+            routes,
         })
     }
 
@@ -285,6 +301,11 @@ impl Pipeline {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Where a session sends each `Output` node's frames, by node id.
+    pub fn output_routes(&self) -> Arc<BTreeMap<String, super::route::OutputRoute>> {
+        self.routes.clone()
     }
 
     /// Node ids in the order they run.
