@@ -573,9 +573,11 @@ export interface SessionOutput {
   error?: { code: string; message: string }
 }
 
-/** A named group of a transport's peers, with an optional pipeline manifest: each member's audio
- *  runs through it; audio frames it outputs go back to the member they are tagged with, events
- *  arrive as 'output'. */
+/** A named group of a transport's peers, with an optional pipeline manifest: each member's
+ *  decoded audio and video run through it; frames an Output node emits go to the members its
+ *  `route` param names (`sender`, the default: the member the frame is tagged with; `all`;
+ *  `others`; `peers` with `peers: [ids]`) on the tracks this transport sends them; events arrive
+ *  as 'output'. A member that leaves is forgotten by the pipeline at once. */
 export class Session extends EventEmitter<{ output: [SessionOutput] }> {
   readonly id: string
   readonly maxPeers: number
@@ -585,7 +587,7 @@ export class Session extends EventEmitter<{ output: [SessionOutput] }> {
   /** After restoreSession: peers that could not be reconnected. */
   failedPeers?: string[]
   addPeer(peerId: string): Promise<Session>
-  /** Runs the members' audio through this pipeline from now on (replacing any other). */
+  /** Runs the members' media through this pipeline from now on (replacing any other). */
   attachPipeline(pipeline: Pipeline | string): Promise<Session>
   /** Whether the peer was in the session. */
   removePeer(peerId: string): boolean

@@ -20,7 +20,7 @@ class Session extends EventEmitter {
 
   async addPeer(peerId) { return this._transport.addPeerToSession(this.id, peerId) }
 
-  // Runs the members' audio through `pipeline` (a Pipeline, or manifest text) from now on,
+  // Runs the members' audio and video through `pipeline` (a Pipeline, or manifest text) from now on,
   // replacing any pipeline the session had. The session builds its own instance of it.
   async attachPipeline(pipeline) {
     const text = typeof pipeline === 'string' ? pipeline : pipeline?.manifestText
