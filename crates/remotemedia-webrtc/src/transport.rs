@@ -1056,6 +1056,15 @@ impl JobSource for mpsc::Receiver<RouteJob> {
 }
 
 impl crate::media::playout::FrameTap for SessionRouter {
+    /// Members' audio goes into session pipelines as it arrives: what comes out goes back over
+    /// the network into the receiver's own jitter buffer, so a second buffer here would only
+    /// add its delay.
+    fn audio_at_arrival(&self, peer_id: &str) -> bool {
+        self.inner
+            .upgrade()
+            .is_some_and(|inner| inner.sessions.routes(peer_id))
+    }
+
     fn audio(&self, peer_id: &str, frame: &crate::media::track::AudioFrame) {
         let Some(inner) = self.inner.upgrade() else {
             return;

@@ -36,9 +36,17 @@ const VIDEO_RECHECK: Duration = Duration::from_millis(5);
 const VIDEO_RECHECK_US: u64 = 5_000;
 
 /// Sees every frame a playout releases, before the application does (sessions route them into
-/// pipelines). Called on the playout task: it must not block (take what it needs and queue it).
+/// pipelines); audio at arrival instead if it asks. Called on the playout task (audio at arrival:
+/// on the track reader's): it must not block (take what it needs and queue it).
 pub trait FrameTap: Send + Sync {
     fn audio(&self, peer_id: &str, frame: &AudioFrame);
+    /// Whether this peer's audio should reach [`FrameTap::audio`] as it arrives (decoded in
+    /// arrival order, late or repeated packets dropped, no concealment) instead of as it leaves
+    /// the jitter buffer. A session pipeline whose output goes back over the network (into the
+    /// receiver's own jitter buffer) has no use for a second buffer's delay.
+    fn audio_at_arrival(&self, _peer_id: &str) -> bool {
+        false
+    }
     /// A decoded video frame (packed I420) as it leaves the buffer.
     fn video(&self, _peer_id: &str, _frame: &VideoFrame) {}
 }
@@ -75,8 +83,17 @@ pub struct Playout {
     /// Playouts of this peer's further tracks of a kind already claimed (closed with this one).
     extra: Mutex<Vec<Arc<Playout>>>,
     tap: Option<Arc<dyn FrameTap>>,
+    /// Decoder of the audio the tap takes at arrival.
+    arrival: Mutex<ArrivalDecoder>,
     /// Turns of the release loop (to keep it honest: it must sleep, not spin).
     wakeups: std::sync::atomic::AtomicU64,
+}
+
+/// Decodes audio packets for the tap as they arrive: newest sequence number only.
+#[derive(Default)]
+struct ArrivalDecoder {
+    decoder: Option<(u16, OpusDecoder)>,
+    last_seq: Option<u16>,
 }
 
 impl std::fmt::Debug for Playout {
@@ -134,6 +151,7 @@ impl Playout {
             events,
             extra: Mutex::new(Vec::new()),
             tap,
+            arrival: Mutex::new(ArrivalDecoder::default()),
             wakeups: std::sync::atomic::AtomicU64::new(0),
         }))
     }
@@ -225,6 +243,15 @@ impl Playout {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
+        if let Some(tap) = self
+            .tap
+            .as_ref()
+            .filter(|t| t.audio_at_arrival(&self.peer_id))
+        {
+            if let Some(frame) = self.decode_at_arrival(seq, rtp_timestamp, &payload) {
+                tap.audio(&self.peer_id, &frame);
+            }
+        }
         self.lock().sync.process_audio_frame(RtpFrame::new(
             seq,
             rtp_timestamp,
@@ -232,6 +259,33 @@ impl Playout {
             payload,
         ));
         self.wake.notify_one();
+    }
+
+    /// The packet decoded for the tap, unless it is older than (or the same as) one already
+    /// decoded.
+    fn decode_at_arrival(&self, seq: u16, rtp_timestamp: u32, payload: &[u8]) -> Option<AudioFrame> {
+        let mut a = self.arrival.lock().unwrap_or_else(|e| e.into_inner());
+        if a.last_seq.is_some_and(|last| (seq.wrapping_sub(last) as i16) <= 0) {
+            return None;
+        }
+        let channels: u16 = if *payload.first()? & 0x04 != 0 { 2 } else { 1 };
+        if a.decoder.as_ref().is_none_or(|(c, _)| *c != channels) {
+            a.decoder = Some((channels, OpusDecoder::new(OPUS_SAMPLE_RATE, channels).ok()?));
+        }
+        let (_, dec) = a.decoder.as_mut()?;
+        let samples = dec.decode_f32(payload).ok()?;
+        a.last_seq = Some(seq);
+        Some(AudioFrame {
+            samples,
+            sample_rate: OPUS_SAMPLE_RATE,
+            channels,
+            rtp_timestamp,
+            wall_clock_us: unix_us_now(),
+            sync_confidence: 0.5,
+            drift_ppm: 0.0,
+            buffer_delay_ms: 0.0,
+            concealed: false,
+        })
     }
 
     /// A video frame was reassembled and decoded (`index` counts frames).
@@ -314,7 +368,9 @@ impl Playout {
                     return;
                 }
                 match (&self.tap, &ev) {
-                    (Some(tap), TransportEvent::AudioFrame { peer_id, frame }) => {
+                    (Some(tap), TransportEvent::AudioFrame { peer_id, frame })
+                        if !tap.audio_at_arrival(peer_id) =>
+                    {
                         tap.audio(peer_id, frame)
                     }
                     (Some(tap), TransportEvent::VideoFrame { peer_id, frame }) => {
@@ -434,6 +490,77 @@ fn video_event(peer_id: &str, f: crate::sync::SyncedVideoFrame<DecodedVideo>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what it is given, with the time.
+    struct Recorder {
+        at_arrival: bool,
+        got: Mutex<Vec<u32>>,
+    }
+
+    impl FrameTap for Recorder {
+        fn audio(&self, _peer_id: &str, frame: &AudioFrame) {
+            self.got
+                .lock()
+                .unwrap()
+                .push(frame.rtp_timestamp);
+        }
+        fn audio_at_arrival(&self, _peer_id: &str) -> bool {
+            self.at_arrival
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tap_that_takes_audio_at_arrival_gets_each_packet_once_without_the_buffer_delay() {
+        for at_arrival in [true, false] {
+            let (sink, mut rx) = EventSink::new();
+            let tap = Arc::new(Recorder {
+                at_arrival,
+                got: Mutex::new(Vec::new()),
+            });
+            let p = Playout::with_tap(
+                "x".into(),
+                sync_config(100),
+                Arc::new(sink),
+                Some(tap.clone() as Arc<dyn FrameTap>),
+            )
+            .unwrap()
+            .claim(StreamKind::Audio);
+            let mut enc = super::super::codec::OpusEncoder::new(
+                &super::super::audio::AudioEncoderConfig::default(),
+            )
+            .unwrap();
+            let pkts: Vec<Bytes> = (0..4)
+                .map(|_| Bytes::from(enc.encode_f32(&vec![0.1f32; 960]).unwrap()))
+                .collect();
+            // 0, 1, 1 again (repeated), 3, then 2 late: the tap takes 0, 1, 3 at arrival.
+            for seq in [0u16, 1, 1, 3, 2] {
+                p.push_audio(seq, seq as u32 * 960, p.now_us(), pkts[seq as usize].clone());
+            }
+            // At arrival means within push_audio; from the buffer, nothing yet (100 ms).
+            let early = tap.got.lock().unwrap().len();
+            assert_eq!(early, if at_arrival { 3 } else { 0 });
+            // The application still gets all four, after the buffer.
+            let mut app = Vec::new();
+            while app.len() < 4 {
+                let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if let TransportEvent::AudioFrame { frame, .. } = ev {
+                    app.push(frame.rtp_timestamp);
+                }
+            }
+            assert_eq!(app, [0, 960, 1920, 2880]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let ts = tap.got.lock().unwrap().clone();
+            if at_arrival {
+                assert_eq!(ts, [0, 960, 2880], "at arrival, newest only, once each");
+            } else {
+                assert_eq!(ts, app, "from the buffer, as the application gets them");
+            }
+            p.close();
+        }
+    }
 
     #[test]
     fn the_buffer_holds_at_least_jitter_buffer_ms_and_stays_in_bounds() {
