@@ -1056,10 +1056,10 @@ impl JobSource for mpsc::Receiver<RouteJob> {
 }
 
 impl crate::media::playout::FrameTap for SessionRouter {
-    /// Members' audio goes into session pipelines as it arrives: what comes out goes back over
+    /// Members' audio and video go into session pipelines as they arrive: what comes out goes back over
     /// the network into the receiver's own jitter buffer, so a second buffer here would only
     /// add its delay.
-    fn audio_at_arrival(&self, peer_id: &str) -> bool {
+    fn at_arrival(&self, peer_id: &str) -> bool {
         self.inner
             .upgrade()
             .is_some_and(|inner| inner.sessions.routes(peer_id))

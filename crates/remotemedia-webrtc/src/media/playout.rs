@@ -40,11 +40,12 @@ const VIDEO_RECHECK_US: u64 = 5_000;
 /// on the track reader's): it must not block (take what it needs and queue it).
 pub trait FrameTap: Send + Sync {
     fn audio(&self, peer_id: &str, frame: &AudioFrame);
-    /// Whether this peer's audio should reach [`FrameTap::audio`] as it arrives (decoded in
-    /// arrival order, late or repeated packets dropped, no concealment) instead of as it leaves
-    /// the jitter buffer. A session pipeline whose output goes back over the network (into the
-    /// receiver's own jitter buffer) has no use for a second buffer's delay.
-    fn audio_at_arrival(&self, _peer_id: &str) -> bool {
+    /// Whether this peer's media should reach the tap as it arrives instead of as it leaves the
+    /// jitter buffer: audio decoded in arrival order (late or repeated packets dropped, no
+    /// concealment), video as soon as it is decoded. A session pipeline whose output goes back
+    /// over the network (into the receiver's own jitter buffer) has no use for a second
+    /// buffer's delay.
+    fn at_arrival(&self, _peer_id: &str) -> bool {
         false
     }
     /// A decoded video frame (packed I420) as it leaves the buffer.
@@ -246,7 +247,7 @@ impl Playout {
         if let Some(tap) = self
             .tap
             .as_ref()
-            .filter(|t| t.audio_at_arrival(&self.peer_id))
+            .filter(|t| t.at_arrival(&self.peer_id))
         {
             if let Some(frame) = self.decode_at_arrival(seq, rtp_timestamp, &payload) {
                 tap.audio(&self.peer_id, &frame);
@@ -289,9 +290,26 @@ impl Playout {
     }
 
     /// A video frame was reassembled and decoded (`index` counts frames).
-    pub fn push_video(&self, index: u16, rtp_timestamp: u32, arrival_us: u64, v: DecodedVideo) {
+    pub fn push_video(&self, index: u16, rtp_timestamp: u32, arrival_us: u64, mut v: DecodedVideo) {
         if self.closed.load(Ordering::SeqCst) {
             return;
+        }
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.at_arrival(&self.peer_id)) {
+            let frame = VideoFrame {
+                data: std::mem::take(&mut v.data),
+                width: v.width,
+                height: v.height,
+                rtp_timestamp,
+                wall_clock_us: unix_us_now(),
+                sync_confidence: 0.5,
+                drift_ppm: 0.0,
+                buffer_delay_ms: 0.0,
+                audio_sync_offset_ms: None,
+                keyframe: v.keyframe,
+                framerate: None,
+            };
+            tap.video(&self.peer_id, &frame);
+            v.data = frame.data;
         }
         self.lock()
             .sync
@@ -369,11 +387,13 @@ impl Playout {
                 }
                 match (&self.tap, &ev) {
                     (Some(tap), TransportEvent::AudioFrame { peer_id, frame })
-                        if !tap.audio_at_arrival(peer_id) =>
+                        if !tap.at_arrival(peer_id) =>
                     {
                         tap.audio(peer_id, frame)
                     }
-                    (Some(tap), TransportEvent::VideoFrame { peer_id, frame }) => {
+                    (Some(tap), TransportEvent::VideoFrame { peer_id, frame })
+                        if !tap.at_arrival(peer_id) =>
+                    {
                         tap.video(peer_id, frame)
                     }
                     _ => {}
@@ -504,13 +524,13 @@ mod tests {
                 .unwrap()
                 .push(frame.rtp_timestamp);
         }
-        fn audio_at_arrival(&self, _peer_id: &str) -> bool {
+        fn at_arrival(&self, _peer_id: &str) -> bool {
             self.at_arrival
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_tap_that_takes_audio_at_arrival_gets_each_packet_once_without_the_buffer_delay() {
+    async fn a_tap_that_takes_at_arrival_gets_each_packet_once_without_the_buffer_delay() {
         for at_arrival in [true, false] {
             let (sink, mut rx) = EventSink::new();
             let tap = Arc::new(Recorder {
@@ -629,8 +649,10 @@ mod tests {
         );
         for (i, (t, f)) in got.iter().enumerate() {
             let paced = (t - first) as f64 / 1000.0 - i as f64 * 20.0;
+            // Generous (a loaded machine wakes late); frames released together would be off by
+            // 20 ms per frame, beyond this from the third on.
             assert!(
-                paced.abs() <= 15.0,
+                paced.abs() <= 30.0,
                 "frame {i} off its media time by {paced} ms"
             );
             assert!(
