@@ -350,6 +350,8 @@ pub struct Peer {
     pc: Arc<dyn RtcPeerConnection>,
     runtime: Arc<FastStartRuntime>,
     signals: mpsc::UnboundedSender<Signal>,
+    /// Keeps the process's periodic memory trim going while this peer exists.
+    _live: super::trim::LivePeer,
 }
 
 impl std::fmt::Debug for Peer {
@@ -475,6 +477,7 @@ impl Peer {
             pc,
             runtime,
             signals,
+            _live: super::trim::LivePeer::new(),
         });
         tokio::spawn(Self::signal_loop(Arc::downgrade(&peer), rx));
         // Never boost longer than a connection attempt may take.
