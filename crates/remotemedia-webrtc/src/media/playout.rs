@@ -17,6 +17,7 @@ use super::codec::OpusDecoder;
 use super::track::{AudioFrame, VideoFrame};
 use crate::error::Result;
 use crate::event::{EventSink, TransportEvent};
+use crate::sync::lipsync::AUDIO_STALE_US;
 use crate::sync::{
     BufferStatistics, LocalClock, RtpFrame, SenderReport, StreamKind, SyncConfig, SyncManager,
     SyncState,
@@ -30,8 +31,10 @@ use tokio::sync::Notify;
 /// Gaps of up to this many audio packets are concealed (100 ms at 20 ms packets); longer ones
 /// are a cut, not a loss, and are not filled with synthesized sound.
 pub const MAX_CONCEALED_PACKETS: u64 = 5;
-/// While video is buffered the playout loop looks again at least this often (lip sync may
-/// release a frame before its jitter deadline).
+/// While video is buffered and lip sync can steer it (audio released recently), the playout
+/// loop looks again at least this often (lip sync may release a frame before its jitter
+/// deadline). Without audio it sleeps until the next deadline or push: 5 ms rechecks were 200
+/// wakeups/s for nothing.
 const VIDEO_RECHECK: Duration = Duration::from_millis(5);
 const VIDEO_RECHECK_US: u64 = 5_000;
 
@@ -350,6 +353,10 @@ impl Playout {
 
     async fn run(self: Arc<Self>) {
         let mut audio = AudioOut::default();
+        // When audio last left the buffer (receiver µs). Lip sync only steers video while audio
+        // released within `AUDIO_STALE_US` gives it a position; otherwise a video frame leaves
+        // exactly at its jitter deadline and needs no recheck before it.
+        let mut audio_released_us: Option<u64> = None;
         while !self.closed.load(Ordering::SeqCst) {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             let now = self.now_us();
@@ -359,6 +366,9 @@ impl Playout {
                 let mut st = self.lock();
                 while let Some(f) = st.sync.pop_next_audio_frame(now) {
                     due_audio.push(f);
+                }
+                if !due_audio.is_empty() {
+                    audio_released_us = Some(now);
                 }
                 while let Some(f) = st.sync.pop_next_video_frame(now) {
                     out.push(video_event(&self.peer_id, f));
@@ -370,7 +380,9 @@ impl Playout {
                         .filter(|&d| d > 0)
                         .unwrap_or(VIDEO_RECHECK_US)
                 });
-                match (due, st.sync.has_video_buffered()) {
+                let lip_sync_may_act = st.sync.config().lip_sync
+                    && audio_released_us.is_some_and(|t| now.saturating_sub(t) <= AUDIO_STALE_US);
+                match (due, lip_sync_may_act && st.sync.has_video_buffered()) {
                     (Some(d), true) => Some(Duration::from_micros(d).min(VIDEO_RECHECK)),
                     (Some(d), false) => Some(Duration::from_micros(d)),
                     (None, _) => None,
@@ -667,6 +679,45 @@ mod tests {
         p.push_audio(6, 6 * 960, p.now_us(), Bytes::from(pkt));
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(rx.try_recv().is_err(), "nothing is emitted after close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn video_without_audio_wakes_the_playout_only_for_pushes_and_deadlines() {
+        let (sink, mut rx) = EventSink::new();
+        let p = Playout::new("x".into(), sync_config(100), Arc::new(sink)).unwrap();
+        let p = p.claim(StreamKind::Video);
+        let released = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = released.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if matches!(ev, TransportEvent::VideoFrame { .. }) {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let start = p.wakeups.load(Ordering::Relaxed);
+        // 15 frames at 30 fps: a 100 ms buffer always holds some.
+        for i in 0..15u16 {
+            let frame = DecodedVideo {
+                data: vec![0; 6],
+                width: 2,
+                height: 2,
+                keyframe: i == 0,
+            };
+            p.push_video(i, i as u32 * 3000, p.now_us(), frame);
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let turns = p.wakeups.load(Ordering::Relaxed) - start;
+        assert_eq!(
+            released.load(Ordering::Relaxed),
+            15,
+            "every frame is released"
+        );
+        // About 700 ms: a turn per push and per release (30, a few more when a deadline and a
+        // push coincide); rechecking every 5 ms while video is buffered took 150+.
+        assert!(turns <= 60, "{turns} turns for 15 frames");
+        p.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
