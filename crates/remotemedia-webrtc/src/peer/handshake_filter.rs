@@ -23,6 +23,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use super::udp::LinkActivity;
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 const RECORD_HEADER: usize = 13;
@@ -134,16 +135,19 @@ impl HandshakeFilter {
 }
 
 /// A UDP socket that passes received datagrams through a [`HandshakeFilter`].
+/// It also tells the peer's [`LinkActivity`] about every datagram received.
 pub struct FilteredSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     filter: Mutex<HandshakeFilter>,
+    link: Arc<LinkActivity>,
 }
 
 impl FilteredSocket {
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>) -> Self {
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, link: Arc<LinkActivity>) -> Self {
         Self {
             inner,
             filter: Mutex::new(HandshakeFilter::default()),
+            link,
         }
     }
 }
@@ -176,6 +180,9 @@ impl AsyncUdpSocket for FilteredSocket {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
             };
+            if n > 0 {
+                self.link.on_datagram(std::time::Instant::now());
+            }
             let mut kept = 0;
             for i in 0..n {
                 let m = meta[i];
