@@ -169,9 +169,9 @@ pub(crate) fn probe_init() -> RTCDataChannelInit {
 /// stays at 2, 4, 8 ... s, and each later cut waits out a longer timer (measured: recovery
 /// 1, 2, 6, 14 s for four 2-second cuts 3 s apart with data sent only during the cuts).
 ///
-/// So: when datagrams come back after a silence ([`LinkActivity::resumed`]) while data was
-/// unacknowledged, wait until every channel's data is acknowledged and send one byte on the
-/// probe channel. Its SACK is a fresh RTT sample and the RTO is recomputed (back to 1 s on a
+/// So: when datagrams come back after a silence ([`LinkActivity::resumed`]) and data was sent
+/// shortly before or during it (or is still unacknowledged), wait until every channel's data is
+/// acknowledged and send one byte on the probe channel. Its SACK is a fresh RTT sample and the RTO is recomputed (back to 1 s on a
 /// short path). The peer's copy of the probe channel drops what it receives; a peer without
 /// one (a browser) drops data for a stream it does not know, after SCTP has acknowledged it,
 /// which is all the probe needs.
@@ -197,18 +197,27 @@ pub(crate) async fn keep_rto_fresh<F>(
                 break;
             }
         }
+        tracing::debug!("RTT probe channel closed");
         drop(closed_tx);
     });
     /// How long to wait for the data held up by a cut to be acknowledged: RTO.max.
     const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
     const POLL: std::time::Duration = std::time::Duration::from_millis(50);
     loop {
-        tokio::select! {
-            _ = link.resumed() => {}
+        let silence_from = tokio::select! {
+            from = link.resumed() => from,
             _ = &mut closed => return,
-        }
+        };
         let Some(list) = channels() else { return };
-        if outstanding(&list).await == 0 {
+        // Data went out shortly before or during the silence: its timer ran out unless its
+        // SACK came before the silence. (The datagram that ends a silence may be the very SACK
+        // of the retransmission, so "nothing outstanding now" does not mean "nothing was".)
+        let sent_late = list
+            .iter()
+            .filter_map(|c| c.last_sent())
+            .any(|t| t + crate::peer::udp::LinkActivity::SILENCE >= silence_from);
+        let waiting = outstanding(&list).await;
+        if waiting == 0 && !sent_late {
             // Nothing was waiting for an acknowledgement: no timer can have backed off.
             continue;
         }
@@ -255,6 +264,14 @@ struct Inner {
     max_message_size: usize,
     open: watch::Sender<ChannelState>,
     closed: AtomicBool,
+    /// When a message was last handed to SCTP (ms from `epoch()`, plus one; 0: never).
+    last_sent: AtomicU64,
+}
+
+/// The process-wide origin of `Inner::last_sent`.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +323,7 @@ impl DataChannel {
                 max_message_size,
                 open,
                 closed: AtomicBool::new(false),
+                last_sent: AtomicU64::new(0),
             }),
         };
         tokio::spawn(ch.clone().write_loop(rx));
@@ -335,6 +353,8 @@ impl DataChannel {
                 }
             };
             self.inner.queued.fetch_sub(len, Ordering::SeqCst);
+            let ms = epoch().elapsed().as_millis() as u64 + 1;
+            self.inner.last_sent.store(ms, Ordering::Relaxed);
             let r = r.map_err(|e| match e {
                 // Larger than the remote side accepts (its SDP max-message-size).
                 webrtc::error::Error::ErrOutboundPacketTooLarge => Error::InvalidData(format!(
@@ -418,6 +438,14 @@ impl DataChannel {
     pub fn state(&self) -> ChannelState {
         *self.inner.open.borrow()
     }
+    /// When a message was last handed to SCTP.
+    pub(crate) fn last_sent(&self) -> Option<std::time::Instant> {
+        match self.inner.last_sent.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(epoch() + std::time::Duration::from_millis(ms - 1)),
+        }
+    }
+
     /// Bytes queued in front of SCTP, not yet handed to it.
     pub fn buffered_amount(&self) -> usize {
         self.inner.queued.load(Ordering::SeqCst)

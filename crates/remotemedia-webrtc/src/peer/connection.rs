@@ -377,7 +377,10 @@ async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
         .create_data_channel(crate::channel::PROBE_LABEL, Some(crate::channel::probe_init()))
         .await
     {
-        Ok(dc) => dc,
+        Ok(dc) => {
+            tracing::debug!("RTT probe channel created");
+            dc
+        }
         Err(e) => {
             tracing::debug!("no RTT probe channel: {e}");
             return;

@@ -55,6 +55,8 @@ pub struct LinkActivity {
     base: Instant,
     /// Milliseconds from `base` to the last datagram, plus one (0: none yet).
     last: AtomicU64,
+    /// The same for the last datagram before the latest silence.
+    silence_from: AtomicU64,
     resumed: tokio::sync::Notify,
 }
 
@@ -63,6 +65,7 @@ impl Default for LinkActivity {
         Self {
             base: Instant::now(),
             last: AtomicU64::new(0),
+            silence_from: AtomicU64::new(0),
             resumed: tokio::sync::Notify::new(),
         }
     }
@@ -78,14 +81,18 @@ impl LinkActivity {
         let ms = now.saturating_duration_since(self.base).as_millis() as u64 + 1;
         let prev = self.last.swap(ms, Ordering::Relaxed);
         if prev != 0 && ms.saturating_sub(prev) >= Self::SILENCE.as_millis() as u64 {
+            self.silence_from.store(prev, Ordering::Relaxed);
             // Stores a permit when nobody waits, so a resumption is never missed.
             self.resumed.notify_one();
         }
     }
 
-    /// Resolves when datagrams arrive again after a silence.
-    pub async fn resumed(&self) {
-        self.resumed.notified().await
+    /// Resolves when datagrams arrive again after a silence, with the time of the last
+    /// datagram before it.
+    pub async fn resumed(&self) -> Instant {
+        self.resumed.notified().await;
+        let ms = self.silence_from.load(Ordering::Relaxed).saturating_sub(1);
+        self.base + Duration::from_millis(ms)
     }
 }
 
@@ -103,7 +110,9 @@ mod tests {
         assert!(woken.is_err(), "900 ms between datagrams is no silence");
         link.on_datagram(t0 + Duration::from_millis(2000));
         let woken = tokio::time::timeout(Duration::from_millis(20), link.resumed()).await;
-        assert!(woken.is_ok(), "1.1 s without datagrams is a silence");
+        let from = woken.expect("1.1 s without datagrams is a silence");
+        let since = from.saturating_duration_since(t0).as_millis();
+        assert!((899..=901).contains(&since), "silence from {since} ms");
     }
 
     #[test]
