@@ -171,10 +171,10 @@ pub(crate) fn probe_init() -> RTCDataChannelInit {
 ///
 /// So: when datagrams come back after a silence ([`LinkActivity::resumed`]) and data was sent
 /// shortly before or during it (or is still unacknowledged), wait until every channel's data is
-/// acknowledged and send one byte on the probe channel. Its SACK is a fresh RTT sample and the RTO is recomputed (back to 1 s on a
-/// short path). The peer's copy of the probe channel drops what it receives; a peer without
-/// one (a browser) drops data for a stream it does not know, after SCTP has acknowledged it,
-/// which is all the probe needs.
+/// acknowledged and send one byte on the probe channel. Its SACK is a fresh RTT sample and the
+/// RTO is recomputed (back to 1 s on a short path). The peer's copy of the probe channel drops
+/// what it receives; a peer without one (a browser) drops data for a stream it does not know,
+/// after SCTP has acknowledged it, which is all the probe needs.
 ///
 /// `channels` lists the peer's channels, `None` once the peer is gone. Ends with the peer or
 /// the probe channel.

@@ -374,7 +374,10 @@ async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
         wait = (wait * 2).min(Duration::from_secs(1));
     };
     let probe = match pc
-        .create_data_channel(crate::channel::PROBE_LABEL, Some(crate::channel::probe_init()))
+        .create_data_channel(
+            crate::channel::PROBE_LABEL,
+            Some(crate::channel::probe_init()),
+        )
         .await
     {
         Ok(dc) => {

@@ -17,13 +17,13 @@
 //! - Anything holding a ChangeCipherSpec or an encrypted record: a completed side answers a
 //!   repeat of the peer's final flight (RFC 6347 4.2.4), and those flights carry both.
 
+use super::udp::LinkActivity;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use super::udp::LinkActivity;
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 const RECORD_HEADER: usize = 13;
