@@ -143,6 +143,111 @@ pub(crate) fn channel_init(mode: DataChannelMode) -> RTCDataChannelInit {
     }
 }
 
+/// Stream id of the probe channel (`keep_rto_fresh`): negotiated out of band, never announced,
+/// below 1024 so that peers limited to 1024 SCTP streams have it too.
+pub(crate) const PROBE_STREAM_ID: u16 = 1023;
+/// Label of the probe channel.
+pub(crate) const PROBE_LABEL: &str = "remotemedia-rto-probe";
+
+/// The probe channel: negotiated (no DCEP, no `datachannel` event on either side), unordered,
+/// never retransmitted.
+pub(crate) fn probe_init() -> RTCDataChannelInit {
+    RTCDataChannelInit {
+        ordered: false,
+        max_retransmits: Some(0),
+        negotiated: Some(PROBE_STREAM_ID),
+        ..Default::default()
+    }
+}
+
+/// Brings SCTP's retransmission timeout back down after a link cut.
+///
+/// rtc-sctp 0.21.1 doubles its RTO at every T3-rtx expiry and, as RFC 9260 6.3.3 E2 says,
+/// keeps it doubled until it measures a new RTT. It measures only on DATA chunks sent once
+/// (Karn's rule). After a cut every chunk sent during the cut has been retransmitted, so if the
+/// application sends nothing new once they are through, no RTT is ever measured again: the RTO
+/// stays at 2, 4, 8 ... s, and each later cut waits out a longer timer (measured: recovery
+/// 1, 2, 6, 14 s for four 2-second cuts 3 s apart with data sent only during the cuts).
+///
+/// So: when datagrams come back after a silence ([`LinkActivity::resumed`]) and data was sent
+/// shortly before or during it (or is still unacknowledged), wait until every channel's data is
+/// acknowledged and send one byte on the probe channel. Its SACK is a fresh RTT sample and the
+/// RTO is recomputed (back to 1 s on a short path). The peer's copy of the probe channel drops
+/// what it receives; a peer without one (a browser) drops data for a stream it does not know,
+/// after SCTP has acknowledged it, which is all the probe needs.
+///
+/// `channels` lists the peer's channels, `None` once the peer is gone. Ends with the peer or
+/// the probe channel.
+pub(crate) async fn keep_rto_fresh<F>(
+    probe: Arc<dyn RtcDataChannel>,
+    link: Arc<crate::peer::udp::LinkActivity>,
+    channels: F,
+) where
+    F: Fn() -> Option<Vec<DataChannel>> + Send,
+{
+    let _count = TaskCount::new();
+    // Read (and drop) what the peer's probe channel sends us, so it never queues in the
+    // driver; the end of the probe channel ends the probing too.
+    let (closed_tx, mut closed) = oneshot::channel::<()>();
+    let reader = probe.clone();
+    tokio::spawn(async move {
+        let _count = TaskCount::new();
+        while let Some(ev) = reader.poll().await {
+            if matches!(ev, DataChannelEvent::OnClose) {
+                break;
+            }
+        }
+        tracing::debug!("RTT probe channel closed");
+        drop(closed_tx);
+    });
+    /// How long to wait for the data held up by a cut to be acknowledged: RTO.max.
+    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+    loop {
+        let silence_from = tokio::select! {
+            from = link.resumed() => from,
+            _ = &mut closed => return,
+        };
+        let Some(list) = channels() else { return };
+        // Data went out shortly before or during the silence: its timer ran out unless its
+        // SACK came before the silence. (The datagram that ends a silence may be the very SACK
+        // of the retransmission, so "nothing outstanding now" does not mean "nothing was".)
+        let sent_late = list
+            .iter()
+            .filter_map(|c| c.last_sent())
+            .any(|t| t + crate::peer::udp::LinkActivity::SILENCE >= silence_from);
+        let waiting = outstanding(&list).await;
+        if waiting == 0 && !sent_late {
+            // Nothing was waiting for an acknowledgement: no timer can have backed off.
+            continue;
+        }
+        let until = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = &mut closed => return,
+            }
+            let Some(list) = channels() else { return };
+            if outstanding(&list).await == 0 || tokio::time::Instant::now() >= until {
+                break;
+            }
+        }
+        tracing::debug!("link back after a silence and its data acknowledged: RTT probe");
+        let _ = probe.send(BytesMut::from(&[0u8][..])).await;
+    }
+}
+
+/// Bytes the channels handed to SCTP that are not yet acknowledged (or abandoned).
+async fn outstanding(list: &[DataChannel]) -> usize {
+    let mut n = 0;
+    for ch in list {
+        if ch.state() == ChannelState::Open {
+            n += ch.inner.dc.outstanding_bytes().await.unwrap_or(0);
+        }
+    }
+    n
+}
+
 struct Outgoing {
     msg: ChannelMessage,
     done: Option<oneshot::Sender<Result<()>>>,
@@ -159,6 +264,14 @@ struct Inner {
     max_message_size: usize,
     open: watch::Sender<ChannelState>,
     closed: AtomicBool,
+    /// When a message was last handed to SCTP (ms from `epoch()`, plus one; 0: never).
+    last_sent: AtomicU64,
+}
+
+/// The process-wide origin of `Inner::last_sent`.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +323,7 @@ impl DataChannel {
                 max_message_size,
                 open,
                 closed: AtomicBool::new(false),
+                last_sent: AtomicU64::new(0),
             }),
         };
         tokio::spawn(ch.clone().write_loop(rx));
@@ -239,6 +353,8 @@ impl DataChannel {
                 }
             };
             self.inner.queued.fetch_sub(len, Ordering::SeqCst);
+            let ms = epoch().elapsed().as_millis() as u64 + 1;
+            self.inner.last_sent.store(ms, Ordering::Relaxed);
             let r = r.map_err(|e| match e {
                 // Larger than the remote side accepts (its SDP max-message-size).
                 webrtc::error::Error::ErrOutboundPacketTooLarge => Error::InvalidData(format!(
@@ -322,6 +438,14 @@ impl DataChannel {
     pub fn state(&self) -> ChannelState {
         *self.inner.open.borrow()
     }
+    /// When a message was last handed to SCTP.
+    pub(crate) fn last_sent(&self) -> Option<std::time::Instant> {
+        match self.inner.last_sent.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(epoch() + std::time::Duration::from_millis(ms - 1)),
+        }
+    }
+
     /// Bytes queued in front of SCTP, not yet handed to it.
     pub fn buffered_amount(&self) -> usize {
         self.inner.queued.load(Ordering::SeqCst)

@@ -151,6 +151,8 @@ struct Shared {
     pc: std::sync::OnceLock<std::sync::Weak<dyn RtcPeerConnection>>,
     /// Jitter buffers, clock mapping and lip sync of what this peer sends us.
     playout: Arc<Playout>,
+    /// Datagrams received by this connection's sockets (drives the SCTP RTT probe).
+    link: Arc<super::udp::LinkActivity>,
 }
 
 impl Shared {
@@ -234,6 +236,7 @@ impl PeerConnectionEventHandler for Handler {
         }
         if st == PeerState::Connected && !s.quality_started.swap(true, Ordering::SeqCst) {
             tokio::spawn(measure_quality(Arc::downgrade(&self.shared)));
+            tokio::spawn(start_rto_probe(Arc::downgrade(&self.shared)));
         }
         if st == PeerState::Connected {
             // SCTP and the first channel follow within milliseconds; never boost much longer
@@ -344,6 +347,60 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Once SCTP is up, opens the probe channel and keeps SCTP's retransmission timeout from
+/// staying backed off after link cuts (see [`crate::channel::keep_rto_fresh`]).
+async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
+    use rtc::peer_connection::transport::RTCSctpTransportState;
+    // SCTP follows DTLS within milliseconds, or much later (a first data channel added by a
+    // renegotiation), or never (media only): poll, less and less often.
+    let mut wait = Duration::from_millis(5);
+    let pc = loop {
+        let Some(pc) = weak
+            .upgrade()
+            .filter(|s| !s.closed.load(Ordering::SeqCst))
+            .and_then(|s| s.pc.get().and_then(|w| w.upgrade()))
+        else {
+            return;
+        };
+        if let Some(sctp) = pc.sctp().await {
+            match sctp.state().await {
+                Ok(RTCSctpTransportState::Connected) => break pc,
+                Ok(RTCSctpTransportState::Closed) => return,
+                _ => {}
+            }
+        }
+        drop(pc);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(1));
+    };
+    let probe = match pc
+        .create_data_channel(
+            crate::channel::PROBE_LABEL,
+            Some(crate::channel::probe_init()),
+        )
+        .await
+    {
+        Ok(dc) => {
+            tracing::debug!("RTT probe channel created");
+            dc
+        }
+        Err(e) => {
+            tracing::debug!("no RTT probe channel: {e}");
+            return;
+        }
+    };
+    drop(pc);
+    let Some(link) = weak.upgrade().map(|s| s.link.clone()) else {
+        return;
+    };
+    crate::channel::keep_rto_fresh(probe, link, move || {
+        weak.upgrade()
+            .filter(|s| !s.closed.load(Ordering::SeqCst))
+            .map(|s| s.channels.lock().unwrap().clone())
+    })
+    .await;
+}
+
 /// One remote peer.
 pub struct Peer {
     shared: Arc<Shared>,
@@ -430,6 +487,7 @@ impl Peer {
             gave_up: AtomicBool::new(false),
             breaker: Mutex::new(CircuitBreaker::new(CircuitBreakerConfig::default())),
             playout,
+            link: runtime.link(),
         });
         // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
         // still reach us), and its multicast socket cannot even be opened in a network without

@@ -26,6 +26,8 @@ pub const BOOST_TICK: Duration = Duration::from_millis(1);
 pub struct FastStartRuntime {
     inner: Arc<dyn Runtime>,
     boosts: Arc<AtomicUsize>,
+    /// Datagrams received by the sockets of this runtime (one runtime per peer connection).
+    link: Arc<super::udp::LinkActivity>,
 }
 
 impl fmt::Debug for FastStartRuntime {
@@ -50,7 +52,13 @@ impl FastStartRuntime {
         Some(Arc::new(Self {
             inner: webrtc::runtime::default_runtime()?,
             boosts: Arc::new(AtomicUsize::new(0)),
+            link: Arc::default(),
         }))
+    }
+
+    /// When this runtime's sockets last received a datagram.
+    pub fn link(&self) -> Arc<super::udp::LinkActivity> {
+        self.link.clone()
     }
 
     pub fn boost(&self) -> Boost {
@@ -90,6 +98,7 @@ impl Runtime for FastStartRuntime {
         let inner = self.inner.wrap_udp_socket(socket)?;
         Ok(Arc::new(super::handshake_filter::FilteredSocket::new(
             inner,
+            self.link.clone(),
         )))
     }
     fn wrap_tcp_listener(

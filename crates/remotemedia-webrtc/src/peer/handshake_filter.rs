@@ -17,6 +17,7 @@
 //! - Anything holding a ChangeCipherSpec or an encrypted record: a completed side answers a
 //!   repeat of the peer's final flight (RFC 6347 4.2.4), and those flights carry both.
 
+use super::udp::LinkActivity;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -134,16 +135,19 @@ impl HandshakeFilter {
 }
 
 /// A UDP socket that passes received datagrams through a [`HandshakeFilter`].
+/// It also tells the peer's [`LinkActivity`] about every datagram received.
 pub struct FilteredSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     filter: Mutex<HandshakeFilter>,
+    link: Arc<LinkActivity>,
 }
 
 impl FilteredSocket {
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>) -> Self {
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, link: Arc<LinkActivity>) -> Self {
         Self {
             inner,
             filter: Mutex::new(HandshakeFilter::default()),
+            link,
         }
     }
 }
@@ -176,6 +180,9 @@ impl AsyncUdpSocket for FilteredSocket {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
             };
+            if n > 0 {
+                self.link.on_datagram(std::time::Instant::now());
+            }
             let mut kept = 0;
             for i in 0..n {
                 let m = meta[i];
