@@ -139,7 +139,8 @@ async fn add_sample_track(
 
 /// The H.264 format offered and sent (with the cargo feature `h264`): constrained baseline
 /// (what OpenH264 encodes), level 3.1, FU-A fragmentation (RFC 6184 non-interleaved mode).
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// Registers the codecs a peer connection offers and accepts: webrtc-rs's defaults, except
 /// that H.264 is offered only when it can be decoded here (the cargo feature `h264`), and then
@@ -161,7 +162,14 @@ pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
         }
     };
     for c in [
-        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", &[], 111),
+        codec(
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+            &[],
+            111,
+        ),
         codec(MIME_TYPE_G722, 8000, 0, "", &[], 9),
         codec(MIME_TYPE_PCMU, 8000, 0, "", &[], 0),
         codec(MIME_TYPE_PCMA, 8000, 0, "", &[], 8),
@@ -195,7 +203,10 @@ pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
             .map_err(err)?;
         let apt = format!("apt={pt}");
         media
-            .register_codec(codec(MIME_TYPE_RTX, 90_000, 0, &apt, &[], rtx), RtpCodecKind::Video)
+            .register_codec(
+                codec(MIME_TYPE_RTX, 90_000, 0, &apt, &[], rtx),
+                RtpCodecKind::Video,
+            )
             .map_err(err)?;
     }
     Ok(())
@@ -1116,10 +1127,15 @@ mod tests {
         );
         // And back; odd sizes are still refused.
         let big = I420Buffer::test_pattern(640, 480, 1).unwrap();
-        let out = s.encode(big.data(), 640, 480, 33_333, false).unwrap().unwrap();
+        let out = s
+            .encode(big.data(), 640, 480, 33_333, false)
+            .unwrap()
+            .unwrap();
         let f = dec.decode(&out[0].data).unwrap().expect("a keyframe first");
         assert_eq!((f.width(), f.height()), (640, 480));
-        assert!(s.encode(&[0; 15 * 15 + 2 * 8 * 8], 15, 15, 66_666, false).is_err());
+        assert!(s
+            .encode(&[0; 15 * 15 + 2 * 8 * 8], 15, 15, 66_666, false)
+            .is_err());
     }
 
     /// H.264 over RTP end to end: OpenH264 → RFC 6184 packetizer (STAP-A, FU-A, single NAL
@@ -1164,7 +1180,9 @@ mod tests {
             // 90 kHz from the µs timestamps (truncated to whole ticks).
             let rel = ts.wrapping_sub(*ts0.get_or_insert(ts));
             assert!((i * 3000).abs_diff(rel) <= 1, "frame {i}: RTP time +{rel}");
-            assert!(pkts.iter().all(|p| p.header.timestamp == ts && p.header.payload_type == 102));
+            assert!(pkts
+                .iter()
+                .all(|p| p.header.timestamp == ts && p.header.payload_type == 102));
             assert!(pkts.last().unwrap().header.marker);
             for p in &pkts {
                 match nal(&p.payload) {
@@ -1199,7 +1217,11 @@ mod tests {
                 }
                 30 | 45 => {
                     assert!(pkts.len() >= 3, "frame {i} has {} packets", pkts.len());
-                    let at = if i == 30 { pkts.len() / 2 } else { pkts.len() - 1 };
+                    let at = if i == 30 {
+                        pkts.len() / 2
+                    } else {
+                        pkts.len() - 1
+                    };
                     assert_eq!(nal(&pkts[at].payload), 28);
                     pkts.remove(at);
                 }
