@@ -1,6 +1,6 @@
 // H.264 video (the cargo feature `h264`): Node ↔ Node and Node ↔ Chromium. The default build
-// has no H.264: there, only the first test runs (videoCodec 'h264' is refused, naming the
-// feature) and the others are skipped, visibly. CI runs this file again against an addon built
+// has no H.264: there, videoCodec 'h264' is refused (naming the feature), H.264 is not offered
+// (a Chromium preferring it sends VP8), and the H.264 tests are skipped, visibly. CI runs this file again against an addon built
 // with the feature (REMOTEMEDIA_WEBRTC_NATIVE names it) with REMOTEMEDIA_WEBRTC_EXPECT_H264=1,
 // which makes a build without H.264 a failure instead of a skip.
 import { describe, it, expect } from 'vitest'
@@ -81,30 +81,54 @@ describe.skipIf(!H264)('H.264 between Node transports (built with the feature)',
   }, 30000)
 })
 
+// A signaling server serving the test page, a started Node transport 'node' and a Chromium tab
+// (fake camera) connected to it; `run` gets { node, tab, peer, browserId }.
+async function withChromium(options, run) {
+  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
+  const { chromium } = require('playwright-core')
+  const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
+  const server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
+  const node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', ...options })
+  let browser
+  try {
+    await node.start()
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
+        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+        '--autoplay-policy=no-user-gesture-required'],
+    })
+    const tab = await browser.newPage()
+    const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
+    await tab.goto(`http://127.0.0.1:${server.port}/`)
+    const browserId = (await announced).peerId
+    const peer = await node.connectPeer(browserId)
+    await run({ node, tab, peer, browserId })
+  } finally {
+    await browser?.close()
+    await node.shutdown()
+    await server.close()
+  }
+}
+
+describe.skipIf(H264)('H.264 not built in: not offered', () => {
+  it('a Chromium that prefers H.264 sends VP8 instead, decoded here', async () => {
+    await withChromium({}, async ({ tab, peer }) => {
+      const frames = []
+      peer.on('video-frame', (f) => frames.push(f))
+      await tab.evaluate(() => window.sendCamera('video/H264'))
+      await until(() => frames.length >= 5, 15000)
+      expect((await tab.evaluate(() => window.videoCodecs())).outbound.mimeType).toBe('video/VP8')
+      expect([frames[0].width, frames[0].height]).toEqual([640, 480])
+    })
+  }, 60000)
+})
+
 describe.skipIf(!H264)('H.264 with a real Chromium (built with the feature)', () => {
   it("decodes Chromium's camera sent as H.264 (640x480), and Chromium decodes the H.264 Node sends", async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
-    const { chromium } = require('playwright-core')
-    const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
-    const server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
-    const node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', videoCodec: 'h264' })
-    let browser
-    try {
-      await node.start()
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-          '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-          '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-          '--autoplay-policy=no-user-gesture-required'],
-      })
-      const tab = await browser.newPage()
-      const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
-      await tab.goto(`http://127.0.0.1:${server.port}/`)
-      const browserId = (await announced).peerId
-      const peer = await node.connectPeer(browserId)
-
+    await withChromium({ videoCodec: 'h264' }, async ({ node, tab, peer, browserId }) => {
       // Chromium → Node: its fake camera, H.264 preferred.
       const frames = []
       peer.on('video-frame', (f) => frames.push(f))
@@ -140,10 +164,6 @@ describe.skipIf(!H264)('H.264 with a real Chromium (built with the feature)', ()
       expect(stats.packetsReceived).toBeGreaterThan(0)
       expect(stats.framesDecoded).toBeGreaterThan(10)
       expect(stats.frameWidth).toBe(320)
-    } finally {
-      await browser?.close()
-      await node.shutdown()
-      await server.close()
-    }
+    })
   }, 60000)
 })
