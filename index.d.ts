@@ -38,6 +38,7 @@ export interface TransportOptions {
   /** 1..=256, default 10. */
   maxPeers?: number
   audioCodec?: 'opus'
+  /** Default 'vp8'. 'h264' needs the addon built with the cargo feature `h264` (else ERR_INVALID_CONFIG). */
   videoCodec?: 'vp8' | 'vp9' | 'h264'
   /** Open a 'default' channel with every outgoing connection (default true). */
   enableDataChannel?: boolean

@@ -393,6 +393,13 @@ impl WebRtcTransportConfig {
         range("videoWidth", self.video_width as u64, 16, 7680)?;
         range("videoHeight", self.video_height as u64, 16, 4320)?;
         range("videoFramerate", self.video_framerate as u64, 1, 120)?;
+        if self.video_codec == VideoCodec::H264 && !cfg!(feature = "h264") {
+            return Err(Error::InvalidConfig(
+                "videoCodec 'h264' is not built in: build the addon with the cargo feature `h264` \
+                 (npm run build -- --features h264)"
+                    .into(),
+            ));
+        }
         range("connectTimeoutMs", self.connect_timeout_ms, 100, 300_000)?;
         range(
             "signalingTimeoutMs",
@@ -482,6 +489,19 @@ mod tests {
             WebRtcTransportConfig::mobile_network_preset("ws://h").jitter_buffer_ms,
             150
         );
+    }
+
+    #[test]
+    fn h264_needs_the_feature() {
+        let r = base().with_video_codec(VideoCodec::H264).validate();
+        if cfg!(feature = "h264") {
+            r.unwrap();
+        } else {
+            let Err(Error::InvalidConfig(m)) = r else {
+                panic!("{r:?}")
+            };
+            assert!(m.contains("cargo feature `h264`"), "{m}");
+        }
     }
 
     #[test]

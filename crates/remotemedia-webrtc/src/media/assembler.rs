@@ -1,10 +1,12 @@
 //! Reassembles encoded video frames from RTP packets (VP8/VP9 payload descriptors removed by
-//! rtc's depacketizers). After any loss it drops frames until the next keyframe instead of
+//! rtc's depacketizers; H.264 single NAL units, STAP-A and FU-A (RFC 6184) turned into an
+//! Annex B access unit). After any loss it drops frames until the next keyframe instead of
 //! handing corrupt frames to the decoder, and says when to ask the sender for one (PLI).
 
 use super::codec::VideoDecoder;
 use crate::config::VideoCodec;
 use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::codec::vp9::Vp9Packet;
 use rtc::rtp::packetizer::Depacketizer;
@@ -27,6 +29,7 @@ pub enum Assembled {
 enum Depack {
     Vp8(Vp8Packet),
     Vp9(Vp9Packet),
+    H264(H264Packet),
 }
 
 impl Depack {
@@ -34,6 +37,14 @@ impl Depack {
         match self {
             Depack::Vp8(d) => d.depacketize(b).ok(),
             Depack::Vp9(d) => d.depacketize(b).ok(),
+            Depack::H264(d) => d.depacketize(b).ok(),
+        }
+    }
+
+    /// Forgets a partial FU-A NAL unit (its fragments must not run into the next frame's).
+    fn reset(&mut self) {
+        if let Depack::H264(d) = self {
+            *d = H264Packet::default();
         }
     }
 }
@@ -51,12 +62,12 @@ pub struct FrameAssembler {
 }
 
 impl FrameAssembler {
-    /// `None` for codecs without a depacketizer here (H.264 is not wired yet).
+    /// `None` for codecs without a depacketizer here (none today).
     pub fn new(codec: VideoCodec) -> Option<Self> {
         let depack = match codec {
             VideoCodec::Vp8 => Depack::Vp8(Vp8Packet::default()),
             VideoCodec::Vp9 => Depack::Vp9(Vp9Packet::default()),
-            VideoCodec::H264 => return None,
+            VideoCodec::H264 => Depack::H264(H264Packet::default()),
         };
         Some(Self {
             codec,
@@ -88,10 +99,12 @@ impl FrameAssembler {
             self.frame.clear();
             self.broken = false;
             self.frame_ts = Some(timestamp);
+            self.depack.reset();
         }
         if lost {
             self.broken = true;
             self.waiting_keyframe = true;
+            self.depack.reset();
         }
         match self.depack.depacketize(payload) {
             Some(part) => self.frame.extend_from_slice(&part),

@@ -16,14 +16,17 @@ use bytes::Bytes;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_G722, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS,
+    MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::codec::vp9::Vp9Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
 };
 use serde::Serialize;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -74,7 +77,12 @@ async fn negotiated_pt(
         .rtp_parameters
         .codecs
         .iter()
-        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .find(|c| {
+            c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
+                // H.264 is sent fragmented (FU-A): only a packetization-mode=1 payload type.
+                && (!mime.eq_ignore_ascii_case(MIME_TYPE_H264)
+                    || c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
+        })
         .map(|c| c.payload_type)
         .ok_or_else(|| Error::PeerNotConnected("track is not negotiated yet".into()))?;
     Ok(*cache.get_or_init(|| pt))
@@ -129,14 +137,92 @@ async fn add_sample_track(
     Ok((track, sender, ssrc))
 }
 
+/// The H.264 format offered and sent (with the cargo feature `h264`): constrained baseline
+/// (what OpenH264 encodes), level 3.1, FU-A fragmentation (RFC 6184 non-interleaved mode).
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// Registers the codecs a peer connection offers and accepts: webrtc-rs's defaults, except
+/// that H.264 is offered only when it can be decoded here (the cargo feature `h264`), and then
+/// only as [`H264_FMTP`] (webrtc-rs's defaults add packetization-mode=0 and High profile
+/// variants, which OpenH264 does not send). Payload types are webrtc-rs's; the ones in use
+/// come from the SDP.
+pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
+    let err = |e| Error::webrtc("media engine", e);
+    let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: &[RTCPFeedback], pt| {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback: fb.to_vec(),
+            },
+            payload_type: pt,
+        }
+    };
+    for c in [
+        codec(
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+            &[],
+            111,
+        ),
+        codec(MIME_TYPE_G722, 8000, 0, "", &[], 9),
+        codec(MIME_TYPE_PCMU, 8000, 0, "", &[], 0),
+        codec(MIME_TYPE_PCMA, 8000, 0, "", &[], 8),
+    ] {
+        media.register_codec(c, RtpCodecKind::Audio).map_err(err)?;
+    }
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    let fb = [
+        fb("goog-remb", ""),
+        fb("ccm", "fir"),
+        fb("nack", ""),
+        fb("nack", "pli"),
+    ];
+    // (mime, fmtp, payload type, its RTX payload type)
+    let mut video = vec![
+        (MIME_TYPE_VP8, "", 96, 97),
+        (MIME_TYPE_VP9, "profile-id=0", 98, 99),
+        (MIME_TYPE_VP9, "profile-id=1", 100, 101),
+    ];
+    if cfg!(feature = "h264") {
+        video.push((MIME_TYPE_H264, H264_FMTP, 102, 103));
+    }
+    video.push((MIME_TYPE_AV1, "profile-id=0", 41, 106));
+    video.push((MIME_TYPE_HEVC, "", 126, 107));
+    for (mime, fmtp, pt, rtx) in video {
+        media
+            .register_codec(codec(mime, 90_000, 0, fmtp, &fb, pt), RtpCodecKind::Video)
+            .map_err(err)?;
+        let apt = format!("apt={pt}");
+        media
+            .register_codec(
+                codec(MIME_TYPE_RTX, 90_000, 0, &apt, &[], rtx),
+                RtpCodecKind::Video,
+            )
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 /// The SDP codec for a video codec.
 pub fn video_rtp_codec(codec: VideoCodec) -> Result<RTCRtpCodec> {
     let (mime, fmtp) = match codec {
         VideoCodec::Vp8 => (MIME_TYPE_VP8, ""),
         VideoCodec::Vp9 => (MIME_TYPE_VP9, "profile-id=0"),
+        #[cfg(feature = "h264")]
+        VideoCodec::H264 => (MIME_TYPE_H264, H264_FMTP),
+        #[cfg(not(feature = "h264"))]
         VideoCodec::H264 => {
             return Err(Error::InvalidConfig(
-                "videoCodec 'h264' is not available on RTP tracks yet: use 'vp8' or 'vp9'".into(),
+                "videoCodec 'h264' is not built in: build with the cargo feature `h264`".into(),
             ))
         }
     };
@@ -149,7 +235,7 @@ pub fn video_rtp_codec(codec: VideoCodec) -> Result<RTCRtpCodec> {
     })
 }
 
-/// A local video track: I420 frames in, VP8/VP9 over RTP out.
+/// A local video track: I420 frames in, VP8/VP9 (or H.264) over RTP out.
 pub struct LocalVideoTrack {
     track: Arc<TrackLocalStaticRTP>,
     payload_type: std::sync::OnceLock<u8>,
@@ -353,7 +439,9 @@ impl VideoPacketizer {
     fn new(codec: VideoCodec) -> Self {
         let payloader: Box<dyn Payloader> = match codec {
             VideoCodec::Vp9 => Box::new(Vp9Payloader::default()),
-            _ => Box::new(Vp8Payloader::default()),
+            // Keeps each IDR's SPS and PPS and sends them before it in one STAP-A.
+            VideoCodec::H264 => Box::new(H264Payloader::default()),
+            VideoCodec::Vp8 => Box::new(Vp8Payloader::default()),
         };
         let seed = new_ssrc();
         Self {
@@ -576,10 +664,10 @@ impl LocalVideoTrack {
     }
 
     pub async fn send_encoded(&self, frames: Vec<EncodedFrame>) -> Result<()> {
-        let mime = if self.codec == VideoCodec::Vp9 {
-            MIME_TYPE_VP9
-        } else {
-            MIME_TYPE_VP8
+        let mime = match self.codec {
+            VideoCodec::Vp8 => MIME_TYPE_VP8,
+            VideoCodec::Vp9 => MIME_TYPE_VP9,
+            VideoCodec::H264 => MIME_TYPE_H264,
         };
         let pt = negotiated_pt(&self.sender, mime, &self.payload_type).await?;
         for frame in &frames {
@@ -865,6 +953,9 @@ async fn read_video(mut reader: TrackReader) {
                 VideoCodec::Vp8
             } else if mime == MIME_TYPE_VP9.to_ascii_lowercase() {
                 VideoCodec::Vp9
+            } else if mime == MIME_TYPE_H264.to_ascii_lowercase() {
+                // Negotiated only with the cargo feature `h264` (see `register_codecs`).
+                VideoCodec::H264
             } else {
                 tracing::warn!("video codec {mime} is not decoded here");
                 break;
@@ -1036,10 +1127,149 @@ mod tests {
         );
         // And back; odd sizes are still refused.
         let big = I420Buffer::test_pattern(640, 480, 1).unwrap();
-        let out = s.encode(big.data(), 640, 480, 33_333, false).unwrap().unwrap();
+        let out = s
+            .encode(big.data(), 640, 480, 33_333, false)
+            .unwrap()
+            .unwrap();
         let f = dec.decode(&out[0].data).unwrap().expect("a keyframe first");
         assert_eq!((f.width(), f.height()), (640, 480));
-        assert!(s.encode(&[0; 15 * 15 + 2 * 8 * 8], 15, 15, 66_666, false).is_err());
+        assert!(s
+            .encode(&[0; 15 * 15 + 2 * 8 * 8], 15, 15, 66_666, false)
+            .is_err());
+    }
+
+    /// H.264 over RTP end to end: OpenH264 → RFC 6184 packetizer (STAP-A, FU-A, single NAL
+    /// units) → a lossy, reordering network → assembler (depacketizer) → OpenH264. Losses and
+    /// reorders make the receiver ask for a keyframe (as its PLI would); the sender answers with
+    /// an IDR that carries SPS and PPS, and decoding resumes from it.
+    #[cfg(feature = "h264")]
+    #[test]
+    fn h264_over_rtp_round_trip_with_reorder_and_loss() {
+        use crate::media::video::psnr_y;
+        use std::collections::HashMap;
+        let (w, h) = (640u32, 480u32);
+        let cfg = VideoEncoderConfig {
+            width: w,
+            height: h,
+            framerate: 30,
+            bitrate: 1_500_000,
+            keyframe_interval: 0,
+        };
+        let mut send = VideoSendState::new(VideoCodec::H264, &cfg).unwrap();
+        let mut pack = VideoPacketizer::new(VideoCodec::H264);
+        let mut asm = FrameAssembler::new(VideoCodec::H264).unwrap();
+        let mut dec = VideoDecoder::new(VideoCodec::H264).unwrap();
+        let nal = |p: &Bytes| p[0] & 0x1f;
+        let (mut stap, mut fua, mut single) = (0, 0, 0);
+        let mut sources = HashMap::new();
+        let mut ts0 = None;
+        let mut want_key = false;
+        let mut keyframes_sent = Vec::new();
+        let mut decoded = Vec::new();
+        let mut min_psnr = f64::INFINITY;
+        for i in 0..60u32 {
+            // From frame 52 the picture stands still: small P-frames, one NAL unit a packet.
+            let src = I420Buffer::test_pattern(w, h, i.min(52)).unwrap();
+            let key = std::mem::take(&mut want_key);
+            let frames = send
+                .encode(src.data(), w, h, i as i64 * 1_000_000 / 30, key)
+                .unwrap();
+            assert_eq!(frames.len(), 1);
+            let mut pkts = pack.packets(&frames[0], 102, 0x1234).unwrap();
+            let ts = pkts[0].header.timestamp;
+            // 90 kHz from the µs timestamps (truncated to whole ticks).
+            let rel = ts.wrapping_sub(*ts0.get_or_insert(ts));
+            assert!((i * 3000).abs_diff(rel) <= 1, "frame {i}: RTP time +{rel}");
+            assert!(pkts
+                .iter()
+                .all(|p| p.header.timestamp == ts && p.header.payload_type == 102));
+            assert!(pkts.last().unwrap().header.marker);
+            for p in &pkts {
+                match nal(&p.payload) {
+                    24 => stap += 1,
+                    28 => fua += 1,
+                    1..=23 => single += 1,
+                    t => panic!("NAL type {t} sent"),
+                }
+            }
+            let idr = VideoDecoder::is_keyframe(VideoCodec::H264, &frames[0].data);
+            if idr {
+                keyframes_sent.push(i);
+                // SPS and PPS go with every IDR, first, in one STAP-A.
+                let p = &pkts[0].payload;
+                assert_eq!(nal(p), 24, "frame {i}: IDR without a leading STAP-A");
+                let sps_len = u16::from_be_bytes([p[1], p[2]]) as usize;
+                assert_eq!(p[3] & 0x1f, 7, "SPS");
+                assert_eq!(p[3 + sps_len + 2] & 0x1f, 8, "PPS");
+            } else {
+                assert!(pkts.iter().all(|p| nal(&p.payload) != 24), "frame {i}");
+            }
+            if key {
+                assert!(idr, "frame {i}: a keyframe was asked for");
+            }
+            // The network: frame 15 arrives with two packets swapped, frame 30 loses an FU-A
+            // fragment from its middle, frame 45 loses its last packet (an FU-A end, so a
+            // partial NAL unit is left behind).
+            match i {
+                15 => {
+                    assert!(pkts.len() >= 2);
+                    pkts.swap(0, 1);
+                }
+                30 | 45 => {
+                    assert!(pkts.len() >= 3, "frame {i} has {} packets", pkts.len());
+                    let at = if i == 30 {
+                        pkts.len() / 2
+                    } else {
+                        pkts.len() - 1
+                    };
+                    assert_eq!(nal(&pkts[at].payload), 28);
+                    pkts.remove(at);
+                }
+                _ => {}
+            }
+            sources.insert(ts, (i, src));
+            for p in pkts {
+                match asm.push(p.header.sequence_number, ts, p.header.marker, &p.payload) {
+                    Assembled::Pending => {}
+                    Assembled::NeedKeyframe => want_key = true,
+                    Assembled::Frame {
+                        data,
+                        rtp_timestamp,
+                        keyframe,
+                    } => {
+                        let (index, src) = &sources[&rtp_timestamp];
+                        let pic = dec
+                            .decode(&data)
+                            .unwrap_or_else(|e| panic!("frame {index}: {e}"))
+                            .expect("a picture per frame");
+                        assert_eq!((pic.width(), pic.height()), (w, h));
+                        let psnr = psnr_y(&src.as_frame(), &pic.as_frame()).unwrap();
+                        min_psnr = min_psnr.min(psnr);
+                        decoded.push((*index, keyframe));
+                    }
+                }
+            }
+        }
+        let indices: Vec<u32> = decoded.iter().map(|d| d.0).collect();
+        eprintln!(
+            "H.264 over RTP: {} of 60 frames decoded, min Y PSNR {min_psnr:.2} dB, \
+             keyframes sent at {keyframes_sent:?}; packets: {stap} STAP-A, {fua} FU-A, \
+             {single} single NAL",
+            decoded.len()
+        );
+        assert!(min_psnr > 30.0, "Y PSNR {min_psnr:.2} dB");
+        assert!(stap >= 4 && fua > 0 && single > 0);
+        // Every frame up to the damaged one, nothing from it until the IDR it asked for, then
+        // every frame again: a keyframe requested at the damage (frame 15, 30) or, when the
+        // tail was lost, when the next frame showed it (46 → IDR at 47).
+        assert_eq!(keyframes_sent, vec![0, 16, 31, 47]);
+        let expected: Vec<u32> = (0..60)
+            .filter(|i| !matches!(i, 15 | 30 | 45 | 46))
+            .collect();
+        assert_eq!(indices, expected);
+        for (i, key) in decoded {
+            assert_eq!(key, keyframes_sent.contains(&i), "frame {i}");
+        }
     }
 
     #[test]

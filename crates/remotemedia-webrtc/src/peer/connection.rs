@@ -444,9 +444,7 @@ impl Peer {
             .with_ice_servers(ice_servers)
             .build();
         let mut media = MediaEngine::default();
-        media
-            .register_default_codecs()
-            .map_err(|e| Error::webrtc("media engine", e))?;
+        crate::media::track::register_codecs(&mut media)?;
         // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests,
         // sender reports and the remote's reception reports.
         let reception = SharedReceptionLog::default();
