@@ -235,11 +235,21 @@ impl Playout {
             StreamKind::Video => st.video_claimed = false,
         }
         st.sync.reset_stream(kind);
+        drop(st);
+        self.reset_arrival(kind);
     }
 
     /// The stream's sender changed (new SSRC): its buffer and clock mapping start over.
     pub fn reset_stream(&self, kind: StreamKind) {
         self.lock().sync.reset_stream(kind);
+        self.reset_arrival(kind);
+    }
+
+    /// A new audio stream's sequence numbers start anywhere: the arrival decoder starts over.
+    fn reset_arrival(&self, kind: StreamKind) {
+        if kind == StreamKind::Audio {
+            *self.arrival.lock().unwrap_or_else(|e| e.into_inner()) = ArrivalDecoder::default();
+        }
     }
 
     /// An Opus packet arrived.
@@ -587,6 +597,10 @@ mod tests {
             let ts = tap.got.lock().unwrap().clone();
             if at_arrival {
                 assert_eq!(ts, [0, 960, 2880], "at arrival, newest only, once each");
+                // A new sender (new SSRC) numbers its packets afresh: taken again.
+                p.reset_stream(StreamKind::Audio);
+                p.push_audio(1, 0, p.now_us(), pkts[0].clone());
+                assert_eq!(tap.got.lock().unwrap().len(), 4, "a new stream starts over");
             } else {
                 assert_eq!(ts, app, "from the buffer, as the application gets them");
             }
