@@ -80,11 +80,7 @@ type Target = (String, Vec<String>, Arc<Mutex<Pipeline>>);
 /// frame itself.
 /// `still_in(session_id)` is asked with the pipeline locked: a member may have left meanwhile,
 /// and its frame must not follow its `peer-left` (it would bring it back, e.g. into a mix).
-fn run_each(
-    targets: Vec<Target>,
-    frame: Frame,
-    still_in: impl Fn(&str) -> bool,
-) -> Vec<Routed> {
+fn run_each(targets: Vec<Target>, frame: Frame, still_in: impl Fn(&str) -> bool) -> Vec<Routed> {
     let mut frame = Some(frame);
     let n = targets.len();
     targets
@@ -346,7 +342,9 @@ impl Sessions {
 
     /// The pipelines of the sessions `peer_id` is in, with each session's members.
     fn is_member(&self, id: &str, peer_id: &str) -> bool {
-        self.lock().get(id).is_some_and(|s| s.peers.contains(peer_id))
+        self.lock()
+            .get(id)
+            .is_some_and(|s| s.peers.contains(peer_id))
     }
 
     fn targets(&self, peer_id: &str) -> Vec<Target> {

@@ -104,8 +104,15 @@ impl Relay {
         let Some(params) = v.get_mut("params").and_then(|p| p.as_object_mut()) else {
             return text.to_string();
         };
-        if let Some(c) = params.get("candidate").and_then(|c| c.as_str()).map(str::to_string) {
-            let body = c.strip_prefix("candidate:").map(|_| c.as_str()).unwrap_or(&c);
+        if let Some(c) = params
+            .get("candidate")
+            .and_then(|c| c.as_str())
+            .map(str::to_string)
+        {
+            let body = c
+                .strip_prefix("candidate:")
+                .map(|_| c.as_str())
+                .unwrap_or(&c);
             if !body.is_empty() {
                 match self.rewrite_candidate(body) {
                     Some(r) => params.insert("candidate".into(), r.into()),
@@ -114,7 +121,11 @@ impl Relay {
                 };
             }
         }
-        if let Some(sdp) = params.get("sdp").and_then(|s| s.as_str()).map(str::to_string) {
+        if let Some(sdp) = params
+            .get("sdp")
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+        {
             params.insert("sdp".into(), self.rewrite_sdp(&sdp).into());
         }
         v.to_string()

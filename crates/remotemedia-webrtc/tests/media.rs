@@ -464,7 +464,10 @@ async fn an_answer_with_answer_media_carries_a_track_of_the_offered_kind() {
     // c answered the same offer without a track of its own.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(c.audio_track("answer-media-a").is_err());
-    assert!(c.send_audio("answer-media-a", Pcm::F32(&[0.0; 960])).await.is_err());
+    assert!(c
+        .send_audio("answer-media-a", Pcm::F32(&[0.0; 960]))
+        .await
+        .is_err());
 
     // b's track works straight away: its tone reaches a.
     let mut frames_from_b = 0;

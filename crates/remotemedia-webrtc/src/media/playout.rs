@@ -45,7 +45,8 @@ pub trait FrameTap: Send + Sync {
     fn audio(&self, peer_id: &str, frame: &AudioFrame);
     /// Whether this peer's media should reach the tap as it arrives instead of as it leaves the
     /// jitter buffer: audio decoded in arrival order (late or repeated packets dropped, no
-    /// concealment), video as soon as it is decoded. A session pipeline whose output goes back
+    /// concealment; a decoder of its own, since the buffer still decodes for the application),
+    /// video as soon as it is decoded. A session pipeline whose output goes back
     /// over the network (into the receiver's own jitter buffer) has no use for a second
     /// buffer's delay.
     fn at_arrival(&self, _peer_id: &str) -> bool {
@@ -257,11 +258,7 @@ impl Playout {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        if let Some(tap) = self
-            .tap
-            .as_ref()
-            .filter(|t| t.at_arrival(&self.peer_id))
-        {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.at_arrival(&self.peer_id)) {
             if let Some(frame) = self.decode_at_arrival(seq, rtp_timestamp, &payload) {
                 tap.audio(&self.peer_id, &frame);
             }
@@ -277,9 +274,16 @@ impl Playout {
 
     /// The packet decoded for the tap, unless it is older than (or the same as) one already
     /// decoded.
-    fn decode_at_arrival(&self, seq: u16, rtp_timestamp: u32, payload: &[u8]) -> Option<AudioFrame> {
+    fn decode_at_arrival(
+        &self,
+        seq: u16,
+        rtp_timestamp: u32,
+        payload: &[u8],
+    ) -> Option<AudioFrame> {
         let mut a = self.arrival.lock().unwrap_or_else(|e| e.into_inner());
-        if a.last_seq.is_some_and(|last| (seq.wrapping_sub(last) as i16) <= 0) {
+        if a.last_seq
+            .is_some_and(|last| (seq.wrapping_sub(last) as i16) <= 0)
+        {
             return None;
         }
         let channels: u16 = if *payload.first()? & 0x04 != 0 { 2 } else { 1 };
@@ -541,10 +545,7 @@ mod tests {
 
     impl FrameTap for Recorder {
         fn audio(&self, _peer_id: &str, frame: &AudioFrame) {
-            self.got
-                .lock()
-                .unwrap()
-                .push(frame.rtp_timestamp);
+            self.got.lock().unwrap().push(frame.rtp_timestamp);
         }
         fn at_arrival(&self, _peer_id: &str) -> bool {
             self.at_arrival
@@ -576,7 +577,12 @@ mod tests {
                 .collect();
             // 0, 1, 1 again (repeated), 3, then 2 late: the tap takes 0, 1, 3 at arrival.
             for seq in [0u16, 1, 1, 3, 2] {
-                p.push_audio(seq, seq as u32 * 960, p.now_us(), pkts[seq as usize].clone());
+                p.push_audio(
+                    seq,
+                    seq as u32 * 960,
+                    p.now_us(),
+                    pkts[seq as usize].clone(),
+                );
             }
             // At arrival means within push_audio; from the buffer, nothing yet (100 ms).
             let early = tap.got.lock().unwrap().len();

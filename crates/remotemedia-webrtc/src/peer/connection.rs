@@ -82,8 +82,14 @@ impl PeerState {
 /// Signaling messages for one peer, handled strictly in arrival order.
 #[derive(Debug)]
 pub(crate) enum Signal {
-    Offer { sdp: String, request_id: String },
-    Answer { sdp: String, request_id: String },
+    Offer {
+        sdp: String,
+        request_id: String,
+    },
+    Answer {
+        sdp: String,
+        request_id: String,
+    },
     Candidate(IceCandidateParams),
     /// A local change (a track added or removed) to offer; replies once the offer is out, or
     /// queued behind the one awaiting its answer.
@@ -347,6 +353,13 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// The SCTP transport's state; `None` before it exists.
+async fn sctp_state(
+    pc: &Arc<dyn RtcPeerConnection>,
+) -> Option<rtc::peer_connection::transport::RTCSctpTransportState> {
+    pc.sctp().await?.state().await.ok()
+}
+
 /// Once SCTP is up, opens the probe channel and keeps SCTP's retransmission timeout from
 /// staying backed off after link cuts (see [`crate::channel::keep_rto_fresh`]).
 async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
@@ -362,12 +375,10 @@ async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
         else {
             return;
         };
-        if let Some(sctp) = pc.sctp().await {
-            match sctp.state().await {
-                Ok(RTCSctpTransportState::Connected) => break pc,
-                Ok(RTCSctpTransportState::Closed) => return,
-                _ => {}
-            }
+        match sctp_state(&pc).await {
+            Some(RTCSctpTransportState::Connected) => break pc,
+            Some(RTCSctpTransportState::Closed) => return,
+            _ => {}
         }
         drop(pc);
         tokio::time::sleep(wait).await;
@@ -696,8 +707,8 @@ impl Peer {
                 return Ok(());
             }
             tracing::debug!(peer = self.peer_id(), "offers crossed: ours rolled back");
-            let rollback = RTCSessionDescription::rollback(None)
-                .map_err(|e| Error::webrtc("rollback", e))?;
+            let rollback =
+                RTCSessionDescription::rollback(None).map_err(|e| Error::webrtc("rollback", e))?;
             self.pc
                 .set_local_description(rollback)
                 .await
@@ -769,8 +780,7 @@ impl Peer {
                 bitrate: cfg.video_bitrate_bps,
                 ..VideoEncoderConfig::default()
             };
-            let track =
-                Arc::new(LocalVideoTrack::add_to(&self.pc, cfg.video_codec, config).await?);
+            let track = Arc::new(LocalVideoTrack::add_to(&self.pc, cfg.video_codec, config).await?);
             *self.shared.video.lock().unwrap() = Some(track);
         }
         Ok(())
@@ -914,17 +924,15 @@ impl Peer {
         use rtc::peer_connection::transport::RTCSctpTransportState;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(sctp) = self.pc.sctp().await {
-                match sctp.state().await {
-                    Ok(RTCSctpTransportState::Connected) => return Ok(()),
-                    Ok(RTCSctpTransportState::Closed) => {
-                        return Err(Error::ConnectionFailed(format!(
-                            "the data transport to {} is closed",
-                            self.peer_id()
-                        )))
-                    }
-                    _ => {}
+            match sctp_state(&self.pc).await {
+                Some(RTCSctpTransportState::Connected) => return Ok(()),
+                Some(RTCSctpTransportState::Closed) => {
+                    return Err(Error::ConnectionFailed(format!(
+                        "the data transport to {} is closed",
+                        self.peer_id()
+                    )))
                 }
+                _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout(format!(

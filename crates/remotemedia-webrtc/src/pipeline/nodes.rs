@@ -116,9 +116,7 @@ impl ParamKind {
             ParamKind::Integer => v.is_i64() || v.is_u64(),
             ParamKind::Bool => v.is_boolean(),
             ParamKind::String => v.is_string(),
-            ParamKind::StringList => v
-                .as_array()
-                .is_some_and(|a| a.iter().all(Value::is_string)),
+            ParamKind::StringList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         }
     }
 }

@@ -73,9 +73,10 @@ pub fn check_output_params(params: &Map<String, Value>) -> std::result::Result<(
         (true, None) => Err("route 'peers' needs param 'peers' (a list of peer ids)".into()),
         (false, Some(_)) => Err("param 'peers' goes with route: peers".into()),
         (true, Some(v)) => {
-            let ids = v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
-                "param 'peers' must be a non-empty list of peer ids".to_string()
-            })?;
+            let ids = v
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| "param 'peers' must be a non-empty list of peer ids".to_string())?;
             for id in ids {
                 match id.as_str() {
                     Some(s) if crate::config::is_valid_peer_id(s) => {}
@@ -106,7 +107,10 @@ mod tests {
         let m = members();
         let to = |r: OutputRoute, src| r.recipients(src, &m);
         assert_eq!(to(OutputRoute::Sender, Some("b")), ["b"]);
-        assert!(to(OutputRoute::Sender, Some("x")).is_empty(), "not a member");
+        assert!(
+            to(OutputRoute::Sender, Some("x")).is_empty(),
+            "not a member"
+        );
         assert!(to(OutputRoute::Sender, None).is_empty());
         assert_eq!(to(OutputRoute::All, Some("b")), ["a", "b", "c"]);
         assert_eq!(to(OutputRoute::Others, Some("b")), ["a", "c"]);
@@ -133,16 +137,26 @@ mod tests {
         let bad = [
             (json!({"route": "everyone"}), "not one of"),
             (json!({"route": "peers"}), "needs param 'peers'"),
-            (json!({"route": "all", "peers": ["a"]}), "goes with route: peers"),
+            (
+                json!({"route": "all", "peers": ["a"]}),
+                "goes with route: peers",
+            ),
             (json!({"route": "peers", "peers": []}), "non-empty list"),
             (json!({"route": "peers", "peers": "a"}), "non-empty list"),
-            (json!({"route": "peers", "peers": ["ok", "bad id!"]}), "invalid peer id"),
+            (
+                json!({"route": "peers", "peers": ["ok", "bad id!"]}),
+                "invalid peer id",
+            ),
         ];
         for (p, why) in bad {
             let e = check_output_params(&params(p.clone())).unwrap_err();
             assert!(e.contains(why), "{p}: {e}");
         }
-        for p in [json!({}), json!({"route": "sender"}), json!({"route": "peers", "peers": ["a"]})] {
+        for p in [
+            json!({}),
+            json!({"route": "sender"}),
+            json!({"route": "peers", "peers": ["a"]}),
+        ] {
             assert!(check_output_params(&params(p.clone())).is_ok(), "{p}");
         }
     }
