@@ -33,6 +33,12 @@ impl LivePeer {
     }
 }
 
+impl Default for LivePeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for LivePeer {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::SeqCst);
