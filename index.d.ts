@@ -43,8 +43,13 @@ export interface TransportOptions {
   /** Open a 'default' channel with every outgoing connection (default true). */
   enableDataChannel?: boolean
   dataChannelMode?: DataChannelMode
-  /** 50..=200, default 100. */
+  /** Where each received stream's adaptive jitter buffer starts, 50..=200 ms, default 100; also
+   *  its floor unless jitterBufferMinMs is set. */
   jitterBufferMs?: number
+  /** Floor of the adaptive jitter buffer, 10..=jitterBufferMs ms (default: jitterBufferMs; the
+   *  lowLatency preset: 20). The buffer settles at a multiple of the measured interarrival jitter,
+   *  never below this floor: lower means less delay on a steady path, more concealment on a bursty one. */
+  jitterBufferMinMs?: number
   rtcpIntervalMs?: number
   /** How often each peer's quality is measured and a 'quality' event sent, 100..=60000, default 1000. */
   qualityIntervalMs?: number
@@ -130,7 +135,7 @@ export interface AudioFrame {
   /** Capture time on the sender's clock (µs since the Unix epoch) once an RTCP sender report
    *  arrived; the local arrival clock before. */
   wallClockUs: number
-  /** Time the packet waited in the peer's jitter buffer (at least the transport's jitterBufferMs). */
+  /** Time the packet waited in the peer's jitter buffer (at least the transport's jitterBufferMinMs). */
   bufferDelayMs: number
   /** 0.5 on the local arrival clock, 1.0 with a recent RTCP sender report. */
   syncConfidence: number
@@ -346,6 +351,7 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   readonly started: boolean
   readonly config: {
     signalingUrl: string; peerId: string; maxPeers: number; jitterBufferMs: number
+    jitterBufferMinMs: number
     enableDataChannel: boolean; dataChannelMode: DataChannelMode; autoConnect: boolean
     bindAddress: string; videoBitrate: number; audioBitrate: number
   }
@@ -563,7 +569,19 @@ export interface SessionSnapshot {
   id: string
   maxPeers: number
   peers: string[]
+  /** Routing: the members above and the manifest (its Output nodes name their recipients). */
   manifest: string | null
+  /** What each connected member's sync stage learned; a restored member starts from it. */
+  sync?: Record<string, SyncSeed>
+}
+
+/** Sync state that carries over to a new connection with the same peer. */
+export interface SyncSeed {
+  /** Adaptive jitter targets, ms (clamped to the receiver's bounds when applied). */
+  audioTargetMs?: number | null
+  videoTargetMs?: number | null
+  /** Drift correction of the RTP → wall-clock mapping, 0.99..=1.01. */
+  correctionFactor?: number | null
 }
 
 export interface SessionOutput {

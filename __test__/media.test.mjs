@@ -116,6 +116,46 @@ describe('audio between Node transports', () => {
   })
 })
 
+describe('jitter buffer floor', () => {
+  it('with jitterBufferMinMs the buffer settles below jitterBufferMs on a steady path; without it, it stays at jitterBufferMs', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('fa'))
+    const low = await transport(server, uid('fl'), { jitterBufferMs: 50, jitterBufferMinMs: 20 })
+    const plain = await transport(server, uid('fp'), { jitterBufferMs: 50 })
+    try {
+      for (const r of [low, plain]) {
+        const peer = await a.connectPeer(r.peerId)
+        await peer.addAudioTrack()
+        await untilNegotiated(a, r.peerId)
+      }
+      const delays = { low: [], plain: [] }
+      low.getPeer(a.peerId).on('audio-frame', (f) => delays.low.push(f.bufferDelayMs))
+      plain.getPeer(a.peerId).on('audio-frame', (f) => delays.plain.push(f.bufferDelayMs))
+      // 4 s of 20 ms frames, paced: the target moves 1/128 of the way per frame.
+      const start = Date.now()
+      for (const [i, f] of tone(440, 200).entries()) {
+        await a.broadcastAudio(f)
+        const wait = start + (i + 1) * 20 - Date.now()
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+      }
+      await until(() => delays.low.length >= 190 && delays.plain.length >= 190, 5000)
+      const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1]
+      const lowStats = low.getPeer(a.peerId).getBufferStatistics().audio
+      const plainStats = plain.getPeer(a.peerId).getBufferStatistics().audio
+      expect(lowStats.targetDelayMs).toBeGreaterThanOrEqual(20)
+      expect(lowStats.targetDelayMs).toBeLessThan(40)
+      expect(plainStats.targetDelayMs).toBeGreaterThanOrEqual(50)
+      expect(median(delays.low.slice(-50))).toBeLessThan(40)
+      expect(median(delays.plain.slice(-50))).toBeGreaterThanOrEqual(45)
+    } finally {
+      await a.shutdown()
+      await low.shutdown()
+      await plain.shutdown()
+      await server.close()
+    }
+  })
+})
+
 describe('renegotiation from the answering side', () => {
   it('the peer that answered the first offer can add a track too (DTLS roles kept)', async () => {
     const server = await withServer()

@@ -55,12 +55,20 @@ describe('sessions', () => {
       await s.addPeer(b.peerId)
       const snap = JSON.parse(JSON.stringify(s.snapshot()))
       expect(snap).toMatchObject({ kind: 'remotemedia-session', version: 1, id: 'call', peers: [b.peerId], manifest: MANIFEST })
+      // Sync state: what a's sync stage learned of b (nothing received yet: the initial targets).
+      expect(snap.sync[b.peerId]).toMatchObject({ audioTargetMs: 100, videoTargetMs: 100 })
+      snap.sync[b.peerId] = { audioTargetMs: 150, videoTargetMs: 120, correctionFactor: 1.0002 }
 
-      // Another transport restores it: the session exists there and b is connected again.
+      // Another transport restores it: the session exists there, b is connected again, and b's
+      // sync stage starts from the snapshot's state.
       const restored = await a2.restoreSession(snap)
       expect(restored.peers).toEqual([b.peerId])
       expect(restored.failedPeers).toEqual([])
       expect(a2.listPeers()).toContain(b.peerId)
+      const stats = a2.getPeer(b.peerId).getBufferStatistics()
+      expect([stats.audio.targetDelayMs, stats.video.targetDelayMs]).toEqual([150, 120])
+      expect(a2.getPeer(b.peerId).getSyncState().correctionFactor).toBe(1.0002)
+      expect(a2.getSession('call').snapshot().sync[b.peerId]).toMatchObject({ audioTargetMs: 150, correctionFactor: 1.0002 })
       await rejectsWithCode(a2.restoreSession(snap), 'ERR_SESSION_EXISTS')
 
       for (const bad of [
@@ -69,6 +77,8 @@ describe('sessions', () => {
         { ...snap, id: 'other', peers: ['not a valid id'] },
         { ...snap, id: 'other', manifest: 'nodes: [' },
         { ...snap, id: 'other', unexpected: true },
+        { ...snap, id: 'other', sync: { stranger: {} } },
+        { ...snap, id: 'other', sync: { [b.peerId]: { audioTargetMs: 'loud' } } },
       ]) {
         await rejectsWithCode(a2.restoreSession(bad), 'ERR_INVALID_DATA')
         expect(a2.hasSession('other')).toBe(false)

@@ -237,6 +237,8 @@ describe('limits and errors', () => {
       [{ signalingUrl: url, maxPeers: 0 }, 'maxPeers'],
       [{ signalingUrl: url, maxPeers: 257 }, 'maxPeers'],
       [{ signalingUrl: url, jitterBufferMs: 10 }, 'jitterBufferMs'],
+      [{ signalingUrl: url, jitterBufferMinMs: 5 }, 'jitterBufferMinMs'],
+      [{ signalingUrl: url, jitterBufferMs: 50, jitterBufferMinMs: 60 }, 'jitterBufferMinMs'],
       [{ signalingUrl: url, peerId: 'no spaces' }, 'peerId'],
       [{ signalingUrl: url, stunServers: ['stun.example.org'] }, 'stunServers'],
       [{ signalingUrl: url, turnServers: ['turn:h:1'] }, 'turn'],
@@ -263,11 +265,13 @@ describe('limits and errors', () => {
   it('presets give their values and can be overridden', () => {
     const t = new WebRtcTransport(lib.presets.lowLatency({ signalingUrl: server.url, peerId: 'p1' }))
     expect(t.config.jitterBufferMs).toBe(50)
+    expect(t.config.jitterBufferMinMs).toBe(20)
     expect(t.config.dataChannelMode).toBe('unreliable')
     const h = new WebRtcTransport(lib.presets.highQuality({ signalingUrl: server.url }))
     expect(h.config.videoBitrate).toBe(4_000_000)
     const m = new WebRtcTransport(lib.presets.mobileNetwork({ signalingUrl: server.url, jitterBufferMs: 180 }))
     expect(m.config.jitterBufferMs).toBe(180)
+    expect(m.config.jitterBufferMinMs).toBe(180)
     expect(m.config.videoBitrate).toBe(800_000)
   })
 

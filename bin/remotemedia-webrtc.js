@@ -42,6 +42,7 @@ Environment:
   WEBRTC_TURN_SERVERS         comma-separated turn:host:port:username:credential
   WEBRTC_ENABLE_DATA_CHANNEL  true/false (default true)
   WEBRTC_JITTER_BUFFER_MS     50..200 (default 100)
+  WEBRTC_JITTER_BUFFER_MIN_MS 10..WEBRTC_JITTER_BUFFER_MS, floor of the adaptive buffer
   WEBRTC_PIPELINE_MANIFEST    manifest used when --manifest is not given
   RUST_LOG                    log filter of the native core
 `
@@ -107,6 +108,7 @@ function envConfig(env) {
   }
   cfg.maxPeers = int('WEBRTC_MAX_PEERS', 1, 256)
   cfg.jitterBufferMs = int('WEBRTC_JITTER_BUFFER_MS', 50, 200)
+  cfg.jitterBufferMinMs = int('WEBRTC_JITTER_BUFFER_MIN_MS', 10, 200)
   cfg.stunServers = list('WEBRTC_STUN_SERVERS')
   cfg.turnServers = list('WEBRTC_TURN_SERVERS')
   const dc = env.WEBRTC_ENABLE_DATA_CHANNEL
@@ -243,6 +245,7 @@ async function serve(opts, env) {
       ...(envCfg.turnServers && { turnServers: envCfg.turnServers }),
       ...(envCfg.enableDataChannel !== undefined && { enableDataChannel: envCfg.enableDataChannel }),
       ...(envCfg.jitterBufferMs !== undefined && { jitterBufferMs: envCfg.jitterBufferMs }),
+      ...(envCfg.jitterBufferMinMs !== undefined && { jitterBufferMinMs: envCfg.jitterBufferMinMs }),
     })
     transport.on('error', (e) => log(`error${e.peerId ? ` (${e.peerId})` : ''}: ${e.code} ${e.message}`))
     const clients = new Clients(transport, manifestText, log)

@@ -59,6 +59,7 @@ struct JsConfig {
     enable_data_channel: Option<bool>,
     data_channel_mode: Option<String>,
     jitter_buffer_ms: Option<u32>,
+    jitter_buffer_min_ms: Option<u32>,
     rtcp_interval_ms: Option<u32>,
     quality_interval_ms: Option<u32>,
     adaptive_bitrate: Option<bool>,
@@ -137,6 +138,9 @@ fn to_core(c: JsConfig) -> napi::Result<WebRtcTransportConfig> {
         bind_address => bind_address, connect_timeout_ms => connect_timeout_ms,
         signaling_timeout_ms => signaling_timeout_ms, max_message_size => max_message_size,
         data_channel_buffer_limit => data_channel_buffer_limit);
+    if c.jitter_buffer_min_ms.is_some() {
+        cfg.jitter_buffer_min_ms = c.jitter_buffer_min_ms;
+    }
     if let Some(a) = c.audio_codec {
         if a != "opus" {
             return Err(invalid_config(format!(
@@ -179,6 +183,8 @@ pub struct NativeConfig {
     pub peer_id: String,
     pub max_peers: u32,
     pub jitter_buffer_ms: u32,
+    /// Floor of the adaptive jitter buffer in effect (`jitterBufferMs` unless set lower).
+    pub jitter_buffer_min_ms: u32,
     pub enable_data_channel: bool,
     pub data_channel_mode: String,
     pub auto_connect: bool,
@@ -405,6 +411,7 @@ impl NativeTransport {
             peer_id: self.t.local_peer_id().to_string(),
             max_peers: c.max_peers as u32,
             jitter_buffer_ms: c.jitter_buffer_ms,
+            jitter_buffer_min_ms: c.jitter_floor_ms(),
             enable_data_channel: c.enable_data_channel,
             data_channel_mode: match c.data_channel_mode {
                 DataChannelMode::Reliable => "reliable".into(),
@@ -511,7 +518,7 @@ impl NativeTransport {
     /// The session's snapshot as JSON.
     #[napi(catch_unwind)]
     pub fn session_snapshot(&self, id: String) -> napi::Result<String> {
-        let snap = self.t.sessions().snapshot(&id).map_err(js)?;
+        let snap = self.t.session_snapshot(&id).map_err(js)?;
         serde_json::to_string(&snap).map_err(|e| invalid_data(e.to_string()))
     }
 

@@ -112,6 +112,8 @@ pub const MIN_PEERS: usize = 1;
 pub const MAX_PEERS: usize = 256;
 pub const MIN_JITTER_MS: u32 = 50;
 pub const MAX_JITTER_MS: u32 = 200;
+/// Lowest accepted `jitter_buffer_min_ms`.
+pub const MIN_JITTER_FLOOR_MS: u32 = crate::sync::JITTER_FLOOR_MIN_MS;
 
 /// Everything a `WebRtcTransport` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,8 +131,14 @@ pub struct WebRtcTransportConfig {
     pub enable_data_channel: bool,
     /// Mode of the default data channel opened with every peer.
     pub data_channel_mode: DataChannelMode,
-    /// Jitter buffer target, 50..=200 ms.
+    /// Jitter buffer target, 50..=200 ms: where the adaptive buffer starts, and its floor unless
+    /// `jitter_buffer_min_ms` sets a lower one.
     pub jitter_buffer_ms: u32,
+    /// Floor of the adaptive jitter buffer, 10..=`jitter_buffer_ms` ms. `None`: the buffer never
+    /// goes below `jitter_buffer_ms`. With a lower floor the buffer starts at `jitter_buffer_ms`
+    /// and settles at a multiple of the measured interarrival jitter, down to this floor.
+    #[serde(default)]
+    pub jitter_buffer_min_ms: Option<u32>,
     /// RTCP report interval, 100..=10 000 ms.
     pub rtcp_interval_ms: u32,
     /// How often each peer's quality is measured (and a `quality` event sent), 100..=60 000 ms.
@@ -179,6 +187,7 @@ impl Default for WebRtcTransportConfig {
             enable_data_channel: true,
             data_channel_mode: DataChannelMode::Reliable,
             jitter_buffer_ms: 100,
+            jitter_buffer_min_ms: None,
             rtcp_interval_ms: 5000,
             quality_interval_ms: 1000,
             adaptive_bitrate: true,
@@ -250,10 +259,12 @@ impl WebRtcTransportConfig {
         }
     }
 
-    /// Real-time audio/video: small jitter buffer, frequent RTCP, unreliable default channel.
+    /// Real-time audio/video: small jitter buffer (starting at 50 ms, down to 20 ms on a steady
+    /// path), frequent RTCP, unreliable default channel.
     pub fn low_latency_preset(signaling_url: impl Into<String>) -> Self {
         Self {
             jitter_buffer_ms: 50,
+            jitter_buffer_min_ms: Some(20),
             rtcp_interval_ms: 2000,
             data_channel_mode: DataChannelMode::Unreliable,
             video_bitrate_bps: 1_500_000,
@@ -310,6 +321,14 @@ impl WebRtcTransportConfig {
     pub fn with_jitter_buffer_ms(mut self, ms: u32) -> Self {
         self.jitter_buffer_ms = ms;
         self
+    }
+    pub fn with_jitter_buffer_min_ms(mut self, ms: u32) -> Self {
+        self.jitter_buffer_min_ms = Some(ms);
+        self
+    }
+    /// The floor of the adaptive jitter buffer in effect, ms.
+    pub fn jitter_floor_ms(&self) -> u32 {
+        self.jitter_buffer_min_ms.unwrap_or(self.jitter_buffer_ms)
     }
     pub fn with_auto_connect(mut self, on: bool) -> Self {
         self.auto_connect = on;
@@ -371,6 +390,14 @@ impl WebRtcTransportConfig {
             MIN_JITTER_MS as u64,
             MAX_JITTER_MS as u64,
         )?;
+        if let Some(min) = self.jitter_buffer_min_ms {
+            range(
+                "jitterBufferMinMs",
+                min as u64,
+                MIN_JITTER_FLOOR_MS as u64,
+                self.jitter_buffer_ms as u64,
+            )?;
+        }
         range("rtcpIntervalMs", self.rtcp_interval_ms as u64, 100, 10_000)?;
         range(
             "qualityIntervalMs",
@@ -482,6 +509,11 @@ mod tests {
             50
         );
         assert_eq!(
+            WebRtcTransportConfig::low_latency_preset("ws://h").jitter_floor_ms(),
+            20
+        );
+        assert_eq!(base().jitter_floor_ms(), base().jitter_buffer_ms);
+        assert_eq!(
             WebRtcTransportConfig::high_quality_preset("ws://h").video_bitrate_bps,
             4_000_000
         );
@@ -522,6 +554,14 @@ mod tests {
             (
                 |c| c.jitter_buffer_ms = 201,
                 "jitterBufferMs must be in 50..=200",
+            ),
+            (
+                |c| c.jitter_buffer_min_ms = Some(9),
+                "jitterBufferMinMs must be in 10..=100",
+            ),
+            (
+                |c| c.jitter_buffer_min_ms = Some(101),
+                "jitterBufferMinMs must be in 10..=100",
             ),
             (|c| c.audio_bitrate_bps = 1000, "audioBitrate"),
             (|c| c.video_bitrate_bps = 100_000_000, "videoBitrate"),

@@ -43,7 +43,10 @@ pub struct SessionInfo {
     pub manifest: Option<String>,
 }
 
-/// A JSON-serializable snapshot: everything needed to recreate the session.
+/// A JSON-serializable snapshot: everything needed to recreate the session. Routing state is
+/// the members and the manifest (whose Output nodes name their recipients); sync state is what
+/// each member's sync stage learned (jitter targets, drift correction), applied to the member
+/// when it is reconnected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionSnapshot {
@@ -53,6 +56,9 @@ pub struct SessionSnapshot {
     pub max_peers: usize,
     pub peers: Vec<String>,
     pub manifest: Option<String>,
+    /// Per member (a subset of `peers`).
+    #[serde(default)]
+    pub sync: std::collections::BTreeMap<String, crate::sync::SyncSeed>,
 }
 
 #[derive(Clone)]
@@ -398,6 +404,7 @@ impl Sessions {
             max_peers: info.max_peers,
             peers: info.peers,
             manifest: info.manifest,
+            sync: Default::default(),
         })
     }
 
@@ -426,6 +433,12 @@ impl Sessions {
             return Err(bad(format!("invalid peer id {p:?}")));
         }
         check_manifest(&snap.manifest).map_err(|e| bad(e.to_string()))?;
+        for (peer, seed) in &snap.sync {
+            if !snap.peers.contains(peer) {
+                return Err(bad(format!("sync state for {peer:?}, who is not a member")));
+            }
+            seed.validate().map_err(|e| bad(format!("{peer}: {e}")))?;
+        }
         Ok(snap)
     }
 
@@ -714,6 +727,16 @@ mod tests {
         let snap = serde_json::to_value(s.snapshot("room").unwrap()).unwrap();
         let parsed = Sessions::parse_snapshot(&snap).unwrap();
         assert_eq!(parsed.peers, ["p1"]);
+        // Sync state of a member is kept; a snapshot without it (older writers) still reads.
+        let mut with_sync = snap.clone();
+        with_sync["sync"] =
+            serde_json::json!({ "p1": { "audioTargetMs": 32.5, "correctionFactor": 1.0001 } });
+        let p = Sessions::parse_snapshot(&with_sync).unwrap();
+        assert_eq!(p.sync["p1"].audio_target_ms, Some(32.5));
+        assert_eq!(p.sync["p1"].correction_factor, Some(1.0001));
+        let mut without = snap.clone();
+        without.as_object_mut().unwrap().remove("sync");
+        assert!(Sessions::parse_snapshot(&without).unwrap().sync.is_empty());
         let other = Sessions::default();
         let info = other.restore_empty(&parsed).unwrap();
         assert_eq!(
@@ -731,6 +754,14 @@ mod tests {
             ("peers", serde_json::json!(["a", "b", "c", "d", "e"])),
             ("manifest", serde_json::json!("nodes: [")),
             ("extra", serde_json::json!(1)),
+            ("sync", serde_json::json!({ "stranger": {} })),
+            ("sync", serde_json::json!({ "p1": { "audioTargetMs": -5 } })),
+            (
+                "sync",
+                serde_json::json!({ "p1": { "correctionFactor": 2.0 } }),
+            ),
+            ("sync", serde_json::json!({ "p1": { "loudness": 1 } })),
+            ("sync", serde_json::json!([1, 2])),
         ] {
             let mut v = snap.clone();
             v[field] = value;

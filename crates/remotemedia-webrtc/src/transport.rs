@@ -647,6 +647,17 @@ impl WebRtcTransport {
         self.inner.sessions.add_peer(session_id, peer_id)
     }
 
+    /// A session's snapshot, with what the sync stage learned of each connected member.
+    pub fn session_snapshot(&self, id: &str) -> Result<crate::session::SessionSnapshot> {
+        let mut snap = self.inner.sessions.snapshot(id)?;
+        for p in &snap.peers {
+            if let Ok(peer) = self.get_peer(p) {
+                snap.sync.insert(p.clone(), peer.sync_seed());
+            }
+        }
+        Ok(snap)
+    }
+
     /// Recreates a session from a snapshot and reconnects its peers. The snapshot is checked
     /// completely first (`InvalidData`, nothing created). Peers that cannot be reached are left
     /// out and returned in the second list.
@@ -659,7 +670,11 @@ impl WebRtcTransport {
         let mut failed = Vec::new();
         for p in &snap.peers {
             let joined = match self.connect_peer(p).await {
-                Ok(_) => self.inner.sessions.add_peer(&snap.id, p).map(|_| ()),
+                Ok(peer) => snap
+                    .sync
+                    .get(p)
+                    .map_or(Ok(()), |seed| peer.apply_sync_seed(*seed))
+                    .and_then(|_| self.inner.sessions.add_peer(&snap.id, p).map(|_| ())),
                 Err(e) => Err(e),
             };
             if let Err(e) = joined {

@@ -112,10 +112,16 @@ impl std::fmt::Debug for Playout {
 /// The sync settings for a transport whose `jitterBufferMs` is `jitter_ms`: the buffer holds at
 /// least that long and grows with measured jitter up to the 200 ms bound.
 pub fn sync_config(jitter_ms: u32) -> SyncConfig {
+    sync_config_with_floor(jitter_ms, jitter_ms)
+}
+
+/// As [`sync_config`], with the adaptive target free to settle down to `floor_ms` (clamped to
+/// 10..=the target) when the measured jitter is low (`jitterBufferMinMs`).
+pub fn sync_config_with_floor(jitter_ms: u32, floor_ms: u32) -> SyncConfig {
     let target = jitter_ms.clamp(crate::sync::JITTER_MIN_MS, crate::sync::JITTER_MAX_MS);
     SyncConfig {
         jitter_target_ms: target,
-        jitter_min_ms: target,
+        jitter_min_ms: floor_ms.clamp(crate::sync::JITTER_FLOOR_MIN_MS, target),
         jitter_max_ms: crate::sync::JITTER_MAX_MS,
         adaptive_jitter: true,
         ..SyncConfig::default()
@@ -352,6 +358,16 @@ impl Playout {
 
     pub fn buffer_statistics(&self) -> BufferStatistics {
         self.lock().sync.get_buffer_statistics()
+    }
+
+    /// What the sync manager learned that a new connection to this peer can start from.
+    pub fn sync_seed(&self) -> crate::sync::SyncSeed {
+        self.lock().sync.seed_state()
+    }
+
+    /// Starts the sync manager from `seed` (`InvalidData` if it is out of range).
+    pub fn apply_sync_seed(&self, seed: crate::sync::SyncSeed) -> Result<()> {
+        self.lock().sync.apply_seed(seed)
     }
 
     /// Stops the task; buffered frames are dropped and nothing more is emitted.
@@ -624,6 +640,16 @@ mod tests {
         c.validate().unwrap();
         for ms in [0, 50, 120, 200, 1000] {
             sync_config(ms).validate().unwrap();
+        }
+        let c = sync_config_with_floor(50, 20);
+        assert_eq!(
+            (c.jitter_target_ms, c.jitter_min_ms, c.jitter_max_ms),
+            (50, 20, 200)
+        );
+        for (ms, floor) in [(50, 0), (100, 500), (0, 0)] {
+            let c = sync_config_with_floor(ms, floor);
+            c.validate().unwrap();
+            assert!(c.jitter_min_ms <= c.jitter_target_ms);
         }
     }
 

@@ -470,7 +470,10 @@ impl Peer {
         let (state, _) = watch::channel(PeerState::New);
         let playout = Playout::with_tap(
             setup.remote_id.clone(),
-            playout::sync_config(setup.config.jitter_buffer_ms),
+            playout::sync_config_with_floor(
+                setup.config.jitter_buffer_ms,
+                setup.config.jitter_floor_ms(),
+            ),
             setup.events.clone(),
             setup.tap.clone(),
         )?;
@@ -1101,6 +1104,16 @@ impl Peer {
     /// Jitter-buffer statistics of the media this peer sends us.
     pub fn buffer_statistics(&self) -> crate::sync::BufferStatistics {
         self.shared.playout.buffer_statistics()
+    }
+
+    /// What the sync stage learned of this peer (jitter targets, drift correction).
+    pub fn sync_seed(&self) -> crate::sync::SyncSeed {
+        self.shared.playout.sync_seed()
+    }
+
+    /// Starts the sync stage from what an earlier connection learned.
+    pub fn apply_sync_seed(&self, seed: crate::sync::SyncSeed) -> Result<()> {
+        self.shared.playout.apply_sync_seed(seed)
     }
 
     /// Asks this peer for a keyframe on every video track it sends us (RTCP PLI).

@@ -254,6 +254,18 @@ impl<T> JitterBuffer<T> {
         self.target_us as u64
     }
 
+    /// Starts an adaptive buffer at `ms` (clamped to its bounds) instead of its configured
+    /// target, now and after every reset: a target learned on an earlier connection to the same
+    /// peer. A fixed (not adaptive) buffer keeps its target.
+    pub fn seed_target_ms(&mut self, ms: f64) {
+        if !self.cfg.adaptive || !ms.is_finite() {
+            return;
+        }
+        let ms = (ms.round().max(0.0) as u32).clamp(self.cfg.min_target_ms, self.cfg.max_target_ms);
+        self.cfg.target_ms = ms;
+        self.target_us = ms as f64 * 1000.0;
+    }
+
     /// RFC 3550 interarrival jitter, µs.
     pub fn jitter_us(&self) -> f64 {
         self.jitter_us

@@ -73,6 +73,8 @@ impl LocalClock {
 pub const JITTER_MIN_MS: u32 = 50;
 /// Highest accepted jitter target / bound, ms.
 pub const JITTER_MAX_MS: u32 = 200;
+/// Lowest accepted floor of the adaptive target (`jitter_min_ms`), ms.
+pub const JITTER_FLOOR_MIN_MS: u32 = 10;
 /// Highest accepted hard cap, ms.
 pub const JITTER_HARD_MAX_MS: u32 = 500;
 /// A held video frame is let go this long before the hard cap would discard it.
@@ -95,7 +97,7 @@ pub struct SyncConfig {
     pub video_clock_rate: u32,
     /// Initial jitter target (fixed one when not adaptive), ms. 50..=200.
     pub jitter_target_ms: u32,
-    /// Lower bound of the adaptive target, ms. 50..=`jitter_target_ms`.
+    /// Lower bound of the adaptive target, ms. 10..=`jitter_target_ms`.
     pub jitter_min_ms: u32,
     /// Upper bound of the adaptive target, ms. `jitter_target_ms`..=200.
     pub jitter_max_ms: u32,
@@ -159,7 +161,7 @@ impl SyncConfig {
         check_range(
             "jitterMinMs",
             self.jitter_min_ms,
-            JITTER_MIN_MS,
+            JITTER_FLOOR_MIN_MS,
             self.jitter_target_ms,
         )?;
         check_range(
@@ -334,6 +336,46 @@ pub struct SyncState {
     pub now_us: u64,
 }
 
+/// What a peer's sync manager learned that still holds on a new connection to the same peer
+/// (new RTP streams, same network path and sender clock): the adaptive jitter targets and the
+/// drift correction. Part of a session snapshot; seeds a reconnected peer's manager.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncSeed {
+    /// Adaptive audio jitter target, ms (clamped to the receiver's bounds when applied).
+    pub audio_target_ms: Option<f64>,
+    /// Adaptive video jitter target, ms.
+    pub video_target_ms: Option<f64>,
+    /// Drift correction factor of the RTP → wall-clock mapping, 0.99..=1.01.
+    pub correction_factor: Option<f64>,
+}
+
+impl SyncSeed {
+    /// Targets must be finite and 0..=hard max, the factor 0.99..=1.01.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("audioTargetMs", self.audio_target_ms),
+            ("videoTargetMs", self.video_target_ms),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && (0.0..=JITTER_HARD_MAX_MS as f64).contains(&v)) {
+                    return Err(Error::InvalidData(format!(
+                        "sync.{name} must be in 0..={JITTER_HARD_MAX_MS}, got {v}"
+                    )));
+                }
+            }
+        }
+        if let Some(f) = self.correction_factor {
+            if !(f.is_finite() && (f - 1.0).abs() <= MAX_CORRECTION_DEVIATION) {
+                return Err(Error::InvalidData(format!(
+                    "sync.correctionFactor must be in 0.99..=1.01, got {f}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What `get_buffer_statistics` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -459,6 +501,8 @@ pub struct SyncManager<A = bytes::Bytes, V = bytes::Bytes> {
     now_us: u64,
     drift: Option<ClockDriftEstimate>,
     correction_factor: f64,
+    /// Applied again after every reset.
+    seed: Option<SyncSeed>,
 }
 
 impl<A, V> SyncManager<A, V> {
@@ -476,7 +520,41 @@ impl<A, V> SyncManager<A, V> {
             now_us: 0,
             drift: None,
             correction_factor: 1.0,
+            seed: None,
             config,
+        }
+    }
+
+    /// What this manager learned that a new connection to the same peer can start from.
+    pub fn seed_state(&self) -> SyncSeed {
+        let adaptive = self.config.adaptive_jitter;
+        SyncSeed {
+            audio_target_ms: adaptive.then(|| self.audio.jitter.target_delay_us() as f64 / 1000.0),
+            video_target_ms: adaptive.then(|| self.video.jitter.target_delay_us() as f64 / 1000.0),
+            correction_factor: (self.correction_factor != 1.0).then_some(self.correction_factor),
+        }
+    }
+
+    /// Starts from `seed` (validated: `InvalidData`), now and after every reset: the jitter
+    /// targets (clamped to this manager's bounds; adaptive buffers only) and the drift
+    /// correction.
+    pub fn apply_seed(&mut self, seed: SyncSeed) -> Result<()> {
+        seed.validate()?;
+        self.seed = Some(seed);
+        self.reapply_seed();
+        Ok(())
+    }
+
+    fn reapply_seed(&mut self) {
+        let Some(seed) = self.seed else { return };
+        if let Some(ms) = seed.audio_target_ms {
+            self.audio.jitter.seed_target_ms(ms);
+        }
+        if let Some(ms) = seed.video_target_ms {
+            self.video.jitter.seed_target_ms(ms);
+        }
+        if let Some(f) = seed.correction_factor {
+            self.set_correction(f);
         }
     }
 
@@ -487,7 +565,10 @@ impl<A, V> SyncManager<A, V> {
     /// Clears buffers (dropping their frames), mappings, drift and lip-sync state and the
     /// counters: after a pause/resume or an SSRC change of both streams.
     pub fn reset(&mut self) {
+        let seed = self.seed;
         *self = Self::build(self.config.clone());
+        self.seed = seed;
+        self.reapply_seed();
     }
 
     /// Clears one stream (e.g. its SSRC changed); lip-sync state is cleared too.
@@ -495,6 +576,18 @@ impl<A, V> SyncManager<A, V> {
         match kind {
             StreamKind::Audio => self.audio = Stream::new(&self.config, kind),
             StreamKind::Video => self.video = Stream::new(&self.config, kind),
+        }
+        if let Some(seed) = self.seed {
+            let ms = match kind {
+                StreamKind::Audio => seed.audio_target_ms,
+                StreamKind::Video => seed.video_target_ms,
+            };
+            if let Some(ms) = ms {
+                match kind {
+                    StreamKind::Audio => self.audio.jitter.seed_target_ms(ms),
+                    StreamKind::Video => self.video.jitter.seed_target_ms(ms),
+                }
+            }
         }
         self.audio
             .clock
@@ -1020,12 +1113,12 @@ mod tests {
                 "sync.jitterTargetMs must be in 50..=200, got 201",
             ),
             (
-                |c| c.jitter_min_ms = 40,
-                "sync.jitterMinMs must be in 50..=100, got 40",
+                |c| c.jitter_min_ms = 9,
+                "sync.jitterMinMs must be in 10..=100, got 9",
             ),
             (
                 |c| c.jitter_min_ms = 120,
-                "sync.jitterMinMs must be in 50..=100, got 120",
+                "sync.jitterMinMs must be in 10..=100, got 120",
             ),
             (
                 |c| c.jitter_max_ms = 90,
@@ -1469,6 +1562,62 @@ mod tests {
         run.sync.reset_stream(StreamKind::Video);
         let stats = run.sync.get_buffer_statistics();
         assert_eq!((stats.audio.buffered, stats.video.buffered), (1, 0));
+    }
+
+    #[test]
+    fn a_seed_starts_the_targets_and_correction_and_survives_resets() {
+        let cfg = SyncConfig {
+            jitter_min_ms: 20,
+            jitter_target_ms: 100,
+            ..SyncConfig::default()
+        };
+        let mut sync = SyncManager::<u64, u64>::new(cfg.clone()).unwrap();
+        let fresh = sync.seed_state();
+        assert_eq!(fresh.audio_target_ms, Some(100.0));
+        assert_eq!(fresh.correction_factor, None);
+        let seed = SyncSeed {
+            audio_target_ms: Some(32.4),
+            video_target_ms: Some(500.0),
+            correction_factor: Some(1.0002),
+        };
+        sync.apply_seed(seed).unwrap();
+        let targets = |s: &SyncManager<u64, u64>| {
+            let b = s.get_buffer_statistics();
+            (b.audio.target_delay_ms, b.video.target_delay_ms)
+        };
+        // Clamped into this manager's bounds (20..=200).
+        assert_eq!(targets(&sync), (32.0, 200.0));
+        assert_eq!(sync.get_sync_state().correction_factor, 1.0002);
+        sync.reset_stream(StreamKind::Audio);
+        sync.reset_stream(StreamKind::Video);
+        assert_eq!(targets(&sync), (32.0, 200.0));
+        sync.reset();
+        assert_eq!(targets(&sync), (32.0, 200.0));
+        assert_eq!(sync.get_sync_state().correction_factor, 1.0002);
+        assert_eq!(sync.seed_state().correction_factor, Some(1.0002));
+        // Out of range: refused, nothing changed.
+        for bad in [
+            SyncSeed {
+                audio_target_ms: Some(f64::NAN),
+                ..SyncSeed::default()
+            },
+            SyncSeed {
+                video_target_ms: Some(501.0),
+                ..SyncSeed::default()
+            },
+            SyncSeed {
+                correction_factor: Some(0.9),
+                ..SyncSeed::default()
+            },
+        ] {
+            assert!(matches!(sync.apply_seed(bad), Err(Error::InvalidData(_))));
+        }
+        assert_eq!(targets(&sync), (32.0, 200.0));
+        // A fixed buffer keeps its target.
+        let mut fixed = SyncManager::<u64, u64>::new(cfg.with_adaptive_jitter(false)).unwrap();
+        fixed.apply_seed(seed).unwrap();
+        assert_eq!(targets(&fixed), (100.0, 100.0));
+        assert_eq!(fixed.seed_state().audio_target_ms, None);
     }
 
     #[test]
