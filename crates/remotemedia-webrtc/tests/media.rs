@@ -438,7 +438,7 @@ async fn an_answer_with_answer_media_carries_a_track_of_the_offered_kind() {
     let s = server().await;
     let (a, mut ea) = transport(&s.url(), "answer-media-a").await;
     let b = remotemedia_webrtc::WebRtcTransport::new(
-        remotemedia_webrtc::WebRtcTransportConfig::new(&s.url())
+        remotemedia_webrtc::WebRtcTransportConfig::new(s.url())
             .with_peer_id("answer-media-b")
             .with_bind_address("127.0.0.1")
             .with_answer_media(true),
