@@ -105,10 +105,14 @@ pub fn stats_handle(stats_id: &str) -> Option<usize> {
 }
 
 /// What each side tells the other once a new connection is up: messages received so far on
-/// each stream (over the channel's life).
+/// each stream (over the channel's life), and whether it has the other's already. Sent again
+/// until the other has it: a message on a negotiated stream can reach the other side before
+/// its association has opened that stream, and is then dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeMessage {
     pub received: BTreeMap<u16, u64>,
+    #[serde(default)]
+    pub got: bool,
 }
 
 impl ResumeMessage {
@@ -331,47 +335,73 @@ async fn resume_channels(
     while !channels.iter().all(|c| c.reader_moved()) && tokio::time::Instant::now() < moved {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let ours = ResumeMessage {
+    let mut ours = ResumeMessage {
         received: channels
             .iter()
             .filter_map(|c| c.stream_id().map(|id| (id, c.received())))
             .collect(),
+        got: false,
     };
-    if let Err(e) = resume.send_text(&ours.encode()).await {
-        tracing::debug!(peer = peer_id, "resume message not sent: {e}");
-    }
-    let theirs = tokio::time::timeout(wait, async {
-        loop {
-            match next_event(&weak, gen, &resume).await {
-                Some(DataChannelEvent::OnMessage(m)) => {
-                    if let Some(r) = ResumeMessage::decode(&m.data) {
-                        return Some(r);
+    // Ours goes every 100 ms until theirs says it got it; theirs lets our channels go on.
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut theirs: Option<ResumeMessage> = None;
+    let mut acked = false;
+    let mut resumed = false;
+    while !(resumed && acked) && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = tick.tick() => {
+                if !acked {
+                    ours.got = theirs.is_some();
+                    if let Err(e) = resume.send_text(&ours.encode()).await {
+                        tracing::debug!(peer = peer_id, "resume message not sent: {e}");
                     }
                 }
-                Some(DataChannelEvent::OnClose) | None => return None,
-                Some(_) => {}
             }
+            ev = next_event(&weak, gen, &resume) => match ev {
+                Some(DataChannelEvent::OnMessage(m)) => {
+                    if let Some(r) = ResumeMessage::decode(&m.data) {
+                        acked |= r.got;
+                        if theirs.is_none() {
+                            theirs = Some(r);
+                            // Tell them at once that we have theirs.
+                            ours.got = true;
+                            let _ = resume.send_text(&ours.encode()).await;
+                        }
+                    }
+                }
+                Some(DataChannelEvent::OnClose) | None => break,
+                Some(_) => {}
+            },
         }
-    })
-    .await
-    .ok()
-    .flatten();
+        if theirs.is_some() && !resumed {
+            resumed = true;
+            resume_all(&peer_id, &channels, theirs.as_ref());
+        }
+    }
     if weak
         .upgrade()
         .is_none_or(|s| s.closed.load(Ordering::SeqCst) || s.gen.load(Ordering::SeqCst) != gen)
     {
         return;
     }
-    if theirs.is_none() {
+    if !resumed {
         tracing::warn!(
             peer = peer_id,
             "no resume message from the peer: held messages go, none is sent again"
         );
+        resume_all(&peer_id, &channels, None);
     }
-    for ch in &channels {
-        let received = theirs
-            .as_ref()
-            .and_then(|t| ch.stream_id().and_then(|id| t.received.get(&id).copied()));
+    // Drain the channel until it closes, so nothing queues behind it.
+    while next_event(&weak, gen, &resume).await.is_some() {}
+}
+
+/// Lets every channel go on after a full reconnection, sending again first what the peer
+/// missed (`theirs`: its counts; `None`: nothing is sent again).
+fn resume_all(peer_id: &str, channels: &[DataChannel], theirs: Option<&ResumeMessage>) {
+    for ch in channels {
+        let received =
+            theirs.and_then(|t| ch.stream_id().and_then(|id| t.received.get(&id).copied()));
         let (again, lost) = ch.resume(received);
         if again > 0 || lost > 0 {
             tracing::debug!(
@@ -391,8 +421,6 @@ async fn resume_channels(
             );
         }
     }
-    // Drain the channel until it closes, so nothing queues behind it.
-    while next_event(&weak, gen, &resume).await.is_some() {}
 }
 
 #[cfg(test)]
@@ -436,9 +464,10 @@ mod tests {
     fn resume_messages_round_trip() {
         let m = ResumeMessage {
             received: [(1u16, 5u64), (3, 0)].into_iter().collect(),
+            got: true,
         };
         let text = m.encode();
-        assert_eq!(text, r#"{"received":{"1":5,"3":0}}"#);
+        assert_eq!(text, r#"{"received":{"1":5,"3":0},"got":true}"#);
         assert_eq!(ResumeMessage::decode(text.as_bytes()), Some(m));
         assert_eq!(ResumeMessage::decode(b"x"), None);
     }
