@@ -528,7 +528,9 @@ impl DataChannel {
             }
         }
         rx.close();
-        let left = pending.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        let left = pending
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()));
         for o in left {
             self.inner
                 .queued
@@ -812,7 +814,10 @@ async fn send_on(
 ) -> std::result::Result<(), webrtc::error::Error> {
     match msg.kind {
         MessageKind::Binary => dc.send(BytesMut::from(&msg.data[..])).await,
-        _ => dc.send_text(std::str::from_utf8(&msg.data).unwrap_or_default()).await,
+        _ => {
+            dc.send_text(std::str::from_utf8(&msg.data).unwrap_or_default())
+                .await
+        }
     }
 }
 
@@ -828,7 +833,10 @@ mod tests {
         }
         assert_eq!(log.sent(), 5);
         let r = log.resend_from(3);
-        assert_eq!(r.messages, vec![ChannelMessage::text("m3"), ChannelMessage::text("m4")]);
+        assert_eq!(
+            r.messages,
+            vec![ChannelMessage::text("m3"), ChannelMessage::text("m4")]
+        );
         assert_eq!(r.lost, 0);
         // The peer has everything: nothing again; a peer ahead of us (cannot happen) neither.
         assert!(log.resend_from(5).messages.is_empty());

@@ -839,7 +839,10 @@ impl Peer {
         let next = super::full_reconnect::SdpSession::parse(&sdp);
         let prev = self.shared.remote_session.lock().unwrap().clone();
         if super::full_reconnect::is_new_session(prev.as_ref(), next.as_ref()) {
-            tracing::debug!(peer = self.peer_id(), "offer of a new session: full reconnection");
+            tracing::debug!(
+                peer = self.peer_id(),
+                "offer of a new session: full reconnection"
+            );
             super::full_reconnect::swap(&self.shared).await?;
         }
         if self.has_local_offer().await {
@@ -1468,9 +1471,9 @@ pub(super) async fn recover(weak: std::sync::Weak<Shared>) {
             tracing::debug!(peer = peer_id, attempt, "full reconnection");
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = s.signals.send(Signal::FullReconnect(tx));
-            let r = rx.await.unwrap_or_else(|_| {
-                Err(Error::ShutDown(format!("peer {peer_id} is closed")))
-            });
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(Error::ShutDown(format!("peer {peer_id} is closed"))));
             if let Err(e) = r {
                 tracing::debug!(peer = peer_id, attempt, "full reconnection failed: {e}");
             }

@@ -24,7 +24,7 @@
 //!   (SCTP's send buffer plus one message) was in flight: then the oldest are reported lost.
 
 use super::connection::{
-    build_pc, recover, record_stream_ids, start_rto_probe, Negotiation, PeerState, Shared,
+    build_pc, record_stream_ids, recover, start_rto_probe, Negotiation, PeerState, Shared,
 };
 use super::remote_tracks::SendingTracks;
 use crate::channel::{ChannelState, DataChannel};
@@ -92,8 +92,7 @@ impl SdpSession {
 pub fn is_new_session(prev: Option<&SdpSession>, next: Option<&SdpSession>) -> bool {
     match (prev, next) {
         (Some(p), Some(n)) => {
-            p.id != n.id
-                || matches!((&p.fingerprint, &n.fingerprint), (Some(a), Some(b)) if a != b)
+            p.id != n.id || matches!((&p.fingerprint, &n.fingerprint), (Some(a), Some(b)) if a != b)
         }
         _ => false,
     }
@@ -218,10 +217,15 @@ pub(super) async fn swap(s: &Arc<Shared>) -> Result<Arc<dyn RtcPeerConnection>> 
 
     {
         let mut c = s.carry.lock().unwrap();
-        c.audio = s.audio.lock().unwrap().as_ref().map(|t| AudioEncoderConfig {
-            bitrate: t.max_bitrate(),
-            ..*t.config()
-        });
+        c.audio = s
+            .audio
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|t| AudioEncoderConfig {
+                bitrate: t.max_bitrate(),
+                ..*t.config()
+            });
         c.video = s.video.lock().unwrap().as_ref().map(|t| {
             let config = VideoEncoderConfig {
                 bitrate: t.max_bitrate(),

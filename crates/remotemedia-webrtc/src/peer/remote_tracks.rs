@@ -226,7 +226,7 @@ impl RemoteTracks {
             .into_iter()
             .filter_map(|e| {
                 e.stop.cancel();
-                e.active.then(|| TrackChange {
+                e.active.then_some(TrackChange {
                     key: e.key,
                     track_id: e.track_id,
                     kind: e.kind,
