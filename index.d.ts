@@ -265,7 +265,10 @@ export interface ReconnectEvent {
   peerId: string
   /** 1-based attempt of the reconnection policy. */
   attempt: number
-  /** 'reconnected' only: false when the connection was kept (ICE restart or self-healing). */
+  /**
+   * 'reconnected' only: false when the connection was kept (ICE restart or self-healing), true
+   * when it was replaced by a new one (full reconnection: same channel objects, tracks re-added).
+   */
   isFullReconnect?: boolean
   /** 'reconnected' only: how long the outage lasted, ms. */
   previousDurationMs?: number

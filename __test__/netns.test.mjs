@@ -316,3 +316,102 @@ describe('link cuts (network namespace, nftables drops every UDP datagram)', () 
     expect(m.freedMs).toBeLessThan(1000)
   }, 60000)
 })
+
+describe('full reconnection (network namespace, nftables drops the connection\'s own ports)', () => {
+  // Every UDP socket the pair has is cut for good, so neither ICE healing nor an ICE restart
+  // (which keeps the sockets) can bring the connection back; only the policy's second step, a
+  // new peer connection with new sockets, can.
+  it('the ICE restart fails, the full renegotiation brings the peer back on new sockets: same channel objects, every message once and in order (both ways), audio flows again, old sockets closed', () => {
+    const script = `
+      const { execFileSync } = require('node:child_process')
+      const fs = require('node:fs')
+      const { SignalingServer, WebRtcTransport } = require(${JSON.stringify(path.join(root, 'index.js'))})
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+      // Local UDP ports bound in this namespace (only this process binds any).
+      const udpPorts = () => fs.readFileSync('/proc/self/net/udp', 'utf8').split('\\n').slice(1)
+        .map((l) => l.trim().split(/\\s+/)[1]).filter(Boolean).map((a) => parseInt(a.split(':')[1], 16))
+      const until = async (cond, ms, what) => {
+        const t0 = Date.now()
+        while (!cond()) { if (Date.now() - t0 > ms) throw new Error('timed out: ' + what); await sleep(10) }
+      }
+      ;(async () => {
+        const s = await SignalingServer.listen({ port: 0 })
+        const opts = { signalingUrl: s.url, bindAddress: '127.0.0.1', connectTimeoutMs: 3000,
+          reconnection: { maxRetries: 2, backoffInitialMs: 200, backoffMaxMs: 1000 } }
+        const a = new WebRtcTransport({ ...opts, peerId: 'a' })
+        const b = new WebRtcTransport({ ...opts, peerId: 'b' })
+        await a.start(); await b.start()
+        const events = []
+        for (const t of [a, b]) for (const e of ['reconnecting', 'reconnected', 'reconnect-failed', 'peer-disconnected'])
+          t.on(e, (x) => events.push({ at: t.peerId, e, ...x }))
+        const gotB = []
+        const gotA = []
+        let bChannels = 0
+        let closes = 0
+        let bch = null
+        b.on('data-channel', (ch) => { bChannels++; bch = ch; ch.on('message', (m) => gotB.push(m.data)); ch.on('close', () => closes++) })
+        const peer = await a.connectPeer('b')
+        const ach = peer.defaultChannel
+        ach.on('message', (m) => gotA.push(m.data))
+        ach.on('close', () => closes++)
+        await peer.addAudioTrack({})
+        const pcm = new Float32Array(960).map((_, i) => 0.3 * Math.sin(i / 5))
+        let frames = 0
+        let framesAfter = 0
+        let back = false
+        await until(() => b.getPeer('a'), 5000, 'b has peer a')
+        b.getPeer('a').on('audio-frame', () => { frames++; if (back) framesAfter++ })
+        let sending = true
+        const audio = (async () => { while (sending) { await a.sendAudio('b', pcm).catch(() => {}); await sleep(20) } })()
+        await ach.send('m0')
+        await until(() => gotB.length === 1 && bch, 5000, 'first message')
+        await bch.send('b0')
+        await until(() => gotA.length === 1, 5000, 'first reply')
+        await until(() => frames > 10, 5000, 'audio before the cut')
+        const oldPorts = udpPorts()
+        execFileSync('nft', ['-f', '-'], { input: 'table inet cut {\\n chain in { type filter hook input priority 0; policy accept;\\n udp dport { ' + oldPorts.join(', ') + ' } drop\\n }\\n}\\n' })
+        // In flight at the cut: handed to the old association, which never delivers them.
+        const sends = []
+        for (let i = 1; i <= 10; i++) { sends.push(ach.send('m' + i)); await sleep(100) }
+        for (let i = 1; i <= 5; i++) sends.push(bch.send('b' + i))
+        // During the outage, once it is noticed: held until the new connection is up.
+        await until(() => events.some((e) => e.at === 'a' && e.e === 'reconnecting'), 20000, 'reconnecting')
+        for (let i = 11; i <= 20; i++) { sends.push(ach.send('m' + i)); await sleep(50) }
+        for (let i = 6; i <= 10; i++) sends.push(bch.send('b' + i))
+        await until(() => ['a', 'b'].every((side) => events.some((e) => e.at === side && (e.e === 'reconnected' || e.e === 'reconnect-failed'))), 40000, 'reconnected')
+        back = true
+        await Promise.all(sends)
+        for (let i = 21; i <= 25; i++) await ach.send('m' + i)
+        await bch.send('b11')
+        await until(() => gotB.length >= 26 && gotA.length >= 12, 10000, 'messages after the reconnection')
+        await until(() => framesAfter > 25, 10000, 'audio after the reconnection')
+        await sleep(1000)
+        const stillOpen = udpPorts().filter((p) => oldPorts.includes(p))
+        sending = false
+        await audio
+        console.log(JSON.stringify({ events, gotA, gotB, bChannels, closes, stillOpen, oldPorts: oldPorts.length, framesAfter,
+          state: peer.state, sameChannel: b.getPeer('a').channels?.includes?.(bch) }))
+        await a.shutdown(); await b.shutdown(); await s.close()
+      })().catch((e) => { console.error(e.code, e.message); process.exit(1) })
+    `
+    const r = inNamespace(script, 80000)
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    const m = JSON.parse(r.stdout.trim())
+    for (const side of ['a', 'b']) {
+      const mine = m.events.filter((e) => e.at === side)
+      expect(mine[0]).toMatchObject({ e: 'reconnecting', attempt: 1 })
+      expect(mine.find((e) => e.e === 'reconnected')).toMatchObject({ isFullReconnect: true })
+      expect(mine.some((e) => e.e === 'reconnect-failed' || e.e === 'peer-disconnected')).toBe(false)
+    }
+    // Once each, in order, on the channel objects the application had before the cut.
+    expect(m.gotB).toEqual(Array.from({ length: 26 }, (_, i) => 'm' + i))
+    expect(m.gotA).toEqual(Array.from({ length: 12 }, (_, i) => 'b' + i))
+    expect(m.bChannels).toBe(1)
+    expect(m.closes).toBe(0)
+    expect(m.framesAfter).toBeGreaterThan(25)
+    // The old connection's sockets are gone.
+    expect(m.oldPorts).toBeGreaterThan(0)
+    expect(m.stillOpen).toEqual([])
+  }, 90000)
+})

@@ -270,8 +270,9 @@ class WebRtcTransport extends EventEmitter {
       case 'reconnecting':
       case 'reconnected':
       case 'reconnect-failed': {
-        // The peer's path broke and is being recovered (ICE restarts per config.reconnection),
-        // came back, or recovery gave up (the peer then closes: 'peer-disconnected' follows).
+        // The peer's path broke and is being recovered (ICE restarts, then full reconnections,
+        // per config.reconnection), came back, or recovery gave up (the peer then closes:
+        // 'peer-disconnected' follows).
         const p = this._peers.get(ev.peerId)
         const info = { peerId: ev.peerId, attempt: ev.attempt }
         if (ev.kind === 'reconnected') {

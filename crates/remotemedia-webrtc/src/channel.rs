@@ -8,8 +8,9 @@ use crate::event::{EventSink, TransportEvent};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::data_channel::{DataChannel as RtcDataChannel, DataChannelEvent, RTCDataChannelInit};
 
@@ -242,7 +243,7 @@ async fn outstanding(list: &[DataChannel]) -> usize {
     let mut n = 0;
     for ch in list {
         if ch.state() == ChannelState::Open {
-            n += ch.inner.dc.outstanding_bytes().await.unwrap_or(0);
+            n += ch.dc().outstanding_bytes().await.unwrap_or(0);
         }
     }
     n
@@ -253,12 +254,116 @@ struct Outgoing {
     done: Option<oneshot::Sender<Result<()>>>,
 }
 
+/// The reliable messages a channel handed to SCTP, kept so that those the remote peer never
+/// received can be sent again on a new connection (a full reconnection replaces the SCTP
+/// association, and with it whatever the old one had not delivered).
+///
+/// Messages are numbered from 0 in the order they were handed to SCTP, over the channel's
+/// whole life (across connections). The log keeps the newest messages up to `limit` bytes:
+/// SCTP never holds more than the send-buffer limit unacknowledged (webrtc-rs's `send` waits
+/// below it), so with `limit` = that buffer plus one message, every message SCTP may not have
+/// delivered is still here. `clear` drops the rest once SCTP reports nothing outstanding.
+#[derive(Debug, Default)]
+pub(crate) struct SentLog {
+    /// Messages handed to SCTP so far (the next one's number).
+    sent: u64,
+    /// The newest of them, oldest first, with their numbers.
+    kept: VecDeque<(u64, ChannelMessage)>,
+    kept_bytes: usize,
+    limit: usize,
+}
+
+/// What to send again after a reconnection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Resend {
+    pub messages: Vec<ChannelMessage>,
+    /// Messages the peer misses that are no longer kept (0 unless the log was too short).
+    pub lost: u64,
+}
+
+impl SentLog {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Records a message just handed to SCTP.
+    pub(crate) fn push(&mut self, msg: ChannelMessage) {
+        let seq = self.sent;
+        self.sent += 1;
+        self.kept_bytes += msg.data.len();
+        self.kept.push_back((seq, msg));
+        while self.kept_bytes > self.limit && self.kept.len() > 1 {
+            if let Some((_, m)) = self.kept.pop_front() {
+                self.kept_bytes -= m.data.len();
+            }
+        }
+    }
+
+    /// SCTP has nothing outstanding: everything sent was received.
+    pub(crate) fn clear(&mut self) {
+        self.kept.clear();
+        self.kept_bytes = 0;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    pub(crate) fn kept_bytes(&self) -> usize {
+        self.kept_bytes
+    }
+
+    /// The messages from number `received` on (the peer got the ones before).
+    pub(crate) fn resend_from(&self, received: u64) -> Resend {
+        if received >= self.sent {
+            return Resend {
+                messages: Vec::new(),
+                lost: 0,
+            };
+        }
+        let first_kept = self.kept.front().map(|(n, _)| *n).unwrap_or(self.sent);
+        Resend {
+            messages: self
+                .kept
+                .iter()
+                .filter(|(n, _)| *n >= received)
+                .map(|(_, m)| m.clone())
+                .collect(),
+            lost: first_kept.saturating_sub(received),
+        }
+    }
+}
+
+/// Unknown stream id.
+const NO_STREAM: u32 = u32::MAX;
+
 struct Inner {
     key: u64,
     peer_id: String,
     label: String,
     mode: DataChannelMode,
-    dc: Arc<dyn RtcDataChannel>,
+    /// The webrtc-rs channel carrying this one now; a full reconnection rebinds it to a
+    /// channel of the new connection (same stream id).
+    dc: Mutex<Arc<dyn RtcDataChannel>>,
+    /// Bumped at each rebind.
+    binding: watch::Sender<u64>,
+    /// The binding the reader reads from (it finishes the old one before it moves on).
+    read_binding: watch::Sender<u64>,
+    /// The peer's path is down (or its new connection not yet resumed): the writer holds
+    /// messages here instead of handing them to an SCTP association that may be dying.
+    held: watch::Sender<bool>,
+    /// SCTP stream id, once known ([`NO_STREAM`] before).
+    stream_id: AtomicU32,
+    /// Reliable messages handed to SCTP (see [`SentLog`]); `None` for unreliable channels.
+    log: Option<Mutex<SentLog>>,
+    /// Messages to send again first (after a reconnection), in order.
+    resend: Mutex<VecDeque<ChannelMessage>>,
+    /// Messages received over the channel's life (across connections).
+    received: AtomicU64,
     tx: mpsc::UnboundedSender<Outgoing>,
     queued: AtomicUsize,
     max_message_size: usize,
@@ -300,24 +405,36 @@ impl std::fmt::Debug for DataChannel {
 impl DataChannel {
     /// Wraps a webrtc-rs channel and starts its reader and writer. `remote` marks channels the
     /// other side opened: those are announced with a `DataChannel` event once open.
+    /// `keep_bytes` sizes the [`SentLog`] of a reliable channel (0: keep none).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn(
         dc: Arc<dyn RtcDataChannel>,
         peer_id: String,
         label: String,
         mode: DataChannelMode,
         max_message_size: usize,
+        keep_bytes: usize,
         events: Arc<EventSink>,
         remote: bool,
     ) -> DataChannel {
         let (tx, rx) = mpsc::unbounded_channel();
         let (open, _) = watch::channel(ChannelState::Connecting);
+        let log = (mode == DataChannelMode::Reliable && keep_bytes > 0)
+            .then(|| Mutex::new(SentLog::new(keep_bytes)));
         let ch = DataChannel {
             inner: Arc::new(Inner {
                 key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
                 peer_id,
                 label,
                 mode,
-                dc,
+                dc: Mutex::new(dc),
+                binding: watch::channel(0).0,
+                read_binding: watch::channel(0).0,
+                held: watch::channel(false).0,
+                stream_id: AtomicU32::new(NO_STREAM),
+                log,
+                resend: Mutex::new(VecDeque::new()),
+                received: AtomicU64::new(0),
                 tx,
                 queued: AtomicUsize::new(0),
                 max_message_size,
@@ -331,30 +448,74 @@ impl DataChannel {
         ch
     }
 
+    /// The webrtc-rs channel carrying this one now.
+    fn dc(&self) -> Arc<dyn RtcDataChannel> {
+        self.inner.dc.lock().unwrap().clone()
+    }
+
+    fn is_held(&self) -> bool {
+        *self.inner.held.borrow()
+    }
+
     /// Hands queued messages to SCTP in order; ends when the channel closes (failing whatever
-    /// is still queued), so no task outlives its channel.
+    /// is still queued), so no task outlives its channel. While the channel is held (the path
+    /// is down) messages wait here. A message SCTP refuses because its connection went away
+    /// while held or rebound is kept and sent on the new connection, so it goes out once.
     async fn write_loop(self, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
         let _count = TaskCount::new();
         let mut state = self.inner.open.subscribe();
+        let mut held = self.inner.held.subscribe();
+        let mut pending: Option<Outgoing> = None;
         loop {
-            let next = tokio::select! {
-                m = rx.recv() => m,
-                _ = state.wait_for(|s| *s == ChannelState::Closed) => None,
+            let closed = tokio::select! {
+                r = held.wait_for(|h| !*h) => r.is_err(),
+                _ = state.wait_for(|s| *s == ChannelState::Closed) => true,
+            };
+            if closed {
+                break;
+            }
+            // What the peer missed of an old connection goes first.
+            let again = self.inner.resend.lock().unwrap().pop_front();
+            if let Some(msg) = again {
+                let binding = *self.inner.binding.borrow();
+                if let Err(e) = send_on(&self.dc(), &msg).await {
+                    if self.is_held() || *self.inner.binding.borrow() != binding {
+                        self.inner.resend.lock().unwrap().push_front(msg);
+                    } else {
+                        tracing::debug!(label = self.inner.label, "resend failed: {e}");
+                    }
+                }
+                continue;
+            }
+            let next = match pending.take() {
+                Some(o) => Some(o),
+                None => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = state.wait_for(|s| *s == ChannelState::Closed) => None,
+                    _ = held.wait_for(|h| *h) => continue,
+                },
             };
             let Some(Outgoing { msg, done }) = next else {
                 break;
             };
             let len = msg.data.len();
-            let r = match msg.kind {
-                MessageKind::Binary => self.inner.dc.send(BytesMut::from(&msg.data[..])).await,
-                _ => {
-                    let text = String::from_utf8(msg.data).unwrap_or_default();
-                    self.inner.dc.send_text(&text).await
-                }
-            };
+            let binding = *self.inner.binding.borrow();
+            let dc = self.dc();
+            let r = send_on(&dc, &msg).await;
+            if r.is_err()
+                && !matches!(r, Err(webrtc::error::Error::ErrOutboundPacketTooLarge))
+                && (self.is_held() || *self.inner.binding.borrow() != binding)
+            {
+                // The connection went away under this message: send it on the next one.
+                pending = Some(Outgoing { msg, done });
+                continue;
+            }
             self.inner.queued.fetch_sub(len, Ordering::SeqCst);
             let ms = epoch().elapsed().as_millis() as u64 + 1;
             self.inner.last_sent.store(ms, Ordering::Relaxed);
+            if r.is_ok() {
+                self.keep_sent(&dc, msg).await;
+            }
             let r = r.map_err(|e| match e {
                 // Larger than the remote side accepts (its SDP max-message-size).
                 webrtc::error::Error::ErrOutboundPacketTooLarge => Error::InvalidData(format!(
@@ -367,7 +528,10 @@ impl DataChannel {
             }
         }
         rx.close();
-        while let Ok(o) = rx.try_recv() {
+        let left = pending
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        for o in left {
             self.inner
                 .queued
                 .fetch_sub(o.msg.data.len(), Ordering::SeqCst);
@@ -377,37 +541,90 @@ impl DataChannel {
         }
     }
 
+    /// Logs a reliable message SCTP took (see [`SentLog`]); the log is emptied whenever it
+    /// grows past 256 KiB and SCTP reports nothing outstanding.
+    async fn keep_sent(&self, dc: &Arc<dyn RtcDataChannel>, msg: ChannelMessage) {
+        const CHECK_ABOVE: usize = 256 * 1024;
+        let Some(log) = &self.inner.log else { return };
+        let check = {
+            let mut log = log.lock().unwrap();
+            log.push(msg);
+            log.kept_bytes() > CHECK_ABOVE
+        };
+        if check && dc.outstanding_bytes().await.unwrap_or(1) == 0 {
+            log.lock().unwrap().clear();
+        }
+    }
+
     async fn read_loop(self, events: Arc<EventSink>, remote: bool) {
         let _count = TaskCount::new();
         let peer_id = self.inner.peer_id.clone();
-        while let Some(ev) = self.inner.dc.poll().await {
-            match ev {
-                DataChannelEvent::OnOpen => {
-                    self.inner.open.send_replace(ChannelState::Open);
-                    if remote {
+        let mut announced = false;
+        loop {
+            let binding = *self.inner.binding.borrow();
+            let dc = self.dc();
+            self.inner.read_binding.send_replace(binding);
+            while let Some(ev) = dc.poll().await {
+                match ev {
+                    DataChannelEvent::OnOpen => {
+                        self.inner.open.send_replace(ChannelState::Open);
+                        if remote && !announced {
+                            announced = true;
+                            events
+                                .emit(TransportEvent::DataChannel {
+                                    peer_id: peer_id.clone(),
+                                    channel: self.clone(),
+                                })
+                                .await;
+                        }
+                    }
+                    DataChannelEvent::OnMessage(m) => {
+                        self.inner.received.fetch_add(1, Ordering::SeqCst);
+                        let msg = ChannelMessage::classify(m.is_string, m.data.to_vec());
                         events
-                            .emit(TransportEvent::DataChannel {
+                            .emit(TransportEvent::ChannelMessage {
                                 peer_id: peer_id.clone(),
-                                channel: self.clone(),
+                                channel: self.inner.key,
+                                message: msg,
                             })
                             .await;
                     }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
                 }
-                DataChannelEvent::OnMessage(m) => {
-                    let msg = ChannelMessage::classify(m.is_string, m.data.to_vec());
-                    events
-                        .emit(TransportEvent::ChannelMessage {
-                            peer_id: peer_id.clone(),
-                            channel: self.inner.key,
-                            message: msg,
-                        })
-                        .await;
-                }
-                DataChannelEvent::OnClose => break,
-                _ => {}
+            }
+            drop(dc);
+            // This connection's channel ended: carry on with the next connection's if the
+            // channel was (or, while held, is going to be) rebound to one.
+            if !self.wait_rebound(binding).await {
+                break;
             }
         }
         self.mark_closed(&events).await;
+    }
+
+    /// After the underlying channel of `binding` ended: whether the channel moved (or moves)
+    /// to a new one. Waits while the channel is held (a reconnection may still rebind it).
+    async fn wait_rebound(&self, binding: u64) -> bool {
+        let mut bound = self.inner.binding.subscribe();
+        let mut held = self.inner.held.subscribe();
+        let mut open = self.inner.open.subscribe();
+        loop {
+            if *bound.borrow_and_update() != binding {
+                return true;
+            }
+            if !*held.borrow_and_update() || *open.borrow_and_update() == ChannelState::Closed {
+                return false;
+            }
+            let alive = tokio::select! {
+                r = bound.changed() => r.is_ok(),
+                r = held.changed() => r.is_ok(),
+                r = open.changed() => r.is_ok(),
+            };
+            if !alive {
+                return false;
+            }
+        }
     }
 
     async fn mark_closed(&self, events: &EventSink) {
@@ -438,6 +655,55 @@ impl DataChannel {
     pub fn state(&self) -> ChannelState {
         *self.inner.open.borrow()
     }
+    /// The SCTP stream id, once known.
+    pub(crate) fn stream_id(&self) -> Option<u16> {
+        u16::try_from(self.inner.stream_id.load(Ordering::SeqCst)).ok()
+    }
+    pub(crate) fn set_stream_id(&self, id: u16) {
+        self.inner.stream_id.store(id as u32, Ordering::SeqCst);
+    }
+    /// The handle of the webrtc-rs channel carrying this one now (to find its stream id).
+    pub(crate) fn rtc_id(&self) -> usize {
+        self.dc().id()
+    }
+    /// Holds (`true`) or lets go (`false`) of the messages sent from now on.
+    pub(crate) fn hold(&self, held: bool) {
+        self.inner.held.send_replace(held);
+    }
+    /// Moves the channel onto `dc`, a channel of a new connection with the same stream id.
+    pub(crate) fn rebind(&self, dc: Arc<dyn RtcDataChannel>) {
+        *self.inner.dc.lock().unwrap() = dc;
+        self.inner.binding.send_modify(|b| *b += 1);
+    }
+    /// Whether the reader has finished with every earlier connection's channel.
+    pub(crate) fn reader_moved(&self) -> bool {
+        *self.inner.read_binding.borrow() == *self.inner.binding.borrow()
+    }
+    /// Messages received over the channel's life.
+    pub(crate) fn received(&self) -> u64 {
+        self.inner.received.load(Ordering::SeqCst)
+    }
+    /// After a reconnection: the peer received `received` of our messages; what it misses is
+    /// sent again (before anything new), then held messages go. Returns how many are resent
+    /// and how many are lost (no longer kept).
+    pub(crate) fn resume(&self, received: Option<u64>) -> (usize, u64) {
+        let r = match (&self.inner.log, received) {
+            (Some(log), Some(n)) => log.lock().unwrap().resend_from(n),
+            _ => Resend {
+                messages: Vec::new(),
+                lost: 0,
+            },
+        };
+        let count = r.messages.len();
+        *self.inner.resend.lock().unwrap() = r.messages.into();
+        self.hold(false);
+        (count, r.lost)
+    }
+    /// The options this channel was created with (mode only).
+    pub(crate) fn init(&self) -> RTCDataChannelInit {
+        channel_init(self.inner.mode)
+    }
+
     /// When a message was last handed to SCTP.
     pub(crate) fn last_sent(&self) -> Option<std::time::Instant> {
         match self.inner.last_sent.load(Ordering::Relaxed) {
@@ -535,15 +801,72 @@ impl DataChannel {
     /// Closes the channel. Idempotent.
     pub async fn close(&self) {
         if self.state() != ChannelState::Closed {
-            let _ = self.inner.dc.close().await;
+            let _ = self.dc().close().await;
         }
         self.inner.open.send_replace(ChannelState::Closed);
+    }
+}
+
+/// Hands one message to a webrtc-rs channel (text or binary frame by its kind).
+async fn send_on(
+    dc: &Arc<dyn RtcDataChannel>,
+    msg: &ChannelMessage,
+) -> std::result::Result<(), webrtc::error::Error> {
+    match msg.kind {
+        MessageKind::Binary => dc.send(BytesMut::from(&msg.data[..])).await,
+        _ => {
+            dc.send_text(std::str::from_utf8(&msg.data).unwrap_or_default())
+                .await
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_log_resends_what_the_peer_missed_in_order() {
+        let mut log = SentLog::new(1000);
+        for i in 0..5 {
+            log.push(ChannelMessage::text(format!("m{i}")));
+        }
+        assert_eq!(log.sent(), 5);
+        let r = log.resend_from(3);
+        assert_eq!(
+            r.messages,
+            vec![ChannelMessage::text("m3"), ChannelMessage::text("m4")]
+        );
+        assert_eq!(r.lost, 0);
+        // The peer has everything: nothing again; a peer ahead of us (cannot happen) neither.
+        assert!(log.resend_from(5).messages.is_empty());
+        assert!(log.resend_from(9).messages.is_empty());
+        // After SCTP reported nothing outstanding the old ones are gone: a peer that still
+        // misses them gets what is kept, and the gap is counted as lost.
+        log.clear();
+        log.push(ChannelMessage::text("m5"));
+        let r = log.resend_from(2);
+        assert_eq!(r.messages, vec![ChannelMessage::text("m5")]);
+        assert_eq!(r.lost, 3);
+    }
+
+    #[test]
+    fn sent_log_keeps_the_newest_bytes_up_to_its_limit() {
+        let mut log = SentLog::new(10);
+        for i in 0..6 {
+            log.push(ChannelMessage::binary(vec![i as u8; 4]));
+        }
+        // 4-byte messages, 10 bytes kept: the newest two (8 bytes) stay.
+        assert_eq!(log.kept_bytes(), 8);
+        let r = log.resend_from(0);
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[0].data, vec![4u8; 4]);
+        assert_eq!(r.lost, 4);
+        // A message larger than the limit is still kept (alone).
+        log.push(ChannelMessage::binary(vec![9u8; 30]));
+        assert_eq!(log.kept_bytes(), 30);
+        assert_eq!(log.resend_from(6).messages.len(), 1);
+    }
 
     #[test]
     fn classification_table() {

@@ -346,6 +346,7 @@ impl WebRtcTransport {
                     peer.signal(Signal::Answer {
                         sdp: p.sdp,
                         request_id: p.request_id,
+                        can_full_reconnect: p.can_full_reconnect,
                     });
                 }
             }
@@ -399,6 +400,7 @@ impl WebRtcTransport {
         let offer = Signal::Offer {
             sdp: p.sdp,
             request_id: p.request_id.clone(),
+            can_full_reconnect: p.can_full_reconnect,
         };
         if let Some(existing) = self.inner.peers.get(&p.from) {
             let negotiating = existing.is_outgoing() && existing.state() != PeerState::Connected;

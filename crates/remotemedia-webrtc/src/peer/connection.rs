@@ -85,15 +85,21 @@ pub(crate) enum Signal {
     Offer {
         sdp: String,
         request_id: String,
+        /// The offerer can carry the connection over (see `SdpParams::can_full_reconnect`).
+        can_full_reconnect: bool,
     },
     Answer {
         sdp: String,
         request_id: String,
+        can_full_reconnect: bool,
     },
     Candidate(IceCandidateParams),
     /// A local change (a track added or removed) to offer; replies once the offer is out, or
     /// queued behind the one awaiting its answer.
     Negotiate(tokio::sync::oneshot::Sender<Result<()>>),
+    /// Replace the connection with a new one and offer it (a full reconnection, offering
+    /// side); replies once the offer is out.
+    FullReconnect(tokio::sync::oneshot::Sender<Result<()>>),
 }
 
 /// Told to the transport when a peer connection ends by itself.
@@ -104,7 +110,7 @@ pub(crate) enum PeerNotice {
 }
 
 #[derive(Default)]
-struct Negotiation {
+pub(super) struct Negotiation {
     request_id: Option<String>,
     /// A local change came while our offer awaited its answer (or was given up in glare): offer
     /// again once the connection is stable.
@@ -127,38 +133,53 @@ pub(crate) struct PeerSetup {
     pub tap: Option<Arc<dyn crate::media::playout::FrameTap>>,
 }
 
-struct Shared {
-    setup: PeerSetup,
-    state: watch::Sender<PeerState>,
-    channels: Mutex<Vec<DataChannel>>,
-    default_channel: Mutex<Option<DataChannel>>,
-    neg: Mutex<Negotiation>,
-    closed: AtomicBool,
-    connected_once: AtomicBool,
-    setup_boost: Mutex<Option<Boost>>,
-    created_at: Instant,
-    audio: Mutex<Option<Arc<LocalAudioTrack>>>,
-    video: Mutex<Option<Arc<LocalVideoTrack>>>,
-    remote_video: Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>,
+pub(super) struct Shared {
+    pub(super) setup: PeerSetup,
+    pub(super) state: watch::Sender<PeerState>,
+    pub(super) channels: Mutex<Vec<DataChannel>>,
+    pub(super) default_channel: Mutex<Option<DataChannel>>,
+    pub(super) neg: Mutex<Negotiation>,
+    pub(super) closed: AtomicBool,
+    pub(super) connected_once: AtomicBool,
+    pub(super) setup_boost: Mutex<Option<Boost>>,
+    pub(super) created_at: Instant,
+    pub(super) audio: Mutex<Option<Arc<LocalAudioTrack>>>,
+    pub(super) video: Mutex<Option<Arc<LocalVideoTrack>>>,
+    pub(super) remote_video: Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>,
     /// The tracks this peer sends us, to notice when it stops sending one.
-    remote_tracks: RemoteTracks,
+    pub(super) remote_tracks: RemoteTracks,
     /// The latest quality measurement.
-    metrics: Mutex<QualityMetrics>,
+    pub(super) metrics: Mutex<QualityMetrics>,
     /// What the remote reports about our streams (filled by the interceptor tap).
-    reception: SharedReceptionLog,
-    quality_started: AtomicBool,
+    pub(super) reception: SharedReceptionLog,
+    pub(super) quality_started: AtomicBool,
     /// A recovery task is running for the current outage.
-    recovering: AtomicBool,
+    pub(super) recovering: AtomicBool,
     /// Recovery gave up: the next terminal state ends the peer.
-    gave_up: AtomicBool,
+    pub(super) gave_up: AtomicBool,
     /// Stops hammering a peer whose connection keeps failing.
-    breaker: Mutex<CircuitBreaker>,
-    /// The connection, for handlers that need to look at it (set once it exists).
-    pc: std::sync::OnceLock<std::sync::Weak<dyn RtcPeerConnection>>,
+    pub(super) breaker: Mutex<CircuitBreaker>,
+    /// The connection now; a full reconnection replaces it. `None` once closed.
+    pub(super) pc: Mutex<Option<Arc<dyn RtcPeerConnection>>>,
+    /// Generation of `pc` (0 for the first): events of replaced connections are ignored.
+    pub(super) gen: AtomicU64,
+    /// Connections a full reconnection replaced, closed once the new one carries data (or
+    /// the attempt ends).
+    pub(super) retired: Mutex<Vec<Arc<dyn RtcPeerConnection>>>,
+    /// Full reconnections so far.
+    pub(super) swaps: AtomicU64,
+    /// The remote peer said it can carry a connection over (`can_full_reconnect`).
+    pub(super) remote_can_full: AtomicBool,
+    /// Session id and DTLS fingerprint of the last remote description applied.
+    pub(super) remote_session: Mutex<Option<super::full_reconnect::SdpSession>>,
+    /// Tracks to add to a new connection (answering side: once the offer is applied).
+    pub(super) carry: Mutex<super::full_reconnect::CarriedTracks>,
+    pub(super) runtime: Arc<FastStartRuntime>,
+    pub(super) signals: mpsc::UnboundedSender<Signal>,
     /// Jitter buffers, clock mapping and lip sync of what this peer sends us.
-    playout: Arc<Playout>,
+    pub(super) playout: Arc<Playout>,
     /// Datagrams received by this connection's sockets (drives the SCTP RTT probe).
-    link: Arc<super::udp::LinkActivity>,
+    pub(super) link: Arc<super::udp::LinkActivity>,
 }
 
 impl Shared {
@@ -180,16 +201,75 @@ impl Shared {
     fn register_channel(&self, ch: DataChannel) {
         self.channels.lock().unwrap().push(ch);
     }
+
+    /// The connection now, unless closed.
+    pub(super) fn pc(&self) -> Option<Arc<dyn RtcPeerConnection>> {
+        self.pc.lock().unwrap().clone()
+    }
+
+    /// Bytes of sent reliable messages a channel keeps for a full reconnection.
+    pub(super) fn keep_bytes(&self) -> usize {
+        let c = &self.setup.config;
+        c.data_channel_buffer_limit + c.max_message_size
+    }
+
+    /// Closes the connections a full reconnection replaced.
+    pub(super) async fn close_retired(&self) {
+        let old = std::mem::take(&mut *self.retired.lock().unwrap());
+        for pc in old {
+            let _ = pc.close().await;
+        }
+    }
 }
 
-struct Handler {
-    shared: Arc<Shared>,
+/// Learns the SCTP stream ids of the peer's open channels (from the connection's statistics),
+/// which a full reconnection needs to carry them over.
+pub(super) async fn record_stream_ids(s: &Shared) {
+    let Some(pc) = s.pc() else { return };
+    let list = s.channels.lock().unwrap().clone();
+    if list
+        .iter()
+        .all(|c| c.stream_id().is_some() || c.state() != crate::channel::ChannelState::Open)
+    {
+        return;
+    }
+    let report = pc
+        .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+        .await;
+    let ids: std::collections::HashMap<usize, u16> = report
+        .data_channels()
+        .filter_map(|d| {
+            super::full_reconnect::stats_handle(&d.stats.id).map(|h| (h, d.data_channel_identifier))
+        })
+        .collect();
+    for ch in list {
+        if ch.stream_id().is_none() && ch.state() == crate::channel::ChannelState::Open {
+            if let Some(id) = ids.get(&ch.rtc_id()) {
+                ch.set_stream_id(*id);
+            }
+        }
+    }
+}
+
+pub(super) struct Handler {
+    pub(super) shared: std::sync::Weak<Shared>,
+    /// The generation of the connection this handler belongs to.
+    pub(super) gen: u64,
+}
+
+impl Handler {
+    /// The peer, while this handler's connection is its current one.
+    fn live(&self) -> Option<Arc<Shared>> {
+        self.shared
+            .upgrade()
+            .filter(|s| s.gen.load(Ordering::SeqCst) == self.gen)
+    }
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        let s = &self.shared;
+        let Some(s) = self.live() else { return };
         let Ok(init) = event.candidate.to_json() else {
             return;
         };
@@ -215,7 +295,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let s = &self.shared;
+        let Some(s) = self.live() else { return };
         if s.closed.load(Ordering::SeqCst) {
             return;
         }
@@ -241,13 +321,13 @@ impl PeerConnectionEventHandler for Handler {
                 .await;
         }
         if st == PeerState::Connected && !s.quality_started.swap(true, Ordering::SeqCst) {
-            tokio::spawn(measure_quality(Arc::downgrade(&self.shared)));
-            tokio::spawn(start_rto_probe(Arc::downgrade(&self.shared)));
+            tokio::spawn(measure_quality(Arc::downgrade(&s)));
+            tokio::spawn(start_rto_probe(Arc::downgrade(&s)));
         }
         if st == PeerState::Connected {
             // SCTP and the first channel follow within milliseconds; never boost much longer
             // (the remote may open no channel at all).
-            let weak = Arc::downgrade(&self.shared);
+            let weak = Arc::downgrade(&s);
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(s) = weak.upgrade() {
@@ -264,7 +344,10 @@ impl PeerConnectionEventHandler for Handler {
             && matches!(st, PeerState::Disconnected | PeerState::Failed)
             && !s.recovering.swap(true, Ordering::SeqCst)
         {
-            tokio::spawn(recover(Arc::downgrade(&self.shared)));
+            for ch in s.channels.lock().unwrap().iter() {
+                ch.hold(true);
+            }
+            tokio::spawn(recover(Arc::downgrade(&s)));
         }
         if recoverable && st == PeerState::Failed {
             let _ = s.setup.notices.send(PeerNotice::Changed);
@@ -281,7 +364,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
-        let s = self.shared.clone();
+        let Some(s) = self.live() else { return };
         let video = track.kind().await == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video;
         let kind = if video { "video" } else { "audio" };
         if video {
@@ -289,7 +372,7 @@ impl PeerConnectionEventHandler for Handler {
         }
         let track_id = track.track_id().await;
         let mut mid = None;
-        let pc = s.pc.get().and_then(|w| w.upgrade());
+        let pc = s.pc();
         let transceivers = match pc {
             Some(pc) => pc.get_transceivers().await,
             None => Vec::new(),
@@ -313,21 +396,26 @@ impl PeerConnectionEventHandler for Handler {
                 track_id,
             })
             .await;
+        let playout = s.playout.clone();
+        let weak = Arc::downgrade(&s);
+        drop(s);
         tokio::spawn(async move {
             tokio::select! {
-                _ = read_remote_track(track.clone(), s.playout.clone()) => {}
+                _ = read_remote_track(track.clone(), playout) => {}
                 _ = stop.cancelled() => {}
             }
-            s.remote_tracks.remove(key);
-            s.remote_video
-                .lock()
-                .unwrap()
-                .retain(|t| !Arc::ptr_eq(t, &track));
+            if let Some(s) = weak.upgrade() {
+                s.remote_tracks.remove(key);
+                s.remote_video
+                    .lock()
+                    .unwrap()
+                    .retain(|t| !Arc::ptr_eq(t, &track));
+            }
         });
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn RtcDataChannel>) {
-        let s = self.shared.clone();
+        let Some(s) = self.live() else { return };
         let label = dc.label().await.unwrap_or_default();
         let ordered = dc.ordered().await.unwrap_or(true);
         let mode = if ordered {
@@ -341,6 +429,7 @@ impl PeerConnectionEventHandler for Handler {
             label,
             mode,
             s.setup.config.max_message_size,
+            s.keep_bytes(),
             s.setup.events.clone(),
             true,
         );
@@ -349,6 +438,7 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(async move {
             let _ = ch.wait_open(timeout).await;
             s.release_boost();
+            record_stream_ids(&s).await;
         });
     }
 }
@@ -362,7 +452,7 @@ async fn sctp_state(
 
 /// Once SCTP is up, opens the probe channel and keeps SCTP's retransmission timeout from
 /// staying backed off after link cuts (see [`crate::channel::keep_rto_fresh`]).
-async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
+pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
     use rtc::peer_connection::transport::RTCSctpTransportState;
     // SCTP follows DTLS within milliseconds, or much later (a first data channel added by a
     // renegotiation), or never (media only): poll, less and less often.
@@ -371,7 +461,7 @@ async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
         let Some(pc) = weak
             .upgrade()
             .filter(|s| !s.closed.load(Ordering::SeqCst))
-            .and_then(|s| s.pc.get().and_then(|w| w.upgrade()))
+            .and_then(|s| s.pc())
         else {
             return;
         };
@@ -412,12 +502,83 @@ async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
     .await;
 }
 
+/// Builds a peer connection for `s` (the first, or a full reconnection's: generation `gen`),
+/// with its own sockets, ICE agent, DTLS and SCTP, on the peer's runtime.
+pub(super) async fn build_pc(s: &Arc<Shared>, gen: u64) -> Result<Arc<dyn RtcPeerConnection>> {
+    let config = &s.setup.config;
+    let outgoing = s.setup.outgoing;
+    let mut ice_servers = Vec::new();
+    if !config.stun_servers.is_empty() {
+        ice_servers.push(RTCIceServer {
+            urls: config.stun_servers.clone(),
+            ..Default::default()
+        });
+    }
+    for t in &config.turn_servers {
+        ice_servers.push(RTCIceServer {
+            urls: vec![t.url.clone()],
+            username: t.username.clone(),
+            credential: t.credential.clone(),
+        });
+    }
+    let rtc_config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers)
+        .build();
+    let mut media = MediaEngine::default();
+    crate::media::track::register_codecs(&mut media)?;
+    // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests,
+    // sender reports and the remote's reception reports.
+    let registry =
+        webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)
+            .map_err(|e| Error::webrtc("interceptors", e))?
+            .with(
+                rtc::interceptor::Slot::from(crate::media::keyframe::TAP_SLOT),
+                crate::media::keyframe::KeyframeRequestTap::with_log(s.reception.clone()),
+            );
+    // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
+    // still reach us), and its multicast socket cannot even be opened in a network without
+    // a multicast route (a loopback-only namespace), which would fail every connection.
+    // The SCTP window follows the socket buffer the kernel grants (see `peer::udp`), and the
+    // SDP advertises the message size this transport accepts.
+    //
+    // A peer that makes the first offer becomes the DTLS server (answerers, browsers and
+    // webrtc-rs alike, answer `a=setup:active`). Should the other side renegotiate later, our
+    // answer must keep that role (`passive`): webrtc-rs would answer `active` again and
+    // Chromium rejects the role change ("Failed to set SSL role for the transport").
+    let mut settings = SettingEngineBuilder::new();
+    if outgoing {
+        settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
+    }
+    let settings = settings
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message_size as u32))
+        .with_sctp_max_receive_buffer_size(super::udp::sctp_window(
+            super::udp::granted_recv_buffer(),
+            config.max_message_size,
+        ))
+        .build();
+    let bind = format!("{}:0", config.bind_address);
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(rtc_config)
+        .with_setting_engine(settings)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_runtime(s.runtime.clone())
+        .with_handler(Arc::new(Handler {
+            shared: Arc::downgrade(s),
+            gen,
+        }))
+        .with_udp_addrs(vec![bind])
+        .with_data_channel_send_buffer_limit(config.data_channel_buffer_limit)
+        .build()
+        .await
+        .map_err(|e| Error::webrtc("creating peer connection", e))?;
+    Ok(Arc::new(pc))
+}
+
 /// One remote peer.
 pub struct Peer {
     shared: Arc<Shared>,
-    pc: Arc<dyn RtcPeerConnection>,
-    runtime: Arc<FastStartRuntime>,
-    signals: mpsc::UnboundedSender<Signal>,
     /// Keeps the process's periodic memory trim going while this peer exists.
     _live: super::trim::LivePeer,
 }
@@ -436,37 +597,6 @@ impl Peer {
         let runtime = FastStartRuntime::new()
             .ok_or_else(|| Error::Internal("no tokio runtime for webrtc".into()))?;
         let config = setup.config.clone();
-        let outgoing = setup.outgoing;
-        let mut ice_servers = Vec::new();
-        if !config.stun_servers.is_empty() {
-            ice_servers.push(RTCIceServer {
-                urls: config.stun_servers.clone(),
-                ..Default::default()
-            });
-        }
-        for t in &config.turn_servers {
-            ice_servers.push(RTCIceServer {
-                urls: vec![t.url.clone()],
-                username: t.username.clone(),
-                credential: t.credential.clone(),
-            });
-        }
-        let rtc_config = RTCConfigurationBuilder::new()
-            .with_ice_servers(ice_servers)
-            .build();
-        let mut media = MediaEngine::default();
-        crate::media::track::register_codecs(&mut media)?;
-        // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests,
-        // sender reports and the remote's reception reports.
-        let reception = SharedReceptionLog::default();
-        let registry =
-            webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)
-                .map_err(|e| Error::webrtc("interceptors", e))?
-                .with(
-                    rtc::interceptor::Slot::from(crate::media::keyframe::TAP_SLOT),
-                    crate::media::keyframe::KeyframeRequestTap::with_log(reception.clone()),
-                );
-
         let (state, _) = watch::channel(PeerState::New);
         let playout = Playout::with_tap(
             setup.remote_id.clone(),
@@ -477,6 +607,7 @@ impl Peer {
             setup.events.clone(),
             setup.tap.clone(),
         )?;
+        let (signals, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             setup,
             state,
@@ -491,62 +622,29 @@ impl Peer {
             video: Mutex::new(None),
             remote_video: Mutex::new(Vec::new()),
             remote_tracks: RemoteTracks::default(),
-            pc: std::sync::OnceLock::new(),
+            pc: Mutex::new(None),
+            gen: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+            swaps: AtomicU64::new(0),
+            remote_can_full: AtomicBool::new(false),
+            remote_session: Mutex::new(None),
+            carry: Mutex::new(Default::default()),
             metrics: Mutex::new(QualityMetrics::default()),
-            reception,
+            reception: SharedReceptionLog::default(),
             quality_started: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
             gave_up: AtomicBool::new(false),
             breaker: Mutex::new(CircuitBreaker::new(CircuitBreakerConfig::default())),
             playout,
             link: runtime.link(),
-        });
-        // No multicast DNS: remote `.local` candidates are skipped anyway (the browser's checks
-        // still reach us), and its multicast socket cannot even be opened in a network without
-        // a multicast route (a loopback-only namespace), which would fail every connection.
-        // The SCTP window follows the socket buffer the kernel grants (see `peer::udp`), and the
-        // SDP advertises the message size this transport accepts.
-        //
-        // A peer that makes the first offer becomes the DTLS server (answerers, browsers and
-        // webrtc-rs alike, answer `a=setup:active`). Should the other side renegotiate later, our
-        // answer must keep that role (`passive`): webrtc-rs would answer `active` again and
-        // Chromium rejects the role change ("Failed to set SSL role for the transport").
-        let mut settings = SettingEngineBuilder::new();
-        if outgoing {
-            settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
-        }
-        let settings = settings
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message_size as u32))
-            .with_sctp_max_receive_buffer_size(super::udp::sctp_window(
-                super::udp::granted_recv_buffer(),
-                config.max_message_size,
-            ))
-            .build();
-        let bind = format!("{}:0", config.bind_address);
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(rtc_config)
-            .with_setting_engine(settings)
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_runtime(runtime.clone())
-            .with_handler(Arc::new(Handler {
-                shared: shared.clone(),
-            }))
-            .with_udp_addrs(vec![bind])
-            .with_data_channel_send_buffer_limit(config.data_channel_buffer_limit)
-            .build()
-            .await
-            .map_err(|e| Error::webrtc("creating peer connection", e))?;
-        let pc: Arc<dyn RtcPeerConnection> = Arc::new(pc);
-        let _ = shared.pc.set(Arc::downgrade(&pc));
-
-        let (signals, rx) = mpsc::unbounded_channel();
-        let peer = Arc::new(Peer {
-            shared,
-            pc,
             runtime,
             signals,
+        });
+        let pc = build_pc(&shared, 0).await?;
+        *shared.pc.lock().unwrap() = Some(pc);
+
+        let peer = Arc::new(Peer {
+            shared,
             _live: super::trim::LivePeer::new(),
         });
         tokio::spawn(Self::signal_loop(Arc::downgrade(&peer), rx));
@@ -559,6 +657,13 @@ impl Peer {
             }
         });
         Ok(peer)
+    }
+
+    /// The connection now; `ShutDown` once the peer is closed.
+    fn pc(&self) -> Result<Arc<dyn RtcPeerConnection>> {
+        self.shared
+            .pc()
+            .ok_or_else(|| Error::ShutDown(format!("peer {} is closed", self.peer_id())))
     }
 
     pub fn peer_id(&self) -> &str {
@@ -595,7 +700,13 @@ impl Peer {
     }
 
     pub(crate) fn signal(&self, s: Signal) {
-        let _ = self.signals.send(s);
+        let _ = self.shared.signals.send(s);
+    }
+
+    fn note_remote_can_full(&self, can: bool) {
+        if can {
+            self.shared.remote_can_full.store(true, Ordering::SeqCst);
+        }
     }
 
     async fn signal_loop(peer: std::sync::Weak<Peer>, mut rx: mpsc::UnboundedReceiver<Signal>) {
@@ -606,8 +717,20 @@ impl Peer {
             }
             let is_offer = matches!(sig, Signal::Offer { .. });
             let r = match sig {
-                Signal::Offer { sdp, request_id } => peer.on_remote_offer(sdp, request_id).await,
-                Signal::Answer { sdp, request_id } => {
+                Signal::Offer {
+                    sdp,
+                    request_id,
+                    can_full_reconnect,
+                } => {
+                    peer.note_remote_can_full(can_full_reconnect);
+                    peer.on_remote_offer(sdp, request_id).await
+                }
+                Signal::Answer {
+                    sdp,
+                    request_id,
+                    can_full_reconnect,
+                } => {
+                    peer.note_remote_can_full(can_full_reconnect);
                     let r = peer.accept_answer(sdp, request_id).await;
                     match r {
                         Ok(()) => peer.offer_again_if_asked().await,
@@ -621,6 +744,14 @@ impl Peer {
                         Ok(())
                     } else {
                         peer.send_offer().await
+                    };
+                    let _ = reply.send(r);
+                    continue;
+                }
+                Signal::FullReconnect(reply) => {
+                    let r = match super::full_reconnect::swap(&peer.shared).await {
+                        Ok(pc) => send_offer_on(&peer.shared, &pc).await,
+                        Err(e) => Err(e),
                     };
                     let _ = reply.send(r);
                     continue;
@@ -654,7 +785,7 @@ impl Peer {
         let s = &self.shared;
         if s.setup.config.enable_data_channel {
             let dc = self
-                .pc
+                .pc()?
                 .create_data_channel(
                     DEFAULT_CHANNEL,
                     Some(channel_init(s.setup.config.data_channel_mode)),
@@ -667,6 +798,7 @@ impl Peer {
                 DEFAULT_CHANNEL.into(),
                 s.setup.config.data_channel_mode,
                 s.setup.config.max_message_size,
+                s.keep_bytes(),
                 s.setup.events.clone(),
                 false,
             );
@@ -679,13 +811,13 @@ impl Peer {
     /// Makes an offer for the current state of the connection and sends it; the answer comes
     /// back through [`Peer::signal`]. Used for the first offer and for renegotiation.
     async fn send_offer(&self) -> Result<()> {
-        send_offer_on(&self.shared, &self.pc).await
+        send_offer_on(&self.shared, &self.pc()?).await
     }
 
     /// Our offer is out and its answer has not come.
     async fn has_local_offer(&self) -> bool {
-        self.pc
-            .pending_local_description()
+        let Ok(pc) = self.pc() else { return false };
+        pc.pending_local_description()
             .await
             .is_some_and(|d| d.sdp_type == RTCSdpType::Offer)
     }
@@ -704,6 +836,18 @@ impl Peer {
     /// the side that answered the first offer (polite) gives its offer up, answers, and offers
     /// again; the other side ignores the crossing offer and waits for its answer.
     async fn on_remote_offer(&self, sdp: String, request_id: String) -> Result<()> {
+        // An offer of a new session (a new connection of the remote side: new session id or
+        // DTLS fingerprint) for a connection we have: the remote made a full reconnection (or,
+        // a browser, a new RTCPeerConnection). Replace ours too.
+        let next = super::full_reconnect::SdpSession::parse(&sdp);
+        let prev = self.shared.remote_session.lock().unwrap().clone();
+        if super::full_reconnect::is_new_session(prev.as_ref(), next.as_ref()) {
+            tracing::debug!(
+                peer = self.peer_id(),
+                "offer of a new session: full reconnection"
+            );
+            super::full_reconnect::swap(&self.shared).await?;
+        }
         if self.has_local_offer().await {
             if self.shared.setup.outgoing {
                 tracing::debug!(peer = self.peer_id(), "offers crossed: ours stands");
@@ -712,7 +856,7 @@ impl Peer {
             tracing::debug!(peer = self.peer_id(), "offers crossed: ours rolled back");
             let rollback =
                 RTCSessionDescription::rollback(None).map_err(|e| Error::webrtc("rollback", e))?;
-            self.pc
+            self.pc()?
                 .set_local_description(rollback)
                 .await
                 .map_err(|e| Error::webrtc("rollback of our offer", e))?;
@@ -740,23 +884,28 @@ impl Peer {
             let mut n = s.neg.lock().unwrap();
             n.request_id = Some(request_id.clone());
         }
-        self.pc
-            .set_remote_description(offer)
+        let pc = self.pc()?;
+        let session = super::full_reconnect::SdpSession::parse(offer.sdp.as_str());
+        pc.set_remote_description(offer)
             .await
             .map_err(|e| Error::webrtc("set remote offer", e))?;
+        *s.remote_session.lock().unwrap() = session;
         self.update_remote_tracks(&sending).await;
+        // A full reconnection's tracks take the offer's transceivers (or need an offer of
+        // ours when the offer has none of their kind).
+        if super::full_reconnect::add_carried_tracks(s, &pc, Some(&sending)).await? {
+            s.neg.lock().unwrap().offer_again = true;
+        }
         if s.setup.config.answer_media {
             self.add_answer_tracks(&sending).await?;
         }
         self.drain_remote_candidates().await;
-        let answer = self
-            .pc
+        let answer = pc
             .create_answer(None)
             .await
             .map_err(|e| Error::webrtc("create answer", e))?;
         let sdp = answer.sdp.clone();
-        self.pc
-            .set_local_description(answer)
+        pc.set_local_description(answer)
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
         publish_sdp(s, protocol::ANSWER, sdp, request_id).await
@@ -772,7 +921,7 @@ impl Peer {
                 bitrate: cfg.audio_bitrate_bps,
                 ..AudioEncoderConfig::default()
             };
-            let track = Arc::new(LocalAudioTrack::add_to(&self.pc, config).await?);
+            let track = Arc::new(LocalAudioTrack::add_to(&self.pc()?, config).await?);
             *self.shared.audio.lock().unwrap() = Some(track);
         }
         if sending.kinds.contains("video") && self.video_track().is_none() {
@@ -783,7 +932,8 @@ impl Peer {
                 bitrate: cfg.video_bitrate_bps,
                 ..VideoEncoderConfig::default()
             };
-            let track = Arc::new(LocalVideoTrack::add_to(&self.pc, cfg.video_codec, config).await?);
+            let track =
+                Arc::new(LocalVideoTrack::add_to(&self.pc()?, cfg.video_codec, config).await?);
             *self.shared.video.lock().unwrap() = Some(track);
         }
         Ok(())
@@ -799,10 +949,12 @@ impl Peer {
         let sending = sending_tracks(&sdp);
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
-        self.pc
+        let session = super::full_reconnect::SdpSession::parse(answer.sdp.as_str());
+        self.pc()?
             .set_remote_description(answer)
             .await
             .map_err(|e| Error::webrtc("set remote answer", e))?;
+        *self.shared.remote_session.lock().unwrap() = session;
         self.update_remote_tracks(&sending).await;
         self.drain_remote_candidates().await;
         Ok(())
@@ -873,7 +1025,8 @@ impl Peer {
             tracing::debug!("skipping mDNS candidate {}", init.candidate);
             return;
         }
-        if let Err(e) = self.pc.add_ice_candidate(init).await {
+        let Ok(pc) = self.pc() else { return };
+        if let Err(e) = pc.add_ice_candidate(init).await {
             tracing::debug!(peer = self.peer_id(), "remote candidate refused: {e}");
         }
     }
@@ -903,6 +1056,7 @@ impl Peer {
         if let Some(ch) = self.default_channel() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             ch.wait_open(left).await?;
+            record_stream_ids(&self.shared).await;
         }
         self.shared.release_boost();
         if self.shared.setup.outgoing && !self.shared.connected_once.swap(true, Ordering::SeqCst) {
@@ -927,7 +1081,7 @@ impl Peer {
         use rtc::peer_connection::transport::RTCSctpTransportState;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match sctp_state(&self.pc).await {
+            match sctp_state(&self.pc()?).await {
                 Some(RTCSctpTransportState::Connected) => return Ok(()),
                 Some(RTCSctpTransportState::Closed) => {
                     return Err(Error::ConnectionFailed(format!(
@@ -958,11 +1112,11 @@ impl Peer {
                 "channel label longer than 65535 bytes".into(),
             ));
         }
-        let _boost = self.runtime.boost();
+        let _boost = self.shared.runtime.boost();
         let timeout = Duration::from_millis(self.shared.setup.config.connect_timeout_ms);
         self.wait_sctp_connected(timeout).await?;
         let dc = self
-            .pc
+            .pc()?
             .create_data_channel(label, Some(channel_init(mode)))
             .await
             .map_err(|e| Error::webrtc("creating data channel", e))?;
@@ -973,12 +1127,14 @@ impl Peer {
             label.to_string(),
             mode,
             s.setup.config.max_message_size,
+            s.keep_bytes(),
             s.setup.events.clone(),
             false,
         );
         s.register_channel(ch.clone());
         ch.wait_open(Duration::from_millis(s.setup.config.connect_timeout_ms))
             .await?;
+        record_stream_ids(s).await;
         Ok(ch)
     }
 
@@ -1014,7 +1170,7 @@ impl Peer {
         config: AudioEncoderConfig,
     ) -> Result<Arc<LocalAudioTrack>> {
         self.check_can_add(self.audio_track().is_some(), "an audio")?;
-        let track = Arc::new(LocalAudioTrack::add_to(&self.pc, config).await?);
+        let track = Arc::new(LocalAudioTrack::add_to(&self.pc()?, config).await?);
         *self.shared.audio.lock().unwrap() = Some(track.clone());
         self.renegotiate().await?;
         Ok(track)
@@ -1027,7 +1183,7 @@ impl Peer {
     ) -> Result<Arc<LocalVideoTrack>> {
         self.check_can_add(self.video_track().is_some(), "a video")?;
         let codec = self.shared.setup.config.video_codec;
-        let track = Arc::new(LocalVideoTrack::add_to(&self.pc, codec, config).await?);
+        let track = Arc::new(LocalVideoTrack::add_to(&self.pc()?, codec, config).await?);
         *self.shared.video.lock().unwrap() = Some(track.clone());
         self.renegotiate().await?;
         Ok(track)
@@ -1053,7 +1209,7 @@ impl Peer {
                 self.peer_id()
             )));
         };
-        self.pc
+        self.pc()?
             .remove_track(&sender)
             .await
             .map_err(|e| Error::webrtc("remove track", e))?;
@@ -1167,7 +1323,11 @@ impl Peer {
         s.remote_tracks.stop_all();
         s.playout.close();
         s.release_boost();
-        let _ = self.pc.close().await;
+        let pc = s.pc.lock().unwrap().take();
+        if let Some(pc) = pc {
+            let _ = pc.close().await;
+        }
+        s.close_retired().await;
         s.state.send_replace(PeerState::Closed);
         super::trim::after_close();
         true
@@ -1184,6 +1344,7 @@ async fn measure_quality(weak: std::sync::Weak<Shared>) {
     };
     let origin = Instant::now();
     let mut tracker = QualityTracker::default();
+    let mut measured_gen = 0;
     // Controllers, rebuilt when the track or its configured bitrate changes.
     let mut audio_ctl: Option<(usize, u32, BitrateControl)> = None;
     let mut video_ctl: Option<(usize, u32, BitrateControl)> = None;
@@ -1193,9 +1354,15 @@ async fn measure_quality(weak: std::sync::Weak<Shared>) {
         if s.closed.load(Ordering::SeqCst) {
             return;
         }
-        let Some(pc) = s.pc.get().and_then(|w| w.upgrade()) else {
+        let Some(pc) = s.pc() else {
             return;
         };
+        // A new connection (full reconnection) counts its statistics from zero.
+        let gen = s.gen.load(Ordering::SeqCst);
+        if gen != measured_gen {
+            measured_gen = gen;
+            tracker.reset();
+        }
         let report = pc
             .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
             .await;
@@ -1270,7 +1437,7 @@ async fn connected_within(s: &Shared, limit: Duration) -> bool {
 /// a few seconds to come back. ICE may also recover by itself (consent checks resume when the
 /// path does) at any point. A per-peer circuit breaker skips attempts on a peer that keeps
 /// failing. When the retries are spent the peer is closed with `ReconnectFailed`.
-async fn recover(weak: std::sync::Weak<Shared>) {
+pub(super) async fn recover(weak: std::sync::Weak<Shared>) {
     let Some(s) = weak.upgrade() else { return };
     let started = Instant::now();
     let policy = s.setup.config.reconnection.clone();
@@ -1278,6 +1445,7 @@ async fn recover(weak: std::sync::Weak<Shared>) {
     let mut schedule = ReconnectSchedule::new(policy, JitterRng::new(seed | 1));
     let peer_id = s.setup.remote_id.clone();
     let events = s.setup.events.clone();
+    let swaps_before = s.swaps.load(Ordering::SeqCst);
     drop(s);
     let mut attempt = 0;
     let outcome = loop {
@@ -1306,8 +1474,24 @@ async fn recover(weak: std::sync::Weak<Shared>) {
         if next.step == ReconnectStep::GiveUp {
             break false;
         }
-        if s.setup.outgoing {
-            if let Some(pc) = s.pc.get().and_then(|w| w.upgrade()) {
+        // A full reconnection when the schedule says so, or when the old association is dead
+        // (an ICE restart cannot bring it back), and the remote side can take one (else the
+        // step is one more ICE restart).
+        let full = s.setup.outgoing
+            && s.remote_can_full.load(Ordering::SeqCst)
+            && (next.step == ReconnectStep::FullRenegotiation || association_dead(&s).await);
+        if full {
+            tracing::debug!(peer = peer_id, attempt, "full reconnection");
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = s.signals.send(Signal::FullReconnect(tx));
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(Error::ShutDown(format!("peer {peer_id} is closed"))));
+            if let Err(e) = r {
+                tracing::debug!(peer = peer_id, attempt, "full reconnection failed: {e}");
+            }
+        } else if s.setup.outgoing {
+            if let Some(pc) = s.pc() {
                 tracing::debug!(peer = peer_id, attempt, "restarting ICE");
                 let restarted = match pc.restart_ice().await {
                     Ok(()) => send_offer_on(&s, &pc).await,
@@ -1329,13 +1513,23 @@ async fn recover(weak: std::sync::Weak<Shared>) {
     if s.closed.load(Ordering::SeqCst) {
         return;
     }
+    // Whatever a full reconnection replaced is of no further use.
+    s.close_retired().await;
+    let full = s.swaps.load(Ordering::SeqCst) != swaps_before;
     if outcome {
         s.breaker.lock().unwrap().record_success();
+        if !full {
+            // The same association carries on: what the channels held goes now. (After a
+            // full reconnection the resume exchange lets them go.)
+            for ch in s.channels.lock().unwrap().iter() {
+                ch.hold(false);
+            }
+        }
         events
             .emit(TransportEvent::Reconnected {
                 peer_id,
                 attempt,
-                is_full_reconnect: false,
+                is_full_reconnect: full,
                 previous_duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             })
             .await;
@@ -1352,6 +1546,19 @@ async fn recover(weak: std::sync::Weak<Shared>) {
             peer_id,
             state: PeerState::Failed,
         });
+    }
+}
+
+/// The SCTP association of the current connection is closed while the peer has channels: an
+/// ICE restart cannot bring them back.
+async fn association_dead(s: &Shared) -> bool {
+    use rtc::peer_connection::transport::RTCSctpTransportState;
+    if s.channels.lock().unwrap().is_empty() {
+        return false;
+    }
+    match s.pc() {
+        Some(pc) => sctp_state(&pc).await == Some(RTCSctpTransportState::Closed),
+        None => false,
     }
 }
 
@@ -1384,6 +1591,7 @@ async fn publish_sdp(s: &Shared, method: &str, sdp: String, request_id: String) 
         sdp,
         can_trickle_ice_candidates: true,
         request_id,
+        can_full_reconnect: true,
     };
     s.setup
         .signaling

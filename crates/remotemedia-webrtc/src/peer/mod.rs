@@ -3,6 +3,7 @@
 pub mod bitrate;
 pub mod connection;
 pub mod fast_start;
+pub mod full_reconnect;
 pub mod handshake_filter;
 pub mod manager;
 pub mod metrics;

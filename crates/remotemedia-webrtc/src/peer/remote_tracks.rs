@@ -219,6 +219,23 @@ impl RemoteTracks {
         changes
     }
 
+    /// Stops every reader (a full reconnection replaced the connection); returns the tracks
+    /// that were sending, now ended.
+    pub fn end_all(&self) -> Vec<TrackChange> {
+        std::mem::take(&mut *self.lock())
+            .into_iter()
+            .filter_map(|e| {
+                e.stop.cancel();
+                e.active.then_some(TrackChange {
+                    key: e.key,
+                    track_id: e.track_id,
+                    kind: e.kind,
+                    started: false,
+                })
+            })
+            .collect()
+    }
+
     /// Stops every reader (the peer closed).
     pub fn stop_all(&self) {
         for e in std::mem::take(&mut *self.lock()) {

@@ -418,6 +418,12 @@ pub struct SdpParams {
     #[serde(default = "default_true")]
     pub can_trickle_ice_candidates: bool,
     pub request_id: String,
+    /// Optional (an extension of the contract): the sender can carry a connection over to a
+    /// new peer connection under the same peer id (a full reconnection: its data channels
+    /// rebound by stream id, undelivered reliable messages resent). Absent means `false`;
+    /// peers that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub can_full_reconnect: bool,
 }
 
 /// `peer.offer` / `peer.answer` result: `{"status":"forwarded","request_id":…}`.
@@ -685,6 +691,7 @@ mod tests {
             sdp: "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n".into(),
             can_trickle_ice_candidates: false,
             request_id: "r1".into(),
+            can_full_reconnect: false,
         };
         let v = round_trip(&p);
         assert_eq!(v["can_trickle_ice_candidates"], false);
