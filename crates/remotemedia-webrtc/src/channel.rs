@@ -262,7 +262,9 @@ struct Outgoing {
 /// whole life (across connections). The log keeps the newest messages up to `limit` bytes:
 /// SCTP never holds more than the send-buffer limit unacknowledged (webrtc-rs's `send` waits
 /// below it), so with `limit` = that buffer plus one message, every message SCTP may not have
-/// delivered is still here. `clear` drops the rest once SCTP reports nothing outstanding.
+/// delivered is still here. `clear` drops the rest once SCTP reports nothing outstanding;
+/// the writer asks SCTP every [`SentLog::CHECK_ENTRIES`] messages or [`SentLog::CHECK_BYTES`]
+/// bytes (`due_for_check`), so a channel whose messages are acknowledged keeps only a few.
 #[derive(Debug, Default)]
 pub(crate) struct SentLog {
     /// Messages handed to SCTP so far (the next one's number).
@@ -271,6 +273,9 @@ pub(crate) struct SentLog {
     kept: VecDeque<(u64, ChannelMessage)>,
     kept_bytes: usize,
     limit: usize,
+    /// Messages and bytes pushed since SCTP was last asked.
+    unchecked: usize,
+    unchecked_bytes: usize,
 }
 
 /// What to send again after a reconnection.
@@ -282,6 +287,11 @@ pub(crate) struct Resend {
 }
 
 impl SentLog {
+    /// Ask SCTP whether everything was acknowledged after this many messages...
+    pub(crate) const CHECK_ENTRIES: usize = 64;
+    /// ...or this many bytes, whichever comes first.
+    pub(crate) const CHECK_BYTES: usize = 16 * 1024;
+
     pub(crate) fn new(limit: usize) -> Self {
         Self {
             limit,
@@ -294,6 +304,8 @@ impl SentLog {
         let seq = self.sent;
         self.sent += 1;
         self.kept_bytes += msg.data.len();
+        self.unchecked += 1;
+        self.unchecked_bytes += msg.data.len();
         self.kept.push_back((seq, msg));
         while self.kept_bytes > self.limit && self.kept.len() > 1 {
             if let Some((_, m)) = self.kept.pop_front() {
@@ -306,6 +318,23 @@ impl SentLog {
     pub(crate) fn clear(&mut self) {
         self.kept.clear();
         self.kept_bytes = 0;
+        self.checked();
+    }
+
+    /// Whether enough was pushed since the last check to ask SCTP again.
+    pub(crate) fn due_for_check(&self) -> bool {
+        self.unchecked >= Self::CHECK_ENTRIES || self.unchecked_bytes >= Self::CHECK_BYTES
+    }
+
+    /// SCTP was asked (and still had something outstanding).
+    pub(crate) fn checked(&mut self) {
+        self.unchecked = 0;
+        self.unchecked_bytes = 0;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn kept_len(&self) -> usize {
+        self.kept.len()
     }
 
     #[cfg(test)]
@@ -541,18 +570,23 @@ impl DataChannel {
         }
     }
 
-    /// Logs a reliable message SCTP took (see [`SentLog`]); the log is emptied whenever it
-    /// grows past 256 KiB and SCTP reports nothing outstanding.
+    /// Logs a reliable message SCTP took (see [`SentLog`]). Every few messages SCTP is asked
+    /// whether anything is unacknowledged; when nothing is, the log is emptied.
     async fn keep_sent(&self, dc: &Arc<dyn RtcDataChannel>, msg: ChannelMessage) {
-        const CHECK_ABOVE: usize = 256 * 1024;
         let Some(log) = &self.inner.log else { return };
         let check = {
             let mut log = log.lock().unwrap();
             log.push(msg);
-            log.kept_bytes() > CHECK_ABOVE
+            log.due_for_check()
         };
-        if check && dc.outstanding_bytes().await.unwrap_or(1) == 0 {
-            log.lock().unwrap().clear();
+        if check {
+            let outstanding = dc.outstanding_bytes().await.unwrap_or(1);
+            let mut log = log.lock().unwrap();
+            if outstanding == 0 {
+                log.clear();
+            } else {
+                log.checked();
+            }
         }
     }
 
@@ -848,6 +882,38 @@ mod tests {
         let r = log.resend_from(2);
         assert_eq!(r.messages, vec![ChannelMessage::text("m5")]);
         assert_eq!(r.lost, 3);
+    }
+
+    #[test]
+    fn sent_log_asks_sctp_every_few_messages_so_small_messages_do_not_pile_up() {
+        // Small messages (the mesh's 30-byte ones) must not wait for a byte threshold: 64 of
+        // them make a check due, and a clear (nothing outstanding) leaves the log empty.
+        let mut log = SentLog::new(1 << 20);
+        for i in 0..SentLog::CHECK_ENTRIES - 1 {
+            log.push(ChannelMessage::text(format!("{i:030}")));
+            assert!(!log.due_for_check());
+        }
+        log.push(ChannelMessage::text("last"));
+        assert!(log.due_for_check());
+        log.clear();
+        assert_eq!((log.kept_len(), log.kept_bytes()), (0, 0));
+        assert!(!log.due_for_check());
+        // A check that found something outstanding waits for the next 64 messages / 16 KiB.
+        log.push(ChannelMessage::binary(vec![0; SentLog::CHECK_BYTES]));
+        assert!(log.due_for_check());
+        log.checked();
+        assert!(!log.due_for_check());
+        assert_eq!(log.kept_len(), 1, "kept until SCTP reports it delivered");
+        // Over a long run with checks the log stays at most one check interval long.
+        let mut log = SentLog::new(1 << 20);
+        for i in 0..100_000 {
+            log.push(ChannelMessage::text(format!("{i:030}")));
+            if log.due_for_check() {
+                log.clear();
+            }
+            assert!(log.kept_len() <= SentLog::CHECK_ENTRIES);
+        }
+        assert_eq!(log.sent(), 100_000);
     }
 
     #[test]
