@@ -265,6 +265,10 @@ struct Outgoing {
 /// delivered is still here. `clear` drops the rest once SCTP reports nothing outstanding;
 /// the writer asks SCTP every [`SentLog::CHECK_ENTRIES`] messages or [`SentLog::CHECK_BYTES`]
 /// bytes (`due_for_check`), so a channel whose messages are acknowledged keeps only a few.
+/// (Only "nothing outstanding" is safe: SCTP releases gap-acknowledged bytes too, so what is
+/// outstanding is not always the newest messages.) A check that finds something outstanding
+/// is repeated after 1, 2, 4, … messages: SCTP acknowledges every second packet at once and
+/// delays the others, so a fixed interval could always land on an unacknowledged one.
 #[derive(Debug, Default)]
 pub(crate) struct SentLog {
     /// Messages handed to SCTP so far (the next one's number).
@@ -276,6 +280,8 @@ pub(crate) struct SentLog {
     /// Messages and bytes pushed since SCTP was last asked.
     unchecked: usize,
     unchecked_bytes: usize,
+    /// Checks in a row that found something outstanding.
+    busy_checks: u32,
 }
 
 /// What to send again after a reconnection.
@@ -318,21 +324,27 @@ impl SentLog {
     pub(crate) fn clear(&mut self) {
         self.kept.clear();
         self.kept_bytes = 0;
-        self.checked();
+        self.unchecked = 0;
+        self.unchecked_bytes = 0;
+        self.busy_checks = 0;
     }
 
     /// Whether enough was pushed since the last check to ask SCTP again.
     pub(crate) fn due_for_check(&self) -> bool {
-        self.unchecked >= Self::CHECK_ENTRIES || self.unchecked_bytes >= Self::CHECK_BYTES
+        let every = match self.busy_checks {
+            0 => Self::CHECK_ENTRIES,
+            n => (1usize << (n - 1).min(6)).min(Self::CHECK_ENTRIES),
+        };
+        self.unchecked >= every || self.unchecked_bytes >= Self::CHECK_BYTES
     }
 
-    /// SCTP was asked (and still had something outstanding).
+    /// SCTP was asked and still had something outstanding.
     pub(crate) fn checked(&mut self) {
         self.unchecked = 0;
         self.unchecked_bytes = 0;
+        self.busy_checks = self.busy_checks.saturating_add(1);
     }
 
-    #[cfg(test)]
     pub(crate) fn kept_len(&self) -> usize {
         self.kept.len()
     }
@@ -530,6 +542,7 @@ impl DataChannel {
             let len = msg.data.len();
             let binding = *self.inner.binding.borrow();
             let dc = self.dc();
+            self.trim_sent(&dc).await;
             let r = send_on(&dc, &msg).await;
             if r.is_err()
                 && !matches!(r, Err(webrtc::error::Error::ErrOutboundPacketTooLarge))
@@ -543,7 +556,9 @@ impl DataChannel {
             let ms = epoch().elapsed().as_millis() as u64 + 1;
             self.inner.last_sent.store(ms, Ordering::Relaxed);
             if r.is_ok() {
-                self.keep_sent(&dc, msg).await;
+                if let Some(log) = &self.inner.log {
+                    log.lock().unwrap().push(msg);
+                }
             }
             let r = r.map_err(|e| match e {
                 // Larger than the remote side accepts (its SDP max-message-size).
@@ -570,15 +585,12 @@ impl DataChannel {
         }
     }
 
-    /// Logs a reliable message SCTP took (see [`SentLog`]). Every few messages SCTP is asked
-    /// whether anything is unacknowledged; when nothing is, the log is emptied.
-    async fn keep_sent(&self, dc: &Arc<dyn RtcDataChannel>, msg: ChannelMessage) {
+    /// Every few messages, before the next one is handed over, asks SCTP whether anything it
+    /// was given is unacknowledged; when nothing is, the [`SentLog`] is emptied. (Asked after a
+    /// send, the message just sent would always be outstanding.)
+    async fn trim_sent(&self, dc: &Arc<dyn RtcDataChannel>) {
         let Some(log) = &self.inner.log else { return };
-        let check = {
-            let mut log = log.lock().unwrap();
-            log.push(msg);
-            log.due_for_check()
-        };
+        let check = log.lock().unwrap().due_for_check();
         if check {
             let outstanding = dc.outstanding_bytes().await.unwrap_or(1);
             let mut log = log.lock().unwrap();
@@ -752,6 +764,15 @@ impl DataChannel {
     }
 
     /// Resolves once the channel is open; errors if it closes first or `timeout` passes.
+    /// Reliable messages kept for a resend after a full reconnection, and their bytes: those
+    /// SCTP may not have delivered yet (0 for unreliable channels). Diagnostics.
+    pub fn kept_for_resend(&self) -> (usize, usize) {
+        self.inner.log.as_ref().map_or((0, 0), |l| {
+            let l = l.lock().unwrap();
+            (l.kept_len(), l.kept_bytes())
+        })
+    }
+
     pub async fn wait_open(&self, timeout: std::time::Duration) -> Result<()> {
         let mut rx = self.inner.open.subscribe();
         let wait = rx.wait_for(|s| *s != ChannelState::Connecting);
@@ -898,12 +919,27 @@ mod tests {
         log.clear();
         assert_eq!((log.kept_len(), log.kept_bytes()), (0, 0));
         assert!(!log.due_for_check());
-        // A check that found something outstanding waits for the next 64 messages / 16 KiB.
+        // A check that found something outstanding is repeated after 1, 2, 4, … 64 messages.
         log.push(ChannelMessage::binary(vec![0; SentLog::CHECK_BYTES]));
         assert!(log.due_for_check());
         log.checked();
         assert!(!log.due_for_check());
         assert_eq!(log.kept_len(), 1, "kept until SCTP reports it delivered");
+        let mut gaps = Vec::new();
+        for _ in 0..9 {
+            let mut n = 0;
+            loop {
+                log.push(ChannelMessage::text("x"));
+                n += 1;
+                if log.due_for_check() {
+                    break;
+                }
+            }
+            gaps.push(n);
+            log.checked();
+        }
+        assert_eq!(gaps, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+        log.clear();
         // Over a long run with checks the log stays at most one check interval long.
         let mut log = SentLog::new(1 << 20);
         for i in 0..100_000 {
