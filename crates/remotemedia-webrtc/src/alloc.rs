@@ -153,7 +153,15 @@ mod tests {
     fn small_and_large_blocks_hold_their_bytes_across_realloc() {
         let a = LargeBlocksMapped;
         // Below and above the threshold, and across it both ways.
-        let steps = [100, LARGE - 1, LARGE, 3 * LARGE + 7, LARGE + 1, 64, 2 * LARGE];
+        let steps = [
+            100,
+            LARGE - 1,
+            LARGE,
+            3 * LARGE + 7,
+            LARGE + 1,
+            64,
+            2 * LARGE,
+        ];
         let mut layout = Layout::from_size_align(steps[0], 16).unwrap();
         // SAFETY: sizes are non-zero; every block is freed with the layout it has.
         unsafe {
@@ -165,7 +173,9 @@ mod tests {
                 assert!(!q.is_null(), "realloc to {size}");
                 let s = std::slice::from_raw_parts(q, keep);
                 assert!(
-                    s.iter().enumerate().all(|(i, b)| *b == 3u8.wrapping_add(i as u8)),
+                    s.iter()
+                        .enumerate()
+                        .all(|(i, b)| *b == 3u8.wrapping_add(i as u8)),
                     "bytes lost in realloc {} -> {size}",
                     layout.size()
                 );
