@@ -119,7 +119,7 @@ fn audio_send(c: &mut Criterion) {
         );
         report(
             &format!("send: encode + packetize + handover (run {round})"),
-            percentiles(n, |i| send(i)),
+            percentiles(n, &send),
         );
         // The same two steps timed apart: how much is the handover itself, and how much the
         // encode runs slower while the connection's threads work on the other cores.
