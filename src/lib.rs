@@ -11,6 +11,12 @@ mod pipeline;
 mod server;
 mod transport;
 
+/// Blocks of 1 MB and more (decoded pictures) on mappings of their own, so that their memory
+/// goes back to the system when JavaScript drops them (see the core's `alloc` module).
+#[global_allocator]
+static ALLOC: remotemedia_webrtc::alloc::LargeBlocksMapped =
+    remotemedia_webrtc::alloc::LargeBlocksMapped;
+
 /// Logs of the Rust side go to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=remotemedia_webrtc=debug`).
 #[napi_derive::module_init]
 fn init() {

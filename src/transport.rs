@@ -679,18 +679,12 @@ impl NativeTransport {
         pcm: Pcm<'_>,
     ) -> napi::Result<Either<bool, PromiseRaw<'env, ()>>> {
         let track = self.t.audio_track(peer_id).map_err(js)?;
-        let (packet, duration) = track.encode(pcm).map_err(js)?;
-        let mut send =
-            Box::pin(async move { track.send_packet(packet, duration).await.map_err(js) });
-        // One poll here, inside the runtime: if it has to wait, the runtime polls it from now on
-        // (with its own waker).
-        let first = within_runtime_if_available(|| {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            std::future::Future::poll(send.as_mut(), &mut cx)
-        });
-        match first {
-            std::task::Poll::Ready(r) => r.map(|()| Either::A(true)),
-            std::task::Poll::Pending => env.spawn_future(send).map(Either::B),
+        // Inside the runtime: a send that has to wait is woken by the connection's task.
+        match within_runtime_if_available(|| track.send_now(pcm)).map_err(js)? {
+            None => Ok(Either::A(true)),
+            Some(rest) => env
+                .spawn_future(async move { rest.await.map_err(js) })
+                .map(Either::B),
         }
     }
 

@@ -1,5 +1,6 @@
 //! remotemedia-webrtc core: multi-peer WebRTC transport in plain Rust (no napi).
 
+pub mod alloc;
 pub mod channel;
 pub mod config;
 pub mod error;

@@ -7,6 +7,8 @@
 //!   [`VideoEncoder`] / [`VideoDecoder`] for VP8 and VP9 profile 0 (libvpx, linked statically from
 //!   the system's libvpx-dev through `env-libvpx-sys`). With the cargo feature `h264` the same
 //!   types also do H.264 (OpenH264, built from source by the `openh264` crate).
+//! - [`vpx_mem`]: libvpx's allocator, replaced (zero-filled blocks without `memset`, large
+//!   blocks unmapped on free).
 //!
 //! Everything here is plain, synchronous Rust with no networking: RTP packetization and tracks
 //! sit on top. All FFI is behind safe types; bad input gives an [`Error`](crate::Error)
@@ -20,6 +22,7 @@ pub mod keyframe;
 pub mod playout;
 pub mod track;
 pub mod video;
+pub mod vpx_mem;
 
 pub use crate::config::VideoCodec;
 pub use audio::{AudioEncoderConfig, FrameDuration, Pcm, OPUS_SAMPLE_RATE};

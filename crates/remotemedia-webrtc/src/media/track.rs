@@ -13,7 +13,6 @@ use crate::peer::bitrate::{FrameDecimator, ResolutionLadder, VideoOperatingPoint
 use crate::pipeline::video_scale::scale_i420;
 use crate::sync::StreamKind;
 use bytes::Bytes;
-use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_G722, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS,
@@ -33,7 +32,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection as RtcPeerConnection;
@@ -120,21 +118,6 @@ async fn add_to_pc(
     pc.add_track(track)
         .await
         .map_err(|e| Error::webrtc("add track", e))
-}
-
-/// A sample track (webrtc-rs packetizes) with one encoding of `codec`, added to `pc`.
-async fn add_sample_track(
-    pc: &Arc<dyn RtcPeerConnection>,
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, u32)> {
-    let (desc, ssrc) = describe_track(kind, codec);
-    let track = Arc::new(
-        TrackLocalStaticSample::new(Instant::now(), desc)
-            .map_err(|e| Error::webrtc("media track", e))?,
-    );
-    let sender = add_to_pc(pc, track.clone()).await?;
-    Ok((track, sender, ssrc))
 }
 
 /// The H.264 format offered and sent (with the cargo feature `h264`): constrained baseline
@@ -687,15 +670,66 @@ impl LocalVideoTrack {
     }
 }
 
+/// The rest of a send that had to wait for room in the connection's queue
+/// ([`LocalAudioTrack::send_now`]).
+pub type PendingSend = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// A local audio track: PCM in, Opus over RTP out.
 pub struct LocalAudioTrack {
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<TrackLocalStaticRTP>,
     payload_type: std::sync::OnceLock<u8>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     config: AudioEncoderConfig,
     encoder: Mutex<OpusEncoder>,
+    rtp: Mutex<AudioPacketizer>,
     max_bitrate: AtomicU32,
+}
+
+/// One RTP packet per Opus packet (RFC 7587), numbered from a random sequence number and RTP
+/// time, the RTP time advancing by each packet's duration at 48 kHz.
+///
+/// What webrtc-rs's sample track did, without its per-packet work this path does not need
+/// (a copy of the codec description, two more locks, the header-extension map).
+struct AudioPacketizer {
+    sequence: u16,
+    timestamp: u32,
+}
+
+impl AudioPacketizer {
+    fn new() -> Self {
+        let seed = new_ssrc();
+        Self {
+            sequence: seed as u16,
+            timestamp: new_ssrc().rotate_left(11),
+        }
+    }
+
+    fn packet(
+        &mut self,
+        payload: Bytes,
+        duration: Duration,
+        pt: u8,
+        ssrc: u32,
+    ) -> rtc::rtp::Packet {
+        self.sequence = self.sequence.wrapping_add(1);
+        let timestamp = self.timestamp;
+        let ticks = duration.as_micros() as u64 * OPUS_SAMPLE_RATE as u64 / 1_000_000;
+        self.timestamp = self.timestamp.wrapping_add(ticks as u32);
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                // As webrtc-rs's packetizer marks the last packet of every sample.
+                marker: true,
+                payload_type: pt,
+                sequence_number: self.sequence,
+                timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload,
+        }
+    }
 }
 
 impl LocalAudioTrack {
@@ -706,8 +740,9 @@ impl LocalAudioTrack {
     ) -> Result<Self> {
         config.validate()?;
         let encoder = OpusEncoder::new(&config)?;
-        let (track, sender, ssrc) =
-            add_sample_track(pc, RtpCodecKind::Audio, opus_rtp_codec()).await?;
+        let (desc, ssrc) = describe_track(RtpCodecKind::Audio, opus_rtp_codec());
+        let track = Arc::new(TrackLocalStaticRTP::new(desc));
+        let sender = add_to_pc(pc, track.clone()).await?;
         Ok(Self {
             track,
             payload_type: std::sync::OnceLock::new(),
@@ -716,6 +751,7 @@ impl LocalAudioTrack {
             max_bitrate: AtomicU32::new(config.bitrate),
             config,
             encoder: Mutex::new(encoder),
+            rtp: Mutex::new(AudioPacketizer::new()),
         })
     }
 
@@ -774,15 +810,31 @@ impl LocalAudioTrack {
     /// Sends an already encoded Opus packet of `duration` (used to encode once for many peers).
     pub async fn send_packet(&self, packet: Bytes, duration: Duration) -> Result<()> {
         let pt = negotiated_pt(&self.sender, MIME_TYPE_OPUS, &self.payload_type).await?;
+        let packet = self
+            .rtp
+            .lock()
+            .unwrap()
+            .packet(packet, duration, pt, self.ssrc);
         self.track
-            .sample_writer(self.ssrc, pt)
-            .write_sample(&Sample {
-                data: packet,
-                duration,
-                ..Sample::new(Instant::now())
-            })
+            .write_rtp(packet)
             .await
             .map_err(|e| Error::Encoding(format!("sending audio: {e}")))
+    }
+
+    /// Encodes one frame and hands its packet to the connection within the call when the
+    /// connection's queue has room (the usual case): `Ok(None)`. When it has to wait, the rest of
+    /// the send comes back as a future (`Ok(Some(rest))`) for the caller to await or spawn.
+    /// Call it inside the runtime's context (a waiting send is woken by the connection's task).
+    pub fn send_now(self: &Arc<Self>, pcm: Pcm<'_>) -> Result<Option<PendingSend>> {
+        let (packet, duration) = self.encode(pcm)?;
+        let track = self.clone();
+        let mut send: PendingSend =
+            Box::pin(async move { track.send_packet(packet, duration).await });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(send.as_mut(), &mut cx) {
+            std::task::Poll::Ready(r) => r.map(|()| None),
+            std::task::Poll::Pending => Ok(Some(send)),
+        }
     }
 
     /// Encodes and sends one frame.
@@ -1036,6 +1088,35 @@ async fn read_audio(mut reader: TrackReader) {
 mod tests {
     use super::*;
     use crate::media::video::I420Buffer;
+
+    #[test]
+    fn audio_packets_are_numbered_in_order_and_timed_by_their_duration() {
+        let mut p = AudioPacketizer::new();
+        let payload = Bytes::from_static(&[0x78, 1, 2, 3]);
+        let ms = Duration::from_millis;
+        let packets: Vec<_> = [ms(20), ms(20), ms(10), ms(60), ms(40)]
+            .into_iter()
+            .map(|d| p.packet(payload.clone(), d, 111, 0xabcd))
+            .collect();
+        for w in packets.windows(2) {
+            assert_eq!(
+                w[1].header.sequence_number,
+                w[0].header.sequence_number.wrapping_add(1)
+            );
+        }
+        let steps: Vec<u32> = packets
+            .windows(2)
+            .map(|w| w[1].header.timestamp.wrapping_sub(w[0].header.timestamp))
+            .collect();
+        assert_eq!(steps, [960, 960, 480, 2880]);
+        for pkt in &packets {
+            assert_eq!(pkt.header.version, 2);
+            assert_eq!(pkt.header.payload_type, 111);
+            assert_eq!(pkt.header.ssrc, 0xabcd);
+            assert!(pkt.header.marker);
+            assert_eq!(pkt.payload, payload);
+        }
+    }
 
     fn vga() -> VideoEncoderConfig {
         VideoEncoderConfig {
