@@ -445,8 +445,23 @@ impl WebRtcTransport {
                 self.bump();
             }
             Err(Some(other)) => {
-                peer.close(None).await;
-                other.signal(offer);
+                // Our own dial to the same peer was registered meanwhile: the glare rule
+                // above applies (handing their offer to our dialling peer would make it keep
+                // its own offer while the other side keeps theirs, and neither completes).
+                let negotiating = other.is_outgoing() && other.state() != PeerState::Connected;
+                if !negotiating {
+                    peer.close(None).await;
+                    other.signal(offer);
+                } else if self.inner.peer_id < p.from {
+                    tracing::debug!("glare with {}: keeping our offer", p.from);
+                    peer.close(None).await;
+                } else {
+                    tracing::debug!("glare with {}: answering theirs", p.from);
+                    self.inner.peers.replace(peer.clone());
+                    other.close(None).await;
+                    peer.signal(offer);
+                    self.bump();
+                }
             }
             Err(None) => {
                 peer.close(None).await;

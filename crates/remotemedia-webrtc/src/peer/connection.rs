@@ -842,6 +842,22 @@ impl Peer {
         let next = super::full_reconnect::SdpSession::parse(&sdp);
         let prev = self.shared.remote_session.lock().unwrap().clone();
         if super::full_reconnect::is_new_session(prev.as_ref(), next.as_ref()) {
+            // This library offers a new session only to recover a broken path, so while ours
+            // works such an offer is stale: e.g. the offer of a dial the remote side dropped
+            // when both dialled at once, arriving after our own offer was answered. Replacing
+            // the connection for it would break a working one. (A browser's new
+            // RTCPeerConnection, without `can_full_reconnect`, is always taken.)
+            let s = &self.shared;
+            if s.remote_can_full.load(Ordering::SeqCst)
+                && !s.recovering.load(Ordering::SeqCst)
+                && !association_dead(s).await
+            {
+                tracing::debug!(
+                    peer = self.peer_id(),
+                    "offer of a new session while our connection works: stale, ignored"
+                );
+                return Ok(());
+            }
             tracing::debug!(
                 peer = self.peer_id(),
                 "offer of a new session: full reconnection"

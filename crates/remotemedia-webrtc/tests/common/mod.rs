@@ -7,7 +7,18 @@ use remotemedia_webrtc::{WebRtcTransport, WebRtcTransportConfig};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Logs to stderr when `RUST_LOG` is set (shown for failing tests).
+pub fn init_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn server() -> SignalingServer {
+    init_log();
     SignalingServer::bind(ServerConfig {
         host: "127.0.0.1".into(),
         port: 0,
