@@ -18,34 +18,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use remotemedia_webrtc::media::{AudioEncoderConfig, OpusEncoder, Pcm};
 use remotemedia_webrtc::signaling::server::{ServerConfig, SignalingServer};
 use remotemedia_webrtc::{WebRtcTransport, WebRtcTransportConfig};
+mod common;
+use common::{percentiles, report, tone};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-
-fn tone(frame: usize) -> Vec<f32> {
-    (0..960)
-        .map(|i| {
-            let n = frame * 960 + i;
-            (0.5 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / 48_000.0).sin()) as f32
-        })
-        .collect()
-}
-
-/// p50 and p95 of `n` timed calls.
-fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (Duration, Duration) {
-    let mut t: Vec<Duration> = (0..n)
-        .map(|i| {
-            let start = Instant::now();
-            f(i);
-            start.elapsed()
-        })
-        .collect();
-    t.sort();
-    (t[n / 2], t[(n * 95 / 100).min(n - 1)])
-}
-
-fn report(name: &str, (p50, p95): (Duration, Duration)) {
-    println!("{name:<52} p50 {p50:>10.1?}   p95 {p95:>10.1?}");
-}
 
 fn transport(url: &str, id: &str) -> WebRtcTransport {
     WebRtcTransport::new(
@@ -62,7 +38,7 @@ fn audio_send(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let frames: Vec<Vec<f32>> = (0..50).map(tone).collect();
+    let frames: Vec<Vec<f32>> = (0..50).map(|i| tone(960, 1, i * 960)).collect();
     let n: usize = std::env::var("AUDIO_SEND_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -12,36 +12,12 @@ use remotemedia_webrtc::media::{
     AudioEncoderConfig, I420Buffer, OpusDecoder, OpusEncoder, VideoCodec, VideoDecoder,
     VideoEncoder, VideoEncoderConfig, VideoEncoderTuning,
 };
+mod common;
+use common::{percentiles, report, tone};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PATTERN_FRAMES: u32 = 60;
-
-fn tone(per_channel: usize, channels: usize, start: usize) -> Vec<f32> {
-    (0..per_channel * channels)
-        .map(|i| {
-            let n = start + i / channels;
-            (0.5 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / 48_000.0).sin()) as f32
-        })
-        .collect()
-}
-
-/// p50 and p95 of `n` timed calls.
-fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (Duration, Duration) {
-    let mut t: Vec<Duration> = (0..n)
-        .map(|i| {
-            let start = Instant::now();
-            f(i);
-            start.elapsed()
-        })
-        .collect();
-    t.sort();
-    (t[n / 2], t[(n * 95 / 100).min(n - 1)])
-}
-
-fn report(name: &str, (p50, p95): (Duration, Duration)) {
-    println!("{name:<44} p50 {p50:>10.1?}   p95 {p95:>10.1?}");
-}
 
 fn audio(c: &mut Criterion) {
     if std::env::var_os("CODEC_BENCH_SPEEDS").is_some() {

@@ -455,20 +455,32 @@ impl VideoPacketizer {
             .enumerate()
             .map(|(i, payload)| {
                 self.sequence = self.sequence.wrapping_add(1);
-                rtc::rtp::Packet {
-                    header: rtc::rtp::header::Header {
-                        version: 2,
-                        marker: i + 1 == n,
-                        payload_type: pt,
-                        sequence_number: self.sequence,
-                        timestamp,
-                        ssrc,
-                        ..Default::default()
-                    },
-                    payload,
-                }
+                rtp_packet(pt, self.sequence, timestamp, ssrc, i + 1 == n, payload)
             })
             .collect())
+    }
+}
+
+/// An RTP packet with a plain version-2 header (no CSRCs, no extensions).
+fn rtp_packet(
+    payload_type: u8,
+    sequence_number: u16,
+    timestamp: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: Bytes,
+) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type,
+            sequence_number,
+            timestamp,
+            ssrc,
+            ..Default::default()
+        },
+        payload,
     }
 }
 
@@ -716,19 +728,8 @@ impl AudioPacketizer {
         let timestamp = self.timestamp;
         let ticks = duration.as_micros() as u64 * OPUS_SAMPLE_RATE as u64 / 1_000_000;
         self.timestamp = self.timestamp.wrapping_add(ticks as u32);
-        rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                // As webrtc-rs's packetizer marks the last packet of every sample.
-                marker: true,
-                payload_type: pt,
-                sequence_number: self.sequence,
-                timestamp,
-                ssrc,
-                ..Default::default()
-            },
-            payload,
-        }
+        // Marked, as webrtc-rs's packetizer marks the last packet of every sample.
+        rtp_packet(pt, self.sequence, timestamp, ssrc, true, payload)
     }
 }
 
