@@ -147,10 +147,7 @@ fn audio_send(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    config = common::criterion_config();
     targets = audio_send
 }
 criterion_main!(benches);

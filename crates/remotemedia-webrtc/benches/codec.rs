@@ -15,7 +15,6 @@ use remotemedia_webrtc::media::{
 mod common;
 use common::{percentiles, report, tone};
 use std::hint::black_box;
-use std::time::Duration;
 
 const PATTERN_FRAMES: u32 = 60;
 
@@ -196,10 +195,7 @@ fn video(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    config = common::criterion_config();
     targets = audio, video
 }
 criterion_main!(benches);

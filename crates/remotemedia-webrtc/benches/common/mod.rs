@@ -30,3 +30,12 @@ pub fn percentiles(n: usize, mut f: impl FnMut(usize)) -> (Duration, Duration) {
 pub fn report(name: &str, (p50, p95): (Duration, Duration)) {
     println!("{name:<52} p50 {p50:>10.1?}   p95 {p95:>10.1?}");
 }
+
+/// The criterion settings of the codec and audio-send benches: 30 samples, 1 s warm-up, 4 s
+/// of measurement (enough for per-frame costs of 50 µs to 10 ms).
+pub fn criterion_config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+}
