@@ -312,9 +312,7 @@ impl WebRtcTransport {
                         .events
                         .emit(TransportEvent::Error {
                             peer_id: None,
-                            error: Error::Signaling(
-                                "signaling connection lost and retries exhausted".into(),
-                            ),
+                            error: Error::Signaling("signaling client closed".into()),
                         })
                         .await;
                 }
@@ -358,6 +356,22 @@ impl WebRtcTransport {
             }
             protocol::DISCONNECTED => {
                 let p: DisconnectedParams = serde_json::from_value(params).map_err(bad)?;
+                // `network_error` says that the other side's *signaling* socket dropped, not that
+                // the media path failed: a connection that ICE still reports alive is kept, and
+                // consent freshness (with the reconnection policy) decides its fate.
+                if p.reason == DisconnectReason::NetworkError
+                    && self
+                        .inner
+                        .peers
+                        .get(&p.from)
+                        .is_some_and(|peer| peer.state() == PeerState::Connected)
+                {
+                    tracing::info!(
+                        "{}'s signaling socket dropped; its connection is alive and kept",
+                        p.from
+                    );
+                    return Ok(());
+                }
                 if let Some(peer) = self.inner.peers.remove(&p.from) {
                     peer.close(None).await;
                     self.bump();

@@ -247,3 +247,150 @@ async fn a_reliable_channel_keeps_only_unacknowledged_messages_for_resending() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+/// A TCP forwarder on 127.0.0.1 in front of the signaling server whose live connections can be
+/// cut at once while it keeps accepting new ones: one client's signaling socket drops, nothing
+/// else does.
+struct CutProxy {
+    url: String,
+    cut: tokio::sync::broadcast::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(upstream: std::net::SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let (cut, _) = tokio::sync::broadcast::channel::<()>(4);
+        let cut_tx = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut_rx = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
+                        _ = cut_rx.recv() => {}
+                    }
+                });
+            }
+        });
+        CutProxy { url, cut, task }
+    }
+
+    fn cut(&self) {
+        let _ = self.cut.send(());
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_signaling_drop_keeps_the_live_connection_on_both_sides() {
+    let s = server().await;
+    let proxy = CutProxy::start(s.local_addr()).await;
+    let (a, _ea) = transport(&proxy.url, "sigdrop-a").await;
+    let (b, mut eb) = transport(&s.url(), "sigdrop-b").await;
+    let peer = a.connect_peer("sigdrop-b").await.unwrap();
+    let ch = peer.default_channel().unwrap();
+    ch.send(ChannelMessage::text("before")).await.unwrap();
+    assert_eq!(next_message(&mut eb).await.as_text(), Some("before"));
+
+    // Only a's signaling socket drops: the server tells b `peer.disconnected` (network_error).
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The media path never failed: both sides keep the connection and it still carries data.
+    assert_eq!(b.list_peers(), vec!["sigdrop-a".to_string()]);
+    assert_eq!(a.list_peers(), vec!["sigdrop-b".to_string()]);
+    ch.send(ChannelMessage::text("after")).await.unwrap();
+    let wait = async {
+        while let Some(ev) = eb.recv().await {
+            match ev {
+                TransportEvent::ChannelMessage { message, .. } => return message,
+                TransportEvent::PeerDisconnected { peer_id, reason } => {
+                    panic!("b dropped {peer_id} ({reason}) on a signaling drop")
+                }
+                _ => {}
+            }
+        }
+        panic!("event stream ended")
+    };
+    let m = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("no message after the signaling drop");
+    assert_eq!(m.as_text(), Some("after"));
+
+    // And a's signaling comes back under its id (through the proxy, which still accepts).
+    assert!(
+        eventually(Duration::from_secs(10), || s
+            .peer_ids()
+            .contains(&"sigdrop-a".to_string()))
+        .await
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signaling_keeps_retrying_past_the_reconnection_policys_retries() {
+    use remotemedia_webrtc::config::ReconnectionPolicy;
+    use remotemedia_webrtc::signaling::server::{ServerConfig, SignalingServer};
+    use remotemedia_webrtc::{WebRtcTransport, WebRtcTransportConfig};
+    let s = server().await;
+    let port = s.local_addr().port();
+    let t = WebRtcTransport::new(
+        WebRtcTransportConfig::new(&s.url())
+            .with_peer_id("stubborn")
+            .with_bind_address("127.0.0.1")
+            .with_reconnection(ReconnectionPolicy {
+                max_retries: 1,
+                backoff_initial_ms: 10,
+                backoff_max_ms: 40,
+                backoff_multiplier: 2.0,
+                jitter: false,
+            }),
+    )
+    .unwrap();
+    let mut events = t.take_events().unwrap();
+    t.start().await.unwrap();
+    s.close().await;
+    drop(s);
+    // Far more attempts than max_retries fail while the server is down…
+    let mut attempts = 0;
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = events.recv().await {
+            if let TransportEvent::SignalingReconnecting { attempt } = ev {
+                attempts = attempts.max(attempt);
+                if attempt >= 5 {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "only {attempts} signaling attempts");
+    // …and when it is back on its port, the transport announces again by itself.
+    let back = SignalingServer::bind(ServerConfig {
+        host: "127.0.0.1".into(),
+        port,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || back
+            .peer_ids()
+            .contains(&"stubborn".to_string()))
+        .await
+    );
+    t.shutdown().await.unwrap();
+    back.close().await;
+}

@@ -26,7 +26,7 @@ pub enum SignalingEvent {
     Reconnecting { attempt: u32 },
     /// The socket is back and this peer is announced again; `peers` are those present now.
     Reconnected { peers: Vec<protocol::PeerInfo> },
-    /// The client gave up (retries exhausted) or was closed.
+    /// The client was closed (it never gives up on its own).
     Closed,
 }
 
@@ -221,18 +221,21 @@ impl SignalingClient {
         });
     }
 
-    /// Waits for the socket to drop, then reconnects with backoff and re-announces, until the
-    /// policy's retries are exhausted or the client is closed.
+    /// Waits for the socket to drop, then reconnects and re-announces, until the client is
+    /// closed. It never gives up on its own: the delay follows the policy's backoff, capped at
+    /// `backoff_max_ms`, and keeps that cap for every later attempt (a signaling server that is
+    /// down for an hour is reached again when it returns). The policy's `max_retries` bounds
+    /// peer reconnection, not this.
     async fn supervise(self, mut done: oneshot::Receiver<()>) {
         loop {
             let _ = (&mut done).await;
             if self.is_closed() {
                 break;
             }
-            let mut attempt = 0;
+            let mut attempt: u32 = 0;
             let reconnected = loop {
-                attempt += 1;
-                if attempt > self.inner.policy.max_retries.max(1) || self.is_closed() {
+                attempt = attempt.saturating_add(1);
+                if self.is_closed() {
                     break None;
                 }
                 let _ = self

@@ -10,7 +10,10 @@
 //!
 //! Also: duplicates are dropped, frames older than the last released one are late and dropped,
 //! the buffered span is capped (oldest discarded), and in adaptive mode the target follows the
-//! RFC 3550 §6.4.1 interarrival jitter within its bounds.
+//! RFC 3550 §6.4.1 interarrival jitter within its bounds. When transit rises for good (a sender
+//! stall with contiguous timestamps, a slow sender clock), every frame would pass through with no
+//! delay until the lowest-transit window rolled over; after [`SLOW_RUN_US`] of that the pacing
+//! floor is rebuilt from the slow frames, so the target delay is back within a quarter second.
 //!
 //! Time is passed in (µs); nothing here reads a clock.
 
@@ -173,6 +176,14 @@ const TARGET_DECAY: f64 = 128.0;
 const TRANSIT_WINDOW_US: u64 = 2_000_000;
 /// A transit this much above the lowest one means the timestamps jumped back: start over.
 const TRANSIT_DISCONTINUITY_US: i64 = 2_000_000;
+/// Frames whose transit exceeds the lowest one by more than the target leave unbuffered. When
+/// every buffered frame does so for this long (and [`SLOW_RUN_FRAMES`] of them), the path or the
+/// sender got slower for good (a sender that stalled and went on with contiguous timestamps, a
+/// sender clock running slow on a loaded machine): the pacing floor is rebuilt from that run, so
+/// the buffer gets its delay back instead of passing frames through for the rest of the window.
+const SLOW_RUN_US: u64 = 250_000;
+/// The fewest frames in such a run (a single late keyframe is jitter, not a new floor).
+const SLOW_RUN_FRAMES: u32 = 5;
 /// Interarrival differences beyond this are a discontinuity, not jitter.
 const JITTER_OUTLIER_US: i64 = 1_000_000;
 /// Released sequence numbers remembered (to tell a duplicate from a late frame).
@@ -202,6 +213,9 @@ pub struct JitterBuffer<T> {
     released_mask: u128,
     highest_seq: Option<i64>,
     transit: WindowedMin,
+    /// The current run of frames that came too slow to be buffered at all: (first arrival,
+    /// lowest transit in it, frames).
+    slow_run: Option<(u64, i64, u32)>,
     last_transit: Option<i64>,
     jitter_us: f64,
     target_us: f64,
@@ -228,6 +242,7 @@ impl<T> JitterBuffer<T> {
             released_mask: 0,
             highest_seq: None,
             transit: WindowedMin::new(TRANSIT_WINDOW_US),
+            slow_run: None,
             last_transit: None,
             jitter_us: 0.0,
             target_us: cfg.target_ms as f64 * 1000.0,
@@ -398,9 +413,26 @@ impl<T> JitterBuffer<T> {
         if buffered {
             match self.transit.min() {
                 Some(m) if transit > m + TRANSIT_DISCONTINUITY_US => {
+                    self.slow_run = None;
                     self.transit.restart(transit, arrival_us)
                 }
-                _ => self.transit.push(transit, arrival_us),
+                Some(m) if transit > m + self.target_us as i64 => {
+                    let run = self.slow_run.get_or_insert((arrival_us, transit, 0));
+                    run.1 = run.1.min(transit);
+                    run.2 += 1;
+                    let (since, lowest, frames) = *run;
+                    if arrival_us.saturating_sub(since) >= SLOW_RUN_US && frames >= SLOW_RUN_FRAMES
+                    {
+                        self.slow_run = None;
+                        self.transit.restart(lowest, arrival_us);
+                    } else {
+                        self.transit.push(transit, arrival_us);
+                    }
+                }
+                _ => {
+                    self.slow_run = None;
+                    self.transit.push(transit, arrival_us)
+                }
             }
         }
         if self.cfg.adaptive {
@@ -468,6 +500,7 @@ impl<T> JitterBuffer<T> {
         self.highest_seq = None;
         self.base_ts = None;
         self.transit.clear();
+        self.slow_run = None;
         self.last_transit = None;
         self.resync_candidate = None;
     }
@@ -890,5 +923,61 @@ mod tests {
             }
         );
         assert_eq!(buf.insert(frame(9, 9, 0, T0)), InsertOutcome::Buffered);
+    }
+
+    #[test]
+    fn a_sender_stall_with_contiguous_timestamps_gets_its_delay_back() {
+        // 20 ms frames with a steady 5 ms transit for 3 s; then the sender stalls 600 ms and goes
+        // on with contiguous timestamps: every later frame's transit is 600 ms higher for good.
+        let mut buf = JitterBuffer::new(JitterConfig {
+            adaptive: true,
+            min_target_ms: 20,
+            ..fixed(100)
+        });
+        let stall_at = 150u64;
+        let arrivals = (0..400u64)
+            .map(|n| {
+                let extra = if n >= stall_at { 600_000 } else { 0 };
+                (n, T0 + n * 20_000 + 5_000 + extra)
+            })
+            .collect();
+        let out = run(&mut buf, 0, 0, arrivals);
+        assert_eq!(out.len(), 400);
+        // Before the stall the fastest frames wait (close to) the whole target.
+        let before: Vec<u64> = out[100..150].iter().map(|o| o.buffer_delay_us).collect();
+        assert!(before.iter().all(|&d| d >= 15_000), "{before:?}");
+        // From half a second after the stall on, frames are buffered again (before the floor was
+        // rebuilt, each of them passed through at once, with no delay, for 2 to 4 s).
+        let after: Vec<u64> = out[stall_at as usize + 25..stall_at as usize + 150]
+            .iter()
+            .map(|o| o.buffer_delay_us)
+            .collect();
+        let mut sorted = after.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        assert!(
+            median >= 15_000,
+            "median delay after the stall {median} µs: {after:?}"
+        );
+        // Still in order, nothing lost.
+        assert!(out.windows(2).all(|w| w[0].payload + 1 == w[1].payload));
+        assert_eq!(buf.statistics().lost, 0);
+    }
+
+    #[test]
+    fn single_slow_frames_do_not_move_the_pacing_floor() {
+        // Every 10th frame 110 ms late (over the 100 ms target): jitter, not a new floor; the
+        // frames in between still wait the whole target.
+        let mut buf = JitterBuffer::new(fixed(100));
+        let arrivals = (0..200u64)
+            .map(|n| {
+                let extra = if n % 10 == 5 { 110_000 } else { 0 };
+                (n, T0 + n * 20_000 + 5_000 + extra)
+            })
+            .collect();
+        let out = run(&mut buf, 0, 0, arrivals);
+        for o in out.iter().filter(|o| o.payload % 10 == 0 && o.payload > 20) {
+            assert_eq!(o.buffer_delay_us, 100_000, "frame {}", o.payload);
+        }
     }
 }
