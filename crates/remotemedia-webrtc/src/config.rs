@@ -172,6 +172,15 @@ pub struct WebRtcTransportConfig {
     /// Per-channel bytes handed to SCTP but not yet acknowledged before `send` waits.
     pub data_channel_buffer_limit: usize,
     pub reconnection: ReconnectionPolicy,
+    /// Remote ICE candidates accepted per remote description (and queued before it), 1..=1000;
+    /// the rest are dropped. Each one costs connectivity checks to an address the remote chose,
+    /// so a peer that trickles thousands cannot make us spend CPU or probe the network for it.
+    #[serde(default = "default_max_remote_candidates")]
+    pub max_remote_candidates: usize,
+}
+
+fn default_max_remote_candidates() -> usize {
+    64
 }
 
 impl Default for WebRtcTransportConfig {
@@ -204,6 +213,7 @@ impl Default for WebRtcTransportConfig {
             max_message_size: 256 * 1024,
             data_channel_buffer_limit: 1024 * 1024,
             reconnection: ReconnectionPolicy::default(),
+            max_remote_candidates: default_max_remote_candidates(),
         }
     }
 }
@@ -383,6 +393,12 @@ impl WebRtcTransportConfig {
             self.max_peers as u64,
             MIN_PEERS as u64,
             MAX_PEERS as u64,
+        )?;
+        range(
+            "maxRemoteCandidates",
+            self.max_remote_candidates as u64,
+            1,
+            1000,
         )?;
         range(
             "jitterBufferMs",

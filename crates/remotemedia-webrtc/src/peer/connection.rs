@@ -117,8 +117,30 @@ pub(super) struct Negotiation {
     offer_again: bool,
     remote_set: bool,
     remote_queue: Vec<RTCIceCandidateInit>,
+    /// Remote candidates taken since the last remote description (queued ones included).
+    remote_candidates: usize,
+    /// Whether the drop of candidates over the limit was logged for this description.
+    candidates_capped: bool,
     gate_open: bool,
     local_queue: Vec<IceCandidateParams>,
+}
+
+impl Negotiation {
+    /// Counts one more remote candidate; false once `limit` were taken for this description.
+    fn admit_remote_candidate(&mut self, limit: usize) -> bool {
+        if self.remote_candidates >= limit {
+            return false;
+        }
+        self.remote_candidates += 1;
+        true
+    }
+
+    /// A remote description was applied: candidates queued before it were counted already, and
+    /// the ones it announces (an ICE restart's new generation) start a new count.
+    fn new_remote_description(&mut self) {
+        self.remote_candidates = self.remote_queue.len();
+        self.candidates_capped = false;
+    }
 }
 
 pub(crate) struct PeerSetup {
@@ -1004,6 +1026,7 @@ impl Peer {
         let queued = {
             let mut n = self.shared.neg.lock().unwrap();
             n.remote_set = true;
+            n.new_remote_description();
             std::mem::take(&mut n.remote_queue)
         };
         for c in queued {
@@ -1024,6 +1047,16 @@ impl Peer {
         };
         {
             let mut n = self.shared.neg.lock().unwrap();
+            if !n.admit_remote_candidate(self.shared.setup.config.max_remote_candidates) {
+                if !std::mem::replace(&mut n.candidates_capped, true) {
+                    tracing::warn!(
+                        peer = self.peer_id(),
+                        "remote sent more than {} ICE candidates; dropping the rest",
+                        self.shared.setup.config.max_remote_candidates
+                    );
+                }
+                return Ok(());
+            }
             if !n.remote_set {
                 n.remote_queue.push(init);
                 return Ok(());
@@ -1616,4 +1649,27 @@ async fn publish_sdp(s: &Shared, method: &str, sdp: String, request_id: String) 
         .map_err(Error::from)?;
     s.flush_local_candidates();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Negotiation;
+
+    #[test]
+    fn remote_candidates_are_capped_per_remote_description() {
+        let mut n = Negotiation::default();
+        // Trickled before the description: counted while queued.
+        assert!((0..3).all(|_| n.admit_remote_candidate(5)));
+        n.remote_queue = vec![Default::default(); 3];
+        n.new_remote_description();
+        assert!(n.admit_remote_candidate(5));
+        assert!(n.admit_remote_candidate(5));
+        // 5 taken: a flood of 5 000 more is refused.
+        assert!((0..5000).all(|_| !n.admit_remote_candidate(5)));
+        // The next description (an ICE restart) starts a new count.
+        n.remote_queue.clear();
+        n.new_remote_description();
+        assert!((0..5).all(|_| n.admit_remote_candidate(5)));
+        assert!(!n.admit_remote_candidate(5));
+    }
 }
