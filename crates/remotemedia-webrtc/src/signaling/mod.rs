@@ -1,5 +1,6 @@
 //! JSON-RPC 2.0 signaling (shared/spec/signaling.md): wire types, the server, the client.
 
+pub mod auth;
 pub mod client;
 pub mod protocol;
 pub mod server;
