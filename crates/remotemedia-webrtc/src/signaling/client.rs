@@ -54,6 +54,10 @@ type Pending = HashMap<u64, oneshot::Sender<std::result::Result<Value, RpcError>
 struct Inner {
     url: String,
     announce: AnnounceParams,
+    /// The `session_key` of the last successful announce, presented on re-announce so that the
+    /// new socket reclaims the peer id from a registration whose socket the server has not yet
+    /// seen close.
+    session_key: Mutex<Option<String>>,
     timeout: Duration,
     policy: ReconnectionPolicy,
     out: Mutex<Option<mpsc::UnboundedSender<Message>>>,
@@ -92,7 +96,9 @@ impl SignalingClient {
                 peer_id: peer_id.to_string(),
                 capabilities,
                 user_data,
+                session_key: None,
             },
+            session_key: Mutex::new(None),
             timeout,
             policy,
             out: Mutex::new(None),
@@ -128,8 +134,12 @@ impl SignalingClient {
     }
 
     async fn announce(&self) -> Result<AnnounceResult> {
+        let params = AnnounceParams {
+            session_key: self.inner.session_key.lock().unwrap().clone(),
+            ..self.inner.announce.clone()
+        };
         let v = self
-            .request(protocol::ANNOUNCE, &self.inner.announce)
+            .request(protocol::ANNOUNCE, &params)
             .await
             .map_err(|e| match e {
                 RequestError::Rpc(r) => {
@@ -137,7 +147,10 @@ impl SignalingClient {
                 }
                 RequestError::Transport(e) => e,
             })?;
-        serde_json::from_value(v).map_err(|e| Error::Signaling(format!("bad announce result: {e}")))
+        let r: AnnounceResult = serde_json::from_value(v)
+            .map_err(|e| Error::Signaling(format!("bad announce result: {e}")))?;
+        *self.inner.session_key.lock().unwrap() = Some(r.session_key.clone());
+        Ok(r)
     }
 
     /// Runs one socket: a writer fed by an unbounded queue (frames are small and produced by

@@ -62,11 +62,19 @@ pub const ANSWER_INVALID: i64 = -32003;
 pub const ICE_CANDIDATE_INVALID: i64 = -32004;
 /// Session / peer limit exceeded.
 pub const LIMIT_EXCEEDED: i64 = -32005;
+/// Rate limited: the sender is over its message/byte budget, or the target's queue is full of
+/// frames from others (the sender pays, the target is never dropped for it). Retry later.
+pub const RATE_LIMITED: i64 = -32006;
 
 // ---------------------------------------------------------------------------------------------
 // Limits
 // ---------------------------------------------------------------------------------------------
 
+/// Deepest `user_data` accepted in an announce: a scalar is depth 0, an array or object one more
+/// than its deepest member. The server relays `user_data` at most 4 levels below the top of a
+/// frame (`result.peers[i].user_data`), so every frame stays far below the 128-level nesting
+/// limit of common JSON parsers (serde_json's included).
+pub const MAX_USER_DATA_DEPTH: usize = 16;
 /// Largest `sdp` accepted in an offer or answer (bytes of the UTF-8 string).
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 /// Largest `user_data` accepted in an announce (bytes of its compact JSON serialization).
@@ -371,6 +379,11 @@ pub struct AnnounceParams {
     pub capabilities: Vec<Capability>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<Value>,
+    /// Optional: the `session_key` of an earlier announce of this `peer_id`. It lets a new
+    /// socket reclaim the id from a registration whose socket has not been seen to close yet
+    /// (the stale socket is closed), and it is required to take a reserved peer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
 }
 
 /// One peer in the `peers` list of an announce result.
@@ -390,8 +403,50 @@ pub struct AnnounceResult {
     pub server_time: String,
     pub peer_id: String,
     pub session_key: String,
-    #[serde(default)]
+    /// Entries that do not parse as a [`PeerInfo`] are skipped: one bad entry never fails the
+    /// whole result.
+    #[serde(default, deserialize_with = "lenient_peers")]
     pub peers: Vec<PeerInfo>,
+}
+
+/// A peer list in which entries that are not a valid [`PeerInfo`] are skipped (logged).
+fn lenient_peers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PeerInfo>, D::Error> {
+    let raw: Option<Vec<Value>> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| match serde_json::from_value::<PeerInfo>(v) {
+            Ok(p) if is_valid_peer_id(&p.peer_id) => Some(p),
+            Ok(p) => {
+                tracing::warn!(
+                    "peer list entry with invalid peer_id {:?} skipped",
+                    p.peer_id
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("bad peer list entry skipped: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Nesting depth of a JSON value: a scalar is 0, an array or object one more than its deepest
+/// member (an empty one is 1). Iterative, so any depth is measured without recursion.
+pub fn json_depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 /// `peer.announced` params; `announced_at` is ISO 8601.
@@ -553,6 +608,35 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_depth_counts_nesting() {
+        assert_eq!(super::json_depth(&json!(1)), 0);
+        assert_eq!(super::json_depth(&json!({})), 1);
+        assert_eq!(super::json_depth(&json!([[], {"a": [1]}])), 3);
+        let mut deep = json!(0);
+        for _ in 0..1000 {
+            deep = Value::Array(vec![deep]);
+        }
+        assert_eq!(super::json_depth(&deep), 1000);
+    }
+
+    #[test]
+    fn one_bad_peer_entry_does_not_fail_an_announce_result() {
+        let v = json!({
+            "status": "registered", "server_time": "t", "peer_id": "p", "session_key": "k",
+            "peers": [
+                {"peer_id": "ok", "capabilities": ["audio"]},
+                {"peer_id": "bad", "capabilities": ["smell"]},
+                {"peer_id": "bad id!", "capabilities": ["audio"]},
+                42,
+                {"peer_id": "ok2", "capabilities": ["data"], "user_data": {"x": 1}},
+            ],
+        });
+        let r: super::AnnounceResult = serde_json::from_value(v).unwrap();
+        let ids: Vec<&str> = r.peers.iter().map(|p| p.peer_id.as_str()).collect();
+        assert_eq!(ids, ["ok", "ok2"]);
+    }
+
     use super::*;
     use serde::de::DeserializeOwned;
     use serde_json::json;
@@ -601,6 +685,7 @@ mod tests {
             peer_id: "alice".into(),
             capabilities: vec![Capability::Audio, Capability::Video, Capability::Data],
             user_data: Some(json!({"name": "Alice", "n": [1, 2]})),
+            session_key: None,
         };
         let v = round_trip(&p);
         assert_eq!(v["capabilities"], json!(["audio", "video", "data"]));
@@ -995,6 +1080,7 @@ mod tests {
             peer_id: "a".into(),
             capabilities: vec![Capability::Audio],
             user_data: None,
+            session_key: None,
         };
         let text = request(7, ANNOUNCE, &params);
         let v: Value = serde_json::from_str(&text).unwrap();

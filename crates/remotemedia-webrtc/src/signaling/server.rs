@@ -17,18 +17,34 @@
 //! * **Requests and notifications.** Every method works in both forms: a request gets exactly one
 //!   response, a notification none (its errors are only logged). Unknown methods: `-32601` for
 //!   requests, ignored for notifications.
+//! * **Identity.** An announce returns a `session_key`. A live `peer_id` is refused to another
+//!   socket (`-32000`) unless that announce presents the registration's `session_key`: then the
+//!   new socket takes the id and its pairs over, and the stale socket is unregistered and closed.
+//!   [`ServerConfig::reserved_peer_ids`] are taken only with their reservation's key.
+//!   `user_data` is limited to [`MAX_USER_DATA_BYTES`] and [`MAX_USER_DATA_DEPTH`] levels.
 //! * **Pairs.** A forwarded offer makes a *pair* of its two peers and a *session* keyed by its
 //!   `request_id`. An answer must name a pending (unanswered, not older than
-//!   [`ServerConfig::offer_timeout`]) offer from its target, else `-32003`. ICE candidates with a
-//!   `request_id` are relayed only when it names a live session of that pair (silently dropped
-//!   otherwise); without a `request_id` they are relayed at once. `peer.disconnect` ends the pair.
+//!   [`ServerConfig::offer_timeout`]) offer from its target, else `-32003`. At most
+//!   [`ServerConfig::max_pending_offers_per_sender`] / `_per_target` offers are pending at once
+//!   (`-32005` naming the peer). ICE candidates are relayed only within a pair that has a live
+//!   session (else `-32004`, or dropped as a notification); with a `request_id` it must name a
+//!   live session of that pair (silently dropped otherwise). `peer.disconnect` ends the pair.
 //!   When a socket closes, every peer that had a pair with it gets `peer.disconnected`
 //!   (`network_error`).
+//! * **Budgets.** Each socket has token buckets: [`ServerConfig::message_budget`] (frames/s),
+//!   [`ServerConfig::byte_budget`] (bytes/s) and [`ServerConfig::announce_budget`] (announces/s,
+//!   each fans out to every peer). Over budget, a request gets `-32006` (rate limited) and a
+//!   notification is dropped; past [`ServerConfig::strikes_before_close`] refusals (net of what
+//!   the frame budget refills) the socket is closed with 1008 (policy violation).
 //! * **Keep-alive.** A WebSocket Ping goes out every [`ServerConfig::ping_interval`]; a socket
 //!   that sends no frame at all (pong, text, anything) for `2 × ping_interval` is closed.
 //! * **Back-pressure.** Each socket has one reader and one writer fed by a bounded queue of
-//!   [`CLIENT_QUEUE`] frames; a client whose queue is full is dropped rather than slowing
-//!   anyone else.
+//!   [`CLIENT_QUEUE`] frames. Frames relayed from other peers (offers, answers, candidates,
+//!   announcements, disconnects) may use all but [`RELAY_RESERVE`] slots: beyond that the
+//!   *sender* pays (its request gets `-32006`, a fan-out skips that peer), the receiver is never
+//!   dropped for a queue others filled. A client whose queue fills with the server's own frames
+//!   to it (its responses, pings) is dropped rather than slowing anyone else; one that stops
+//!   reading altogether is dropped by the keep-alive.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -59,12 +75,16 @@ use super::protocol::{
     self, AnnounceParams, AnnounceResult, AnnouncedParams, Capability, DisconnectParams,
     DisconnectReason, DisconnectedParams, ForwardedResult, IceCandidateParams, Incoming, PeerInfo,
     RpcError, SdpParams, StateChangedParams, MAX_CANDIDATE_BYTES, MAX_FRAME_BYTES,
-    MAX_REQUEST_ID_LEN, MAX_SDP_BYTES, MAX_USER_DATA_BYTES, MAX_WS_MESSAGE_BYTES,
+    MAX_REQUEST_ID_LEN, MAX_SDP_BYTES, MAX_USER_DATA_BYTES, MAX_USER_DATA_DEPTH,
+    MAX_WS_MESSAGE_BYTES,
 };
 use crate::{Error, Result};
 
 /// Frames queued for one client before it counts as too slow and is dropped.
 pub const CLIENT_QUEUE: usize = 1024;
+/// Slots of a client's queue kept for the server's own frames to it (responses, pings): frames
+/// relayed from other peers are refused to their sender once fewer than this are free.
+pub const RELAY_RESERVE: usize = CLIENT_QUEUE / 4;
 /// Sessions (offers) remembered per pair of peers; the oldest is forgotten beyond this.
 pub const MAX_SESSIONS_PER_PAIR: usize = 64;
 /// Time allowed for the HTTP request head and the WebSocket handshake.
@@ -93,6 +113,42 @@ pub struct ServerConfig {
     pub offer_timeout: Duration,
     /// HTML served on `GET /` and `GET /index.html` (404 when `None`).
     pub http_page: Option<String>,
+    /// Frames per second each socket may send (token bucket); frames over budget get `-32006`.
+    pub message_budget: Budget,
+    /// Bytes (of text frames) per second each socket may send; over budget gets `-32006`.
+    pub byte_budget: Budget,
+    /// `peer.announce` calls per second per socket (each one fans out to every peer).
+    pub announce_budget: Budget,
+    /// Frames refused for being over budget, net of what the message budget refills, after
+    /// which the socket is closed with 1008 (policy violation).
+    pub strikes_before_close: u32,
+    /// Most unanswered offers one peer may have outstanding at once; more get `-32005`.
+    pub max_pending_offers_per_sender: usize,
+    /// Most unanswered offers waiting for one target at once; more get `-32005`.
+    pub max_pending_offers_per_target: usize,
+    /// Peer ids that only an announce presenting the given key (as `session_key`) can take,
+    /// e.g. the id of the server owner's own peer.
+    pub reserved_peer_ids: HashMap<String, String>,
+}
+
+/// A token bucket: `burst` tokens at most, refilled at `per_sec` tokens per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+impl Budget {
+    pub const fn new(per_sec: f64, burst: f64) -> Budget {
+        Budget { per_sec, burst }
+    }
+
+    fn valid(&self) -> bool {
+        self.per_sec.is_finite()
+            && self.per_sec > 0.0
+            && self.burst.is_finite()
+            && self.burst >= 1.0
+    }
 }
 
 impl Default for ServerConfig {
@@ -104,6 +160,13 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(20),
             offer_timeout: Duration::from_secs(30),
             http_page: None,
+            message_budget: Budget::new(200.0, 400.0),
+            byte_budget: Budget::new(512.0 * 1024.0, 2.0 * 1024.0 * 1024.0),
+            announce_budget: Budget::new(0.5, 5.0),
+            strikes_before_close: 400,
+            max_pending_offers_per_sender: 16,
+            max_pending_offers_per_target: 64,
+            reserved_peer_ids: HashMap::new(),
         }
     }
 }
@@ -147,6 +210,27 @@ impl SignalingServer {
             return Err(Error::InvalidConfig(
                 "ping_interval must be between 1 ms and 24 h".into(),
             ));
+        }
+        for (name, b) in [
+            ("message_budget", config.message_budget),
+            ("byte_budget", config.byte_budget),
+            ("announce_budget", config.announce_budget),
+        ] {
+            if !b.valid() {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} needs per_sec > 0 and burst >= 1"
+                )));
+            }
+        }
+        if let Some(id) = config
+            .reserved_peer_ids
+            .iter()
+            .find(|(id, key)| !protocol::is_valid_peer_id(id) || key.is_empty())
+            .map(|(id, _)| id)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "reserved peer id {id:?} must be a valid peer id with a non-empty key"
+            )));
         }
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
@@ -248,6 +332,83 @@ struct Conn {
     tx: mpsc::Sender<Message>,
     kick: Arc<Notify>,
     peer_id: Option<String>,
+    limits: Limits,
+}
+
+/// One socket's budgets.
+struct Limits {
+    messages: Bucket,
+    bytes: Bucket,
+    announces: Bucket,
+    /// Refused frames, drained at the message budget's rate.
+    strikes: Bucket,
+}
+
+impl Limits {
+    fn new(c: &ServerConfig) -> Limits {
+        Limits {
+            messages: Bucket::full(c.message_budget),
+            bytes: Bucket::full(c.byte_budget),
+            announces: Bucket::full(c.announce_budget),
+            strikes: Bucket {
+                budget: Budget::new(c.message_budget.per_sec, f64::from(c.strikes_before_close)),
+                tokens: 0.0,
+                at: Instant::now(),
+            },
+        }
+    }
+}
+
+struct Bucket {
+    budget: Budget,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(budget: Budget) -> Bucket {
+        Bucket {
+            budget,
+            tokens: budget.burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.budget.per_sec).min(self.budget.burst);
+    }
+
+    /// Used as a leaky counter: drains at `per_sec`, adds one; true once above `burst`.
+    fn strike(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens - dt * self.budget.per_sec).max(0.0) + 1.0;
+        self.tokens > self.budget.burst
+    }
+
+    /// Takes `n` tokens if there are that many (a cost above the burst needs a full bucket).
+    fn take(&mut self, n: f64) -> bool {
+        self.refill();
+        let n = n.min(self.budget.burst);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the reader does after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Continue,
+    /// Persistently over budget: close with 1008.
+    Close,
 }
 
 struct Registration {
@@ -284,6 +445,27 @@ fn pair_key(a: &str, b: &str) -> (String, String) {
     }
 }
 
+/// Queues a frame from another peer for a socket, never kicking it: when fewer than
+/// [`RELAY_RESERVE`] slots are free the frame is refused and the sender pays (`-32006`).
+fn relay(tx: &mpsc::Sender<Message>, to: &str, text: String) -> std::result::Result<(), RpcError> {
+    let busy = || {
+        RpcError::new(
+            protocol::RATE_LIMITED,
+            format!("peer {to} is busy (its queue is full): retry later"),
+        )
+    };
+    if tx.capacity() <= RELAY_RESERVE {
+        return Err(busy());
+    }
+    match tx.try_send(Message::text(text)) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_)) => Err(busy()),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(RpcError::peer_not_found(format!("peer unreachable: {to}")))
+        }
+    }
+}
+
 /// Queues `msg` for a socket; a full queue kicks that socket. Returns whether it was queued.
 fn queue(tx: &mpsc::Sender<Message>, kick: &Notify, msg: Message) -> bool {
     match tx.try_send(msg) {
@@ -298,18 +480,38 @@ fn queue(tx: &mpsc::Sender<Message>, kick: &Notify, msg: Message) -> bool {
 }
 
 impl State {
-    fn send_to_conn(&self, conn: u64, text: String) -> bool {
-        match self.conns.get(&conn) {
-            Some(c) => queue(&c.tx, &c.kick, Message::text(text)),
-            None => false,
+    /// Relays a frame from another peer to `peer_id` (see [`relay`]): the receiver is never
+    /// dropped for it.
+    fn relay_to_peer(&self, peer_id: &str, text: String) -> std::result::Result<(), RpcError> {
+        match self
+            .peers
+            .get(peer_id)
+            .and_then(|r| self.conns.get(&r.conn))
+        {
+            Some(c) => relay(&c.tx, peer_id, text),
+            None => Err(RpcError::peer_not_found(format!(
+                "peer unreachable: {peer_id}"
+            ))),
         }
     }
 
-    fn send_to_peer(&self, peer_id: &str, text: String) -> bool {
-        match self.peers.get(peer_id) {
-            Some(r) => self.send_to_conn(r.conn, text),
-            None => false,
-        }
+    /// Unanswered, unexpired offers from `offerer` (when `Some`) to `answerer` (when `Some`).
+    fn pending_offers(
+        &self,
+        offerer: Option<&str>,
+        answerer: Option<&str>,
+        timeout: Duration,
+    ) -> usize {
+        self.pairs
+            .values()
+            .flat_map(|p| p.sessions.iter())
+            .filter(|s| {
+                !s.answered
+                    && !s.expired(timeout)
+                    && offerer.is_none_or(|o| s.offerer == o)
+                    && answerer.is_none_or(|a| s.answerer == a)
+            })
+            .count()
     }
 
     /// The peer id announced on `conn`, or `-32602` ("not announced").
@@ -390,11 +592,12 @@ impl Shared {
                 reason: DisconnectReason::NetworkError,
                 request_id: pair.sessions.back().map(|s| s.request_id.clone()),
             };
-            if st.send_to_peer(
+            match st.relay_to_peer(
                 other,
                 protocol::notification(protocol::DISCONNECTED, &params),
             ) {
-                debug!("told {other} that {peer_id} left");
+                Ok(()) => debug!("told {other} that {peer_id} left"),
+                Err(e) => debug!("cannot tell {other} that {peer_id} left: {}", e.message),
             }
         }
         drop(st);
@@ -406,10 +609,66 @@ impl Shared {
     // Dispatch
     // -----------------------------------------------------------------------------------------
 
-    fn handle_text(&self, conn: u64, tx: &mpsc::Sender<Message>, kick: &Notify, text: &str) {
+    /// Charges one frame of `bytes` to the socket's budgets. `Err(verdict)` when over budget.
+    fn charge(&self, conn: u64, bytes: usize) -> std::result::Result<(), Verdict> {
+        let mut st = self.state();
+        let Some(c) = st.conns.get_mut(&conn) else {
+            return Err(Verdict::Continue);
+        };
+        let l = &mut c.limits;
+        // Both buckets are charged only when both have room.
+        l.messages.refill();
+        l.bytes.refill();
+        let cost = (bytes as f64).min(l.bytes.budget.burst);
+        if l.messages.tokens >= 1.0 && l.bytes.tokens >= cost {
+            l.messages.tokens -= 1.0;
+            l.bytes.tokens -= cost;
+            return Ok(());
+        }
+        Err(if l.strikes.strike() {
+            Verdict::Close
+        } else {
+            Verdict::Continue
+        })
+    }
+
+    /// Handles one text frame; `Verdict::Close` when the socket must be closed with 1008.
+    fn handle_text(
+        &self,
+        conn: u64,
+        tx: &mpsc::Sender<Message>,
+        kick: &Notify,
+        text: &str,
+    ) -> Verdict {
         let reply = |frame: String| {
             queue(tx, kick, Message::text(frame));
         };
+        if let Err(verdict) = self.charge(conn, text.len()) {
+            if verdict == Verdict::Close {
+                warn!(
+                    conn,
+                    "signaling client persistently over its budget: closing it"
+                );
+                return Verdict::Close;
+            }
+            let err = RpcError::new(
+                protocol::RATE_LIMITED,
+                "rate limited: over this socket's message/byte budget",
+            );
+            // Only a request gets an answer; finding its id costs a parse, bounded by the
+            // frame limit.
+            if text.len() <= MAX_FRAME_BYTES {
+                if let Ok(Incoming::Request { id, .. }) = protocol::parse_frame(text) {
+                    reply(protocol::response_err(Some(&id), &err));
+                }
+            }
+            return Verdict::Continue;
+        }
+        self.handle_frame(conn, &reply, text);
+        Verdict::Continue
+    }
+
+    fn handle_frame(&self, conn: u64, reply: &dyn Fn(String), text: &str) {
         if text.len() > MAX_FRAME_BYTES {
             let err = RpcError::invalid_params(format!(
                 "frame of {} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
@@ -496,12 +755,28 @@ impl Shared {
                     "user_data of {size} bytes exceeds the {MAX_USER_DATA_BYTES}-byte limit"
                 )));
             }
+            // Checked as it will be sent: `user_data` itself, whatever it is nested in.
+            let depth = protocol::json_depth(ud);
+            if depth > MAX_USER_DATA_DEPTH {
+                return Err(RpcError::invalid_params(format!(
+                    "user_data nested {depth} deep exceeds the limit of {MAX_USER_DATA_DEPTH}"
+                )));
+            }
         }
         let peer_id = p.peer_id;
 
         let mut st = self.state();
-        let current = match st.conns.get(&conn) {
-            Some(c) => c.peer_id.clone(),
+        let current = match st.conns.get_mut(&conn) {
+            Some(c) => {
+                // Every announce fans out to every peer: it has a budget of its own.
+                if !c.limits.announces.take(1.0) {
+                    return Err(RpcError::new(
+                        protocol::RATE_LIMITED,
+                        "rate limited: too many announces on this socket",
+                    ));
+                }
+                c.peer_id.clone()
+            }
             None => return Err(RpcError::internal("socket is closing")),
         };
         if let Some(current) = &current {
@@ -511,7 +786,22 @@ impl Shared {
                 )));
             }
         }
+        let presented = p.session_key.as_deref();
         let session_key = match st.peers.get(&peer_id) {
+            Some(r) if r.conn != conn && presented == Some(r.session_key.as_str()) => {
+                // Reclaim: the holder of the key wins over the stale registration, whose socket
+                // is unregistered (its pairs carry over to this socket) and closed.
+                let (old, key) = (r.conn, r.session_key.clone());
+                if let Some(c) = st.conns.get_mut(&old) {
+                    c.peer_id = None;
+                    c.kick.notify_one();
+                }
+                info!(
+                    conn,
+                    "peer {peer_id} reclaimed from socket {old} with its session key"
+                );
+                key
+            }
             Some(r) if r.conn != conn => {
                 return Err(RpcError::peer_not_found(format!(
                     "peer_id {peer_id:?} is already registered"
@@ -525,7 +815,15 @@ impl Shared {
                         format!("peer limit ({}) reached", self.config.max_peers),
                     ));
                 }
-                self.session_key(&peer_id, conn)
+                match self.config.reserved_peer_ids.get(&peer_id) {
+                    Some(key) if presented == Some(key.as_str()) => key.clone(),
+                    Some(_) => {
+                        return Err(RpcError::peer_not_found(format!(
+                            "peer_id {peer_id:?} is reserved"
+                        )));
+                    }
+                    None => self.session_key(&peer_id, conn),
+                }
             }
         };
         st.peers.insert(
@@ -565,7 +863,12 @@ impl Shared {
         );
         for (id, r) in &st.peers {
             if *id != peer_id {
-                st.send_to_conn(r.conn, announced.clone());
+                if let Some(c) = st.conns.get(&r.conn) {
+                    // A peer whose queue is full misses this announcement; it is not dropped.
+                    if let Err(e) = relay(&c.tx, id, announced.clone()) {
+                        debug!("announcement of {peer_id} not sent to {id}: {}", e.message);
+                    }
+                }
             }
         }
         drop(st);
@@ -604,13 +907,37 @@ impl Shared {
                 p.to
             )));
         }
-        if !st.send_to_peer(&p.to, protocol::notification(protocol::OFFER, &p)) {
-            return Err(RpcError::peer_not_found(format!(
-                "peer unreachable: {}",
-                p.to
-            )));
-        }
         let timeout = self.config.offer_timeout;
+        // A re-offer under the same request id replaces its pending session: it is not counted.
+        let replaced = st.pairs.get(&pair_key(&me, &p.to)).is_some_and(|pair| {
+            pair.sessions.iter().any(|s| {
+                s.request_id == p.request_id
+                    && s.offerer == me
+                    && !s.answered
+                    && !s.expired(timeout)
+            })
+        }) as usize;
+        let sent = st.pending_offers(Some(&me), None, timeout) - replaced;
+        if sent >= self.config.max_pending_offers_per_sender {
+            return Err(RpcError::new(
+                protocol::LIMIT_EXCEEDED,
+                format!(
+                    "too many pending offers: {me} has {sent} unanswered (limit {})",
+                    self.config.max_pending_offers_per_sender
+                ),
+            ));
+        }
+        let waiting = st.pending_offers(None, Some(&p.to), timeout) - replaced;
+        if waiting >= self.config.max_pending_offers_per_target {
+            return Err(RpcError::new(
+                protocol::LIMIT_EXCEEDED,
+                format!(
+                    "too many pending offers: {} has {waiting} unanswered waiting (limit {})",
+                    p.to, self.config.max_pending_offers_per_target
+                ),
+            ));
+        }
+        st.relay_to_peer(&p.to, protocol::notification(protocol::OFFER, &p))?;
         let pair = st.pairs.entry(pair_key(&me, &p.to)).or_default();
         pair.sessions
             .retain(|s| !(s.expired(timeout) || (s.request_id == p.request_id && s.offerer == me)));
@@ -682,12 +1009,7 @@ impl Shared {
             }
             index
         };
-        if !st.send_to_peer(&p.to, protocol::notification(protocol::ANSWER, &p)) {
-            return Err(RpcError::peer_not_found(format!(
-                "peer unreachable: {}",
-                p.to
-            )));
-        }
+        st.relay_to_peer(&p.to, protocol::notification(protocol::ANSWER, &p))?;
         if let Some(s) = st
             .pairs
             .get_mut(&key)
@@ -729,13 +1051,29 @@ impl Shared {
                 "cannot send a candidate to oneself",
             ));
         }
+        if !st.peers.contains_key(&p.to) {
+            return Err(RpcError::peer_not_found(format!(
+                "peer not found: {}",
+                p.to
+            )));
+        }
+        // Candidates travel only within an offer/answer exchange between the two peers.
+        let timeout = self.config.offer_timeout;
+        let Some(pair) = st
+            .pairs
+            .get(&pair_key(&me, &p.to))
+            .filter(|pair| pair.sessions.iter().any(|s| !s.expired(timeout)))
+        else {
+            return Err(RpcError::new(
+                protocol::ICE_CANDIDATE_INVALID,
+                format!("no offer/answer exchange between {me} and {}", p.to),
+            ));
+        };
         if let Some(rid) = &p.request_id {
-            let timeout = self.config.offer_timeout;
-            let known = st.pairs.get(&pair_key(&me, &p.to)).is_some_and(|pair| {
-                pair.sessions
-                    .iter()
-                    .any(|s| s.request_id == *rid && !s.expired(timeout))
-            });
+            let known = pair
+                .sessions
+                .iter()
+                .any(|s| s.request_id == *rid && !s.expired(timeout));
             if !known {
                 debug!(
                     "candidate {me} -> {} for unknown request {rid:?} dropped",
@@ -744,18 +1082,7 @@ impl Shared {
                 return Ok(json!({ "status": "dropped" }));
             }
         }
-        if !st.peers.contains_key(&p.to) {
-            return Err(RpcError::peer_not_found(format!(
-                "peer not found: {}",
-                p.to
-            )));
-        }
-        if !st.send_to_peer(&p.to, protocol::notification(protocol::ICE_CANDIDATE, &p)) {
-            return Err(RpcError::peer_not_found(format!(
-                "peer unreachable: {}",
-                p.to
-            )));
-        }
+        st.relay_to_peer(&p.to, protocol::notification(protocol::ICE_CANDIDATE, &p))?;
         Ok(json!({ "status": "forwarded" }))
     }
 
@@ -793,15 +1120,10 @@ impl Shared {
             reason: p.reason,
             request_id: p.request_id,
         };
-        if !st.send_to_peer(
+        st.relay_to_peer(
             &p.to,
             protocol::notification(protocol::DISCONNECTED, &params),
-        ) {
-            return Err(RpcError::peer_not_found(format!(
-                "peer unreachable: {}",
-                p.to
-            )));
-        }
+        )?;
         drop(st);
         debug!(
             "{me} disconnected from {} ({:?}, {:?})",
@@ -940,6 +1262,7 @@ async fn serve_socket(
             tx: tx.clone(),
             kick: kick.clone(),
             peer_id: None,
+            limits: Limits::new(&shared.config),
         },
     );
     debug!(conn, "websocket client {addr} connected");
@@ -967,6 +1290,7 @@ async fn serve_socket(
         End::TooBig => Some(close(CloseCode::Size, "message too big")),
         End::BadUtf8 => Some(close(CloseCode::Invalid, "invalid utf-8")),
         End::Failed => Some(close(CloseCode::Protocol, "protocol error")),
+        End::OverBudget => Some(close(CloseCode::Policy, "rate limit exceeded")),
         End::Kicked | End::PeerClosed | End::WriterDone => None,
     };
     if let Some(msg) = farewell {
@@ -989,6 +1313,8 @@ enum End {
     BadUtf8,
     Failed,
     WriterDone,
+    /// Persistently over its budgets (closed with 1008).
+    OverBudget,
 }
 
 async fn read_loop(
@@ -1041,7 +1367,11 @@ async fn read_loop(
                 };
                 idle.as_mut().reset(Instant::now() + silence);
                 match msg {
-                    Message::Text(text) => shared.handle_text(conn, tx, kick, text.as_str()),
+                    Message::Text(text) => {
+                        if shared.handle_text(conn, tx, kick, text.as_str()) == Verdict::Close {
+                            return End::OverBudget;
+                        }
+                    }
                     Message::Binary(_) => {
                         let err = RpcError::invalid_request(
                             "binary frames are not supported: send JSON-RPC as text",
