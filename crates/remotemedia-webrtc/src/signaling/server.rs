@@ -50,16 +50,18 @@ use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinSet;
@@ -95,6 +97,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Largest HTTP request head inspected.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// tungstenite's write buffer: frames are written out once this much is pending.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Upper bound of one peer's entry in a `peer.announce` result (id, capabilities, user_data).
+const PEER_ENTRY_BYTES: usize = MAX_USER_DATA_BYTES + 1024;
+/// Most bytes read and discarded from a client being closed (see `drain`).
+const DRAIN_BYTES: usize = 4 * MAX_WS_MESSAGE_BYTES;
 /// Longest accepted keep-alive interval (keeps `Instant` arithmetic far from overflow).
 const MAX_PING_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
@@ -111,6 +119,19 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// How long an offer waits for its answer.
     pub offer_timeout: Duration,
+    // -- Connection limits (hostile clients) --
+    /// A WebSocket that has not sent a successful `peer.announce` by then is closed (1008).
+    pub announce_timeout: Duration,
+    /// Most open TCP connections from one remote IP (handshaking or not); extra ones get `503`.
+    pub max_connections_per_ip: usize,
+    /// Most open TCP connections in total; extra ones get `503`.
+    pub max_connections: usize,
+    /// Web origins allowed to open a WebSocket besides the default ones: requests without
+    /// `Origin` (non-browser clients) and same-origin requests (`Origin` host == `Host`) are
+    /// always allowed; `"*"` allows any. Other origins get `403`.
+    pub allowed_origins: Vec<String>,
+    /// Most control frames (ping, pong) a socket may send per second; beyond, it is closed (1008).
+    pub max_control_frames_per_sec: u32,
     /// HTML served on `GET /` and `GET /index.html` (404 when `None`).
     pub http_page: Option<String>,
     /// Frames per second each socket may send (token bucket); frames over budget get `-32006`.
@@ -159,6 +180,11 @@ impl Default for ServerConfig {
             max_peers: 256,
             ping_interval: Duration::from_secs(20),
             offer_timeout: Duration::from_secs(30),
+            announce_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 64,
+            max_connections: 4096,
+            allowed_origins: Vec::new(),
+            max_control_frames_per_sec: 20,
             http_page: None,
             message_budget: Budget::new(200.0, 400.0),
             byte_budget: Budget::new(512.0 * 1024.0, 2.0 * 1024.0 * 1024.0),
@@ -232,6 +258,7 @@ impl SignalingServer {
                 "reserved peer id {id:?} must be a valid peer id with a non-empty key"
             )));
         }
+        check_connection_limits(&config)?;
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .map_err(|e| {
@@ -252,6 +279,7 @@ impl SignalingServer {
             next_conn: AtomicU64::new(1),
             key_counter: AtomicU64::new(0),
             key_hasher: RandomState::new(),
+            open: Mutex::new(OpenConns::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(shared.clone(), listener, shutdown_rx));
@@ -318,6 +346,101 @@ struct Shared {
     next_conn: AtomicU64,
     key_counter: AtomicU64,
     key_hasher: RandomState,
+    open: Mutex<OpenConns>,
+}
+
+/// Open TCP connections, in total and per remote IP.
+#[derive(Default)]
+struct OpenConns {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One counted TCP connection; dropping it (even by aborting its task) releases the slot.
+struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl ConnSlot {
+    /// Takes a slot for `ip`, or `None` when a connection limit is reached.
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnSlot> {
+        let ip = ip.to_canonical();
+        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = open.per_ip.get(&ip).copied().unwrap_or(0);
+        if open.total >= shared.config.max_connections
+            || from_ip >= shared.config.max_connections_per_ip
+        {
+            return None;
+        }
+        open.total += 1;
+        open.per_ip.insert(ip, from_ip + 1);
+        Some(ConnSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Validates the connection-level options of `config`.
+fn check_connection_limits(config: &ServerConfig) -> Result<()> {
+    if config.announce_timeout.is_zero() || config.announce_timeout > MAX_PING_INTERVAL {
+        return Err(Error::InvalidConfig(
+            "announce_timeout must be between 1 ms and 24 h".into(),
+        ));
+    }
+    if config.max_connections_per_ip == 0 {
+        return Err(Error::InvalidConfig(
+            "max_connections_per_ip must be at least 1".into(),
+        ));
+    }
+    if config.max_connections == 0 {
+        return Err(Error::InvalidConfig(
+            "max_connections must be at least 1".into(),
+        ));
+    }
+    if config.max_control_frames_per_sec == 0 {
+        return Err(Error::InvalidConfig(
+            "max_control_frames_per_sec must be at least 1".into(),
+        ));
+    }
+    for origin in &config.allowed_origins {
+        if origin != "*" && !is_valid_origin(origin) {
+            return Err(Error::InvalidConfig(format!(
+                "allowed_origins: {origin:?} is not \"*\" or an origin like \"https://example.com:8443\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]`, nothing else (no path, no whitespace).
+fn is_valid_origin(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !authority.is_empty()
+        && authority.len() <= 255
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '?' | '#' | '@'))
 }
 
 #[derive(Default)]
@@ -1187,10 +1310,19 @@ async fn accept_loop(
         tokio::select! {
             _ = shutdown_signalled(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    tasks.spawn(serve_socket(shared.clone(), stream, addr, shutdown.clone()));
-                }
+                Ok((stream, addr)) => match ConnSlot::take(&shared, addr.ip()) {
+                    Some(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        tasks.spawn(serve_socket(
+                            shared.clone(),
+                            stream,
+                            addr,
+                            slot,
+                            shutdown.clone(),
+                        ));
+                    }
+                    None => refuse(stream, addr),
+                },
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
                     warn!("accept failed: {e}");
@@ -1216,24 +1348,66 @@ async fn accept_loop(
     st.pairs.clear();
 }
 
+/// Turns away a connection over a connection limit: one non-blocking `503`, then close. No task
+/// and no buffer is spent on it.
+fn refuse(stream: TcpStream, addr: SocketAddr) {
+    debug!("refusing {addr}: connection limit reached");
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+          Content-Length: 20\r\nConnection: close\r\n\r\ntoo many connections",
+    );
+}
+
+/// The tungstenite settings of every socket.
+fn ws_config(config: &ServerConfig) -> WebSocketConfig {
+    // The largest frame the server sends is a `peer.announce` result listing every peer, or a
+    // relayed frame (under MAX_WS_MESSAGE_BYTES); the write buffer must hold one of those on top
+    // of `WRITE_BUFFER_BYTES`. Beyond that, tungstenite drops the pongs it would owe a client
+    // that pings without reading instead of buffering them without end.
+    let largest = config
+        .max_peers
+        .saturating_mul(PEER_ENTRY_BYTES)
+        .max(MAX_WS_MESSAGE_BYTES);
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_WS_MESSAGE_BYTES))
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES.saturating_add(largest))
+}
+
+/// A counted WebSocket on a TCP stream whose head was already read.
+type Ws = WebSocketStream<HeadStream>;
+
 /// One accepted TCP connection: plain HTTP, or a WebSocket client until it goes.
 async fn serve_socket(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     addr: SocketAddr,
+    _slot: ConnSlot,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handshake = async {
-        let head = peek_head(&stream).await?;
-        let req = RequestHead::parse(&head);
-        if !req.websocket {
-            serve_http(stream, head.len(), &req, shared.config.http_page.as_deref()).await;
+        let (buf, head_len) = read_head(&mut stream).await?;
+        let req = RequestHead::parse(&buf[..head_len]);
+        if !req.websocket || !req.complete {
+            serve_http(stream, &req, shared.config.http_page.as_deref()).await;
             return None;
         }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_WS_MESSAGE_BYTES));
-        match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
+        if !origin_allowed(&shared.config.allowed_origins, &req) {
+            debug!("websocket from {addr} refused: origin {:?}", req.origin);
+            let response = HttpResponse::plain("403 Forbidden", "origin not allowed\n");
+            send_http(stream, &req, &response).await;
+            return None;
+        }
+        // tungstenite parses the head again from the bytes already read.
+        let stream = HeadStream {
+            head: buf,
+            pos: 0,
+            inner: stream,
+        };
+        match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&shared.config)))
+            .await
+        {
             Ok(ws) => Some(ws),
             Err(e) => {
                 debug!("websocket handshake with {addr} failed: {e}");
@@ -1267,10 +1441,10 @@ async fn serve_socket(
     );
     debug!(conn, "websocket client {addr} connected");
 
-    let (sink, stream) = ws.split();
+    let (sink, mut stream) = ws.split();
     let mut writer = std::pin::pin!(write_loop(sink, rx));
     let end = {
-        let reader = read_loop(&shared, conn, stream, &tx, &kick, shutdown);
+        let reader = read_loop(&shared, conn, &mut stream, &tx, &kick, shutdown);
         tokio::select! {
             end = reader => end,
             _ = &mut writer => End::WriterDone,
@@ -1287,6 +1461,8 @@ async fn serve_socket(
     let farewell = match &end {
         End::Shutdown => Some(close(CloseCode::Away, "server shutting down")),
         End::Idle => Some(close(CloseCode::Away, "keep-alive timeout")),
+        End::NoAnnounce => Some(close(CloseCode::Policy, "no peer.announce in time")),
+        End::Flood => Some(close(CloseCode::Policy, "too many control frames")),
         End::TooBig => Some(close(CloseCode::Size, "message too big")),
         End::BadUtf8 => Some(close(CloseCode::Invalid, "invalid utf-8")),
         End::Failed => Some(close(CloseCode::Protocol, "protocol error")),
@@ -1299,8 +1475,35 @@ async fn serve_socket(
     shared.remove_conn(conn);
     drop(tx);
     if !matches!(end, End::Kicked | End::WriterDone) {
-        let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let sink = tokio::time::timeout_at(deadline, writer).await;
+        // A client we close on is often still sending (the rest of a huge frame, pings):
+        // closing with unread bytes would reset the connection and lose the close frame, so
+        // read and discard what comes until it closes or the grace ends.
+        let still_sending = !matches!(end, End::Shutdown | End::PeerClosed);
+        if let (Ok(sink), true) = (sink, still_sending) {
+            if let Ok(ws) = stream.reunite(sink) {
+                drain(ws.into_inner(), deadline).await;
+            }
+        }
     }
+}
+
+/// Half-closes `stream` and discards what the client still sends, until it closes, `deadline`
+/// or `DRAIN_BYTES`.
+async fn drain(mut stream: HeadStream, deadline: Instant) {
+    let _ = tokio::time::timeout_at(deadline, async {
+        let _ = stream.inner.shutdown().await;
+        let mut sink = [0u8; 8192];
+        let mut left = DRAIN_BYTES;
+        while left > 0 {
+            match stream.inner.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 #[derive(Debug)]
@@ -1308,6 +1511,8 @@ enum End {
     Shutdown,
     Kicked,
     Idle,
+    NoAnnounce,
+    Flood,
     PeerClosed,
     TooBig,
     BadUtf8,
@@ -1320,7 +1525,7 @@ enum End {
 async fn read_loop(
     shared: &Shared,
     conn: u64,
-    mut stream: SplitStream<WebSocketStream<TcpStream>>,
+    stream: &mut SplitStream<Ws>,
     tx: &mpsc::Sender<Message>,
     kick: &Notify,
     mut shutdown: watch::Receiver<bool>,
@@ -1331,12 +1536,29 @@ async fn read_loop(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let idle = tokio::time::sleep(silence);
     tokio::pin!(idle);
+    let announce_by = tokio::time::sleep(shared.config.announce_timeout);
+    tokio::pin!(announce_by);
+    let mut awaiting_announce = true;
+    // Control frames received in the current one-second window.
+    let mut window = Instant::now();
+    let mut control = 0u32;
     loop {
         tokio::select! {
             biased;
             _ = shutdown_signalled(&mut shutdown) => return End::Shutdown,
             _ = kick.notified() => return End::Kicked,
             _ = &mut idle => return End::Idle,
+            _ = &mut announce_by, if awaiting_announce => {
+                let announced = shared
+                    .state()
+                    .conns
+                    .get(&conn)
+                    .is_some_and(|c| c.peer_id.is_some());
+                if !announced {
+                    return End::NoAnnounce;
+                }
+                awaiting_announce = false;
+            }
             _ = ping.tick() => {
                 if !queue(tx, kick, Message::Ping(Default::default())) {
                     return End::Kicked;
@@ -1379,17 +1601,30 @@ async fn read_loop(
                         queue(tx, kick, Message::text(protocol::response_err(None, &err)));
                     }
                     Message::Close(_) => return End::PeerClosed,
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Ping(_) | Message::Pong(_) => {
+                        let now = Instant::now();
+                        if now.duration_since(window) >= Duration::from_secs(1) {
+                            window = now;
+                            control = 0;
+                        }
+                        control += 1;
+                        if control > shared.config.max_control_frames_per_sec {
+                            debug!(conn, "more than {control} control frames in a second");
+                            return End::Flood;
+                        }
+                    }
+                    Message::Frame(_) => {}
                 }
             }
         }
     }
 }
 
+/// Sends what is queued until the queue closes or a close frame went out; gives the sink back.
 async fn write_loop(
-    mut sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut sink: SplitSink<Ws, Message>,
     mut rx: mpsc::Receiver<Message>,
-) {
+) -> SplitSink<Ws, Message> {
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         // Feed everything queued, then flush once.
@@ -1408,34 +1643,113 @@ async fn write_loop(
         }
     }
     let _ = sink.close().await;
+    sink
 }
 
 // ---------------------------------------------------------------------------------------------
 // Plain HTTP
 // ---------------------------------------------------------------------------------------------
 
-/// Peeks (without consuming) until the end of the HTTP request head, or `MAX_HEAD_BYTES`.
-async fn peek_head(stream: &TcpStream) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
-    let mut last = 0;
+/// Reads until the end of the HTTP request head, or `MAX_HEAD_BYTES`. Returns what was read
+/// (which may go past the head) and the head's length. Each read waits for data: a client
+/// trickling its head costs one wake-up per segment (and `HANDSHAKE_TIMEOUT` bounds it).
+async fn read_head(stream: &mut TcpStream) -> Option<(Vec<u8>, usize)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
     loop {
-        let n = stream.peek(&mut buf).await.ok()?;
+        let room = (MAX_HEAD_BYTES - buf.len()).min(chunk.len());
+        let n = stream.read(&mut chunk[..room]).await.ok()?;
         if n == 0 {
             return None;
         }
-        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(end + 4);
-            return Some(buf);
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some((buf, from + end + 4));
         }
-        if n == buf.len() {
-            return Some(buf);
+        if buf.len() >= MAX_HEAD_BYTES {
+            let len = buf.len();
+            return Some((buf, len));
         }
-        if n == last {
-            // Nothing new yet: `peek` would return at once with the same bytes.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        last = n;
     }
+}
+
+/// A TCP stream that first replays the bytes already read from it (the request head).
+struct HeadStream {
+    head: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for HeadStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.head.len() {
+            let n = (this.head.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.head.len() {
+                this.head = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HeadStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether a WebSocket request may proceed given its `Origin` (see
+/// [`ServerConfig::allowed_origins`]).
+fn origin_allowed(allowed: &[String], req: &RequestHead) -> bool {
+    let Some(origin) = req.origin.as_deref() else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    // Same origin: the page was served by this very host:port.
+    let authority = origin.split_once("://").map_or("", |(_, a)| a);
+    req.host
+        .as_deref()
+        .is_some_and(|host| !host.is_empty() && host.eq_ignore_ascii_case(authority))
 }
 
 struct RequestHead {
@@ -1443,6 +1757,8 @@ struct RequestHead {
     path: String,
     websocket: bool,
     complete: bool,
+    origin: Option<String>,
+    host: Option<String>,
 }
 
 impl RequestHead {
@@ -1453,60 +1769,88 @@ impl RequestHead {
         let method = first.next().unwrap_or("").to_owned();
         let target = first.next().unwrap_or("");
         let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
-        let websocket = lines.any(|line| {
-            line.split_once(':').is_some_and(|(name, value)| {
-                name.trim().eq_ignore_ascii_case("upgrade")
-                    && value.to_ascii_lowercase().contains("websocket")
-            })
-        });
-        RequestHead {
+        let mut req = RequestHead {
             method,
             path,
-            websocket,
+            websocket: false,
             complete: head.ends_with(b"\r\n\r\n"),
+            origin: None,
+            host: None,
+        };
+        for (name, value) in lines.filter_map(|line| line.split_once(':')) {
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("upgrade") {
+                req.websocket |= value.to_ascii_lowercase().contains("websocket");
+            } else if name.eq_ignore_ascii_case("origin") {
+                req.origin = Some(value.to_owned());
+            } else if name.eq_ignore_ascii_case("host") {
+                req.host = Some(value.to_owned());
+            }
+        }
+        req
+    }
+}
+
+struct HttpResponse {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+    extra: &'static str,
+}
+
+impl HttpResponse {
+    fn plain(status: &'static str, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_owned(),
+            extra: "",
         }
     }
 }
 
-async fn serve_http(mut stream: TcpStream, head_len: usize, req: &RequestHead, page: Option<&str>) {
-    let mut head = vec![0u8; head_len];
-    if stream.read_exact(&mut head).await.is_err() {
-        return;
-    }
+async fn serve_http(stream: TcpStream, req: &RequestHead, page: Option<&str>) {
     let is_page = req.path == "/" || req.path == "/index.html";
     let get = req.method == "GET" || req.method == "HEAD";
-    let (status, content_type, body, extra) = match page {
-        _ if !req.complete => (
+    let response = match page {
+        _ if !req.complete => HttpResponse::plain(
             "431 Request Header Fields Too Large",
-            "text/plain; charset=utf-8",
             "request head too large\n",
-            "",
         ),
-        Some(page) if is_page && get => ("200 OK", "text/html; charset=utf-8", page, ""),
-        Some(_) if is_page => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "method not allowed\n",
-            "Allow: GET, HEAD\r\n",
-        ),
-        _ => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "not found\n",
-            "",
-        ),
+        Some(page) if is_page && get => HttpResponse {
+            status: "200 OK",
+            content_type: "text/html; charset=utf-8",
+            body: page.to_owned(),
+            extra: "",
+        },
+        Some(_) if is_page => HttpResponse {
+            extra: "Allow: GET, HEAD\r\n",
+            ..HttpResponse::plain("405 Method Not Allowed", "method not allowed\n")
+        },
+        _ => HttpResponse::plain("404 Not Found", "not found\n"),
     };
-    let mut response = format!(
+    send_http(stream, req, &response).await;
+}
+
+/// Sends `response` to a client whose request head was read, then closes.
+async fn send_http(mut stream: TcpStream, req: &RequestHead, response: &HttpResponse) {
+    let HttpResponse {
+        status,
+        content_type,
+        body,
+        extra,
+    } = response;
+    let mut bytes = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nConnection: close\r\n{extra}\r\n",
         body.len()
     )
     .into_bytes();
     if req.method != "HEAD" {
-        response.extend_from_slice(body.as_bytes());
+        bytes.extend_from_slice(body.as_bytes());
     }
     debug!("http {} {} -> {status}", req.method, req.path);
-    if stream.write_all(&response).await.is_err() {
+    if stream.write_all(&bytes).await.is_err() {
         return;
     }
     let _ = stream.shutdown().await;
