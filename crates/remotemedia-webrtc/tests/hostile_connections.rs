@@ -89,7 +89,40 @@ async fn assert_fresh_client_announces(url: &str) {
     announce(&mut ws, &unique("fresh")).await;
 }
 
-/// Two announced clients relaying an ICE candidate every 20 ms until stopped.
+/// An offer from `a` and `b`'s answer, through the server: candidates are relayed only within
+/// such an exchange.
+async fn pair(a: &mut Ws, b: &mut Ws, from: &str, to: &str) {
+    let offer = json!({"jsonrpc": "2.0", "id": 2, "method": protocol::OFFER, "params": {
+        "from": from, "to": to, "request_id": "canary",
+        "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=canary\r\n"}});
+    a.send(Message::text(offer.to_string())).await.expect("send");
+    let got = loop {
+        let f = next_json(b).await;
+        if f["method"] == protocol::OFFER {
+            break f;
+        }
+    };
+    assert_eq!(got["params"]["request_id"], "canary");
+    let answer = json!({"jsonrpc": "2.0", "id": 3, "method": protocol::ANSWER, "params": {
+        "from": to, "to": from, "request_id": "canary",
+        "sdp": "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=canary\r\n"}});
+    b.send(Message::text(answer.to_string())).await.expect("send");
+    // a: the offer's response and the answer; b: the answer's response.
+    let mut seen_answer = false;
+    while !seen_answer {
+        let f = next_json(a).await;
+        seen_answer = f["method"] == protocol::ANSWER;
+    }
+    loop {
+        let f = next_json(b).await;
+        if f["id"] == 3 {
+            assert!(f.get("result").is_some(), "answer refused: {f}");
+            break;
+        }
+    }
+}
+
+/// Two announced clients with a pair relaying an ICE candidate every 20 ms until stopped.
 struct Canary {
     stop: watch::Sender<bool>,
     sent: Arc<AtomicU64>,
@@ -103,6 +136,7 @@ impl Canary {
         let mut b = connect(url).await;
         announce(&mut a, &from).await;
         announce(&mut b, &to).await;
+        pair(&mut a, &mut b, &from, &to).await;
         let (stop, mut stopped) = watch::channel(false);
         let sent_count = Arc::new(AtomicU64::new(0));
         let counter = sent_count.clone();
