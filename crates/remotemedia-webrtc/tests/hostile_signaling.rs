@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Bound on every wait for something that must arrive.
-const WAIT: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(5);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -86,7 +86,7 @@ impl Client {
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
-                .expect("no frame within 2 s")
+                .expect("no frame within 5 s")
                 .expect("socket ended")
                 .expect("socket error");
             match msg {
@@ -369,7 +369,7 @@ async fn fresh_peer_announces(url: &str, present: &str) {
 
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candidate_flood_cannot_evict_a_peer_and_persistent_flooders_are_closed_1008() {
     let server = start_with(|_| {}).await;
     let url = server.url();
@@ -391,6 +391,10 @@ async fn candidate_flood_cannot_evict_a_peer_and_persistent_flooders_are_closed_
                 let text = protocol::notification(protocol::ICE_CANDIDATE, &c);
                 if m.ws.send(Message::text(text)).await.is_err() {
                     break;
+                }
+                // Share the test's threads with the server and the canary.
+                if n % 16 == 0 {
+                    tokio::task::yield_now().await;
                 }
             }
             m.closed_with().await
@@ -418,7 +422,7 @@ async fn candidate_flood_cannot_evict_a_peer_and_persistent_flooders_are_closed_
     server.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_the_sender_and_never_drops_the_receiver() {
     // Budgets out of the way: only the receiver's queue limits the sender here.
     let server = start_with(|c| {
