@@ -405,6 +405,15 @@ export interface SignalingServerOptions {
   port?: number
   maxPeers?: number
   pingIntervalMs?: number
+  /** A socket that has not announced by then is closed (1008). Default 10000. */
+  announceTimeoutMs?: number
+  /** Most open connections from one IP; extra ones get HTTP 503. Default 64. */
+  maxConnectionsPerIp?: number
+  /** Most open connections in total; extra ones get HTTP 503. Default 4096. */
+  maxConnections?: number
+  /** Web origins allowed to connect besides same-origin pages and non-browser clients
+   * (no Origin header); '*' allows any. Others get HTTP 403. Default []. */
+  allowedOrigins?: string[]
   /** HTML served at GET /. */
   httpPage?: string
 }

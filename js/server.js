@@ -27,17 +27,22 @@ class SignalingServer extends EventEmitter {
     })
   }
 
-  // options: { host = '127.0.0.1', port = 0 (any free port), maxPeers, pingIntervalMs, httpPage }
+  // options: { host = '127.0.0.1', port = 0 (any free port), maxPeers, pingIntervalMs, httpPage,
+  //   announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins }
   static async listen(options = {}) {
     if (options === null || typeof options !== 'object') {
       throw invalid('ERR_INVALID_CONFIG', 'options must be an object')
     }
     const { host, port, maxPeers, pingIntervalMs, httpPage } = options
+    const { announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins } = options
     if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
       throw invalid('ERR_INVALID_CONFIG', `port must be an integer in 0..=65535, got ${port}`)
     }
     if (host !== undefined && typeof host !== 'string') throw invalid('ERR_INVALID_CONFIG', 'host must be a string')
-    const n = await callAsync(() => native.NativeSignalingServer.listen({ host, port, maxPeers, pingIntervalMs, httpPage }))
+    const n = await callAsync(() => native.NativeSignalingServer.listen({
+        host, port, maxPeers, pingIntervalMs, httpPage,
+        announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins,
+      }))
     return new SignalingServer(n)
   }
 

@@ -14,6 +14,11 @@ pub struct ServerOptions {
     pub port: Option<u32>,
     pub max_peers: Option<u32>,
     pub ping_interval_ms: Option<u32>,
+    pub announce_timeout_ms: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
+    pub max_connections: Option<u32>,
+    /// Origins allowed besides same-origin and no-Origin requests; `"*"` = any.
+    pub allowed_origins: Option<Vec<String>>,
     /// HTML served at `GET /`.
     pub http_page: Option<String>,
 }
@@ -33,6 +38,10 @@ impl NativeSignalingServer {
             port: None,
             max_peers: None,
             ping_interval_ms: None,
+            announce_timeout_ms: None,
+            max_connections_per_ip: None,
+            max_connections: None,
+            allowed_origins: None,
             http_page: None,
         });
         let mut cfg = ServerConfig::default();
@@ -56,6 +65,19 @@ impl NativeSignalingServer {
                 )));
             }
             cfg.ping_interval = Duration::from_millis(ms as u64);
+        }
+        // Validated by the core (SignalingServer::bind).
+        if let Some(ms) = o.announce_timeout_ms {
+            cfg.announce_timeout = Duration::from_millis(u64::from(ms));
+        }
+        if let Some(n) = o.max_connections_per_ip {
+            cfg.max_connections_per_ip = n as usize;
+        }
+        if let Some(n) = o.max_connections {
+            cfg.max_connections = n as usize;
+        }
+        if let Some(origins) = o.allowed_origins {
+            cfg.allowed_origins = origins;
         }
         cfg.http_page = o.http_page;
         let s = SignalingServer::bind(cfg).await.map_err(js)?;

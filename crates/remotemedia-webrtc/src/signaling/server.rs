@@ -3,14 +3,22 @@
 //! * **Endpoint.** A WebSocket upgrade is accepted on any path (`ws://host:port`,
 //!   `ws://host:port/ws`, …). A plain HTTP request (no `Upgrade: websocket`) gets
 //!   [`ServerConfig::http_page`] as `200 text/html` for `GET /` or `GET /index.html` when set, `404`
-//!   otherwise. The request head is inspected with `TcpStream::peek` before the stream is handed to
-//!   tungstenite.
+//!   otherwise. The request head is read (within 10 s, at most 16 KiB) and then replayed to
+//!   tungstenite, which parses it again. A WebSocket request whose `Origin` is neither absent,
+//!   nor this server's own (`Origin` host == `Host`), nor in [`ServerConfig::allowed_origins`]
+//!   gets `403`.
+//! * **Connections.** Each remote IP may hold [`ServerConfig::max_connections_per_ip`] TCP
+//!   connections and the server [`ServerConfig::max_connections`] (counted from `accept`, before
+//!   any handshake); extra ones get a `503` and are closed at once. A WebSocket that has not
+//!   announced within [`ServerConfig::announce_timeout`] is closed with 1008.
 //! * **Frames.** Every text frame is one JSON-RPC object. A malformed frame gets its error
 //!   (`-32700`, `-32600`, `-32601`, `-32602`, …) and the socket stays open. Binary frames get
 //!   `-32600`. Text frames larger than [`MAX_FRAME_BYTES`] (256 KiB) are not dispatched: they get
 //!   `-32602` (with the request's id when the frame is a request) and the socket stays open.
 //!   Messages larger than [`MAX_WS_MESSAGE_BYTES`] (1 MiB) are never buffered: the socket is
 //!   closed with close code 1009. Invalid UTF-8 in a text frame closes with 1007 (RFC 6455).
+//!   When the server closes a socket on such a fault, it reads and discards what the client still
+//!   sends (for up to 1 s) so that the close frame is not lost to a TCP reset.
 //! * **Trust.** `from` must equal the `peer_id` registered on the socket; any method but
 //!   `peer.announce` needs a prior announce. Requests that break this get `-32602`; such
 //!   notifications are dropped.
@@ -37,7 +45,11 @@
 //!   notification is dropped; past [`ServerConfig::strikes_before_close`] refusals (net of what
 //!   the frame budget refills) the socket is closed with 1008 (policy violation).
 //! * **Keep-alive.** A WebSocket Ping goes out every [`ServerConfig::ping_interval`]; a socket
-//!   that sends no frame at all (pong, text, anything) for `2 × ping_interval` is closed.
+//!   that sends no frame at all (pong, text, anything) for `2 × ping_interval` is closed. A
+//!   socket sending more than [`ServerConfig::max_control_frames_per_sec`] pings and pongs in a
+//!   second is closed with 1008. tungstenite's write buffer per socket is capped (64 KiB plus
+//!   the largest frame the server sends), so the pongs owed to a client that pings without
+//!   reading are dropped rather than buffered without end.
 //! * **Back-pressure.** Each socket has one reader and one writer fed by a bounded queue of
 //!   [`CLIENT_QUEUE`] frames. Frames relayed from other peers (offers, answers, candidates,
 //!   announcements, disconnects) may use all but [`RELAY_RESERVE`] slots: beyond that the
@@ -1889,6 +1901,41 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_checked_against_host_and_the_allow_list() {
+        let req = |origin: Option<&str>| RequestHead {
+            method: "GET".into(),
+            path: "/".into(),
+            websocket: true,
+            complete: true,
+            origin: origin.map(str::to_owned),
+            host: Some("Signal.example:8080".into()),
+        };
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(&none, &req(None)));
+        assert!(origin_allowed(
+            &none,
+            &req(Some("https://signal.example:8080"))
+        ));
+        assert!(!origin_allowed(&none, &req(Some("https://signal.example"))));
+        assert!(!origin_allowed(&none, &req(Some("https://evil.example"))));
+        assert!(!origin_allowed(&none, &req(Some("null"))));
+        let listed = vec!["https://app.example/".to_owned()];
+        assert!(origin_allowed(&listed, &req(Some("https://APP.example"))));
+        assert!(!origin_allowed(
+            &listed,
+            &req(Some("https://app.example.evil"))
+        ));
+        assert!(origin_allowed(&["*".to_owned()], &req(Some("null"))));
+        let h = RequestHead::parse(b"GET / HTTP/1.1\r\nhost: a:1\r\nORIGIN: http://a:1\r\n\r\n");
+        assert_eq!(h.host.as_deref(), Some("a:1"));
+        assert_eq!(h.origin.as_deref(), Some("http://a:1"));
+        assert!(is_valid_origin("http://127.0.0.1:3000"));
+        assert!(!is_valid_origin("http://a.example/x"));
+        assert!(!is_valid_origin("a.example"));
+        assert!(!is_valid_origin("http://"));
+    }
+
+    #[test]
     fn pair_keys_are_unordered() {
         assert_eq!(pair_key("b", "a"), pair_key("a", "b"));
         assert_eq!(pair_key("a", "b"), ("a".to_owned(), "b".to_owned()));
@@ -1919,6 +1966,36 @@ mod tests {
             },
             ServerConfig {
                 ping_interval: Duration::ZERO,
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                announce_timeout: Duration::ZERO,
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                max_connections_per_ip: 0,
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                max_connections: 0,
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                max_control_frames_per_sec: 0,
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                allowed_origins: vec!["https://ok.example".into(), "evil.example".into()],
+                port: 0,
+                ..Default::default()
+            },
+            ServerConfig {
+                allowed_origins: vec!["https://a.example/path".into()],
                 port: 0,
                 ..Default::default()
             },
