@@ -177,6 +177,10 @@ pub struct WebRtcTransportConfig {
     /// so a peer that trickles thousands cannot make us spend CPU or probe the network for it.
     #[serde(default = "default_max_remote_candidates")]
     pub max_remote_candidates: usize,
+    /// The credential presented on every announce, for a signaling server with authentication
+    /// (`signaling::auth`; never logged). At most `signaling::auth::MAX_TOKEN_BYTES` bytes.
+    #[serde(default, skip_serializing)]
+    pub signaling_token: Option<String>,
 }
 
 fn default_max_remote_candidates() -> usize {
@@ -214,6 +218,7 @@ impl Default for WebRtcTransportConfig {
             data_channel_buffer_limit: 1024 * 1024,
             reconnection: ReconnectionPolicy::default(),
             max_remote_candidates: default_max_remote_candidates(),
+            signaling_token: None,
         }
     }
 }
@@ -360,6 +365,11 @@ impl WebRtcTransportConfig {
         self.video_codec = c;
         self
     }
+    pub fn with_signaling_token(mut self, token: impl Into<String>) -> Self {
+        self.signaling_token = Some(token.into());
+        self
+    }
+
     pub fn with_reconnection(mut self, p: ReconnectionPolicy) -> Self {
         self.reconnection = p;
         self
@@ -394,6 +404,14 @@ impl WebRtcTransportConfig {
             MIN_PEERS as u64,
             MAX_PEERS as u64,
         )?;
+        if let Some(t) = &self.signaling_token {
+            if t.is_empty() || t.len() > crate::signaling::auth::MAX_TOKEN_BYTES {
+                return Err(Error::InvalidConfig(format!(
+                    "signalingToken must be 1..={} bytes",
+                    crate::signaling::auth::MAX_TOKEN_BYTES
+                )));
+            }
+        }
         range(
             "maxRemoteCandidates",
             self.max_remote_candidates as u64,

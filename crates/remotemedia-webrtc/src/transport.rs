@@ -177,6 +177,7 @@ impl WebRtcTransport {
             &self.inner.peer_id,
             caps,
             None,
+            cfg.signaling_token.clone(),
             Duration::from_millis(cfg.signaling_timeout_ms),
             cfg.reconnection.clone(),
         )

@@ -95,7 +95,9 @@ async fn pair(a: &mut Ws, b: &mut Ws, from: &str, to: &str) {
     let offer = json!({"jsonrpc": "2.0", "id": 2, "method": protocol::OFFER, "params": {
         "from": from, "to": to, "request_id": "canary",
         "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=canary\r\n"}});
-    a.send(Message::text(offer.to_string())).await.expect("send");
+    a.send(Message::text(offer.to_string()))
+        .await
+        .expect("send");
     let got = loop {
         let f = next_json(b).await;
         if f["method"] == protocol::OFFER {
@@ -106,7 +108,9 @@ async fn pair(a: &mut Ws, b: &mut Ws, from: &str, to: &str) {
     let answer = json!({"jsonrpc": "2.0", "id": 3, "method": protocol::ANSWER, "params": {
         "from": to, "to": from, "request_id": "canary",
         "sdp": "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=canary\r\n"}});
-    b.send(Message::text(answer.to_string())).await.expect("send");
+    b.send(Message::text(answer.to_string()))
+        .await
+        .expect("send");
     // a: the offer's response and the answer; b: the answer's response.
     let mut seen_answer = false;
     while !seen_answer {

@@ -82,6 +82,7 @@ impl SignalingClient {
         peer_id: &str,
         capabilities: Vec<Capability>,
         user_data: Option<Value>,
+        token: Option<String>,
         timeout: Duration,
         policy: ReconnectionPolicy,
     ) -> Result<(
@@ -97,6 +98,7 @@ impl SignalingClient {
                 capabilities,
                 user_data,
                 session_key: None,
+                token,
             },
             session_key: Mutex::new(None),
             timeout,

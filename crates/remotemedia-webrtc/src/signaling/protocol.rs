@@ -56,6 +56,8 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const PEER_NOT_FOUND: i64 = -32000;
 /// Offer invalid.
 pub const OFFER_INVALID: i64 = -32002;
+/// The server's authentication refused the announce (see `signaling::auth`).
+pub const UNAUTHORIZED: i64 = -32001;
 /// Answer invalid (e.g. no pending offer with that `request_id`).
 pub const ANSWER_INVALID: i64 = -32003;
 /// ICE candidate invalid.
@@ -384,6 +386,11 @@ pub struct AnnounceParams {
     /// (the stale socket is closed), and it is required to take a reserved peer id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_key: Option<String>,
+    /// Optional: the credential for a server with authentication (an HS256 JWT whose `sub` is
+    /// the peer id, in the built-in mode). A browser may send it as the WebSocket URL's `token`
+    /// query parameter instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// One peer in the `peers` list of an announce result.
@@ -686,6 +693,7 @@ mod tests {
             capabilities: vec![Capability::Audio, Capability::Video, Capability::Data],
             user_data: Some(json!({"name": "Alice", "n": [1, 2]})),
             session_key: None,
+            token: None,
         };
         let v = round_trip(&p);
         assert_eq!(v["capabilities"], json!(["audio", "video", "data"]));
@@ -1081,6 +1089,7 @@ mod tests {
             capabilities: vec![Capability::Audio],
             user_data: None,
             session_key: None,
+            token: None,
         };
         let text = request(7, ANNOUNCE, &params);
         let v: Value = serde_json::from_str(&text).unwrap();

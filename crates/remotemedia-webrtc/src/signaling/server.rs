@@ -85,6 +85,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, info, warn};
 
+use super::auth::{AuthDecision, AuthHook, AuthRequest};
 use super::protocol::{
     self, AnnounceParams, AnnounceResult, AnnouncedParams, Capability, DisconnectParams,
     DisconnectReason, DisconnectedParams, ForwardedResult, IceCandidateParams, Incoming, PeerInfo,
@@ -162,6 +163,9 @@ pub struct ServerConfig {
     /// Peer ids that only an announce presenting the given key (as `session_key`) can take,
     /// e.g. the id of the server owner's own peer.
     pub reserved_peer_ids: HashMap<String, String>,
+    /// Who may announce which id (`None`: anyone, first come first served; fine on loopback
+    /// only). See `signaling::auth`.
+    pub auth: Option<AuthHook>,
 }
 
 /// A token bucket: `burst` tokens at most, refilled at `per_sec` tokens per second.
@@ -205,6 +209,7 @@ impl Default for ServerConfig {
             max_pending_offers_per_sender: 16,
             max_pending_offers_per_target: 64,
             reserved_peer_ids: HashMap::new(),
+            auth: None,
         }
     }
 }
@@ -468,7 +473,21 @@ struct Conn {
     kick: Arc<Notify>,
     peer_id: Option<String>,
     limits: Limits,
+    /// With authentication: the last decision on an announce from this socket.
+    auth: Option<AuthDecision>,
 }
+
+/// What authentication learns of a socket at its handshake.
+#[derive(Debug, Clone)]
+struct Handshake {
+    addr: SocketAddr,
+    origin: Option<String>,
+    /// The URL's `token` query parameter (how a browser presents one).
+    token: Option<String>,
+}
+
+/// Longest an authenticator may take over one announce before it counts as a refusal.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One socket's budgets.
 struct Limits {
@@ -767,6 +786,69 @@ impl Shared {
         })
     }
 
+    /// With authentication, before an announce is handled: asks the authenticator (bounded by
+    /// [`AUTH_TIMEOUT`]) and records its decision on the socket, which `announce` enforces. An
+    /// `AllowAs` decision rewrites the announce's `peer_id` (the returned frame). Other frames,
+    /// and announces the socket has no budget left for, are not looked at.
+    async fn authenticate(
+        &self,
+        auth: &AuthHook,
+        conn: u64,
+        hs: &Handshake,
+        text: &str,
+    ) -> Option<String> {
+        if text.len() > MAX_FRAME_BYTES {
+            return None;
+        }
+        let mut frame: Value = serde_json::from_str(text).ok()?;
+        if frame.get("method").and_then(Value::as_str) != Some(protocol::ANNOUNCE) {
+            return None;
+        }
+        {
+            let mut st = self.state();
+            let c = st.conns.get_mut(&conn)?;
+            c.auth = None;
+            c.limits.announces.refill();
+            if c.limits.announces.tokens < 1.0 {
+                return None; // refused as rate limited, without costing the authenticator
+            }
+        }
+        let params = frame.get("params");
+        let text_of = |key: &str| {
+            params
+                .and_then(|p| p.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let request = AuthRequest {
+            peer_id: text_of("peer_id").unwrap_or_default(),
+            token: text_of("token").or_else(|| hs.token.clone()),
+            origin: hs.origin.clone(),
+            remote_address: hs.addr,
+        };
+        let decision = match tokio::time::timeout(AUTH_TIMEOUT, auth.0.authenticate(&request)).await
+        {
+            Ok(d) => d,
+            Err(_) => AuthDecision::Refuse("authentication timed out".into()),
+        };
+        if let AuthDecision::Refuse(why) = &decision {
+            debug!(conn, "announce of {:?} refused: {why}", request.peer_id);
+        }
+        let rewrite = match &decision {
+            AuthDecision::AllowAs(id) if *id != request.peer_id => Some(id.clone()),
+            _ => None,
+        };
+        if let Some(c) = self.state().conns.get_mut(&conn) {
+            c.auth = Some(decision);
+        }
+        let id = rewrite?;
+        frame
+            .get_mut("params")?
+            .as_object_mut()?
+            .insert("peer_id".into(), Value::String(id));
+        Some(frame.to_string())
+    }
+
     /// Handles one text frame; `Verdict::Close` when the socket must be closed with 1008.
     fn handle_text(
         &self,
@@ -901,6 +983,24 @@ impl Shared {
         let peer_id = p.peer_id;
 
         let mut st = self.state();
+        if self.config.auth.is_some() {
+            match st.conns.get(&conn).and_then(|c| c.auth.as_ref()) {
+                Some(AuthDecision::AllowAs(id)) if *id == peer_id => {}
+                Some(AuthDecision::Allow) => {}
+                Some(AuthDecision::Refuse(why)) => {
+                    return Err(RpcError::new(
+                        protocol::UNAUTHORIZED,
+                        format!("unauthorized: {why}"),
+                    ))
+                }
+                _ => {
+                    return Err(RpcError::new(
+                        protocol::UNAUTHORIZED,
+                        "unauthorized: not authenticated",
+                    ))
+                }
+            }
+        }
         let current = match st.conns.get_mut(&conn) {
             Some(c) => {
                 // Every announce fans out to every peer: it has a budget of its own.
@@ -1417,17 +1517,22 @@ async fn serve_socket(
             pos: 0,
             inner: stream,
         };
+        let hs = Handshake {
+            addr,
+            origin: req.origin.clone(),
+            token: req.token.clone(),
+        };
         match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&shared.config)))
             .await
         {
-            Ok(ws) => Some(ws),
+            Ok(ws) => Some((ws, hs)),
             Err(e) => {
                 debug!("websocket handshake with {addr} failed: {e}");
                 None
             }
         }
     };
-    let ws = tokio::select! {
+    let (ws, hs) = tokio::select! {
         ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match ws {
             Ok(Some(ws)) => ws,
             Ok(None) => return,
@@ -1449,6 +1554,7 @@ async fn serve_socket(
             kick: kick.clone(),
             peer_id: None,
             limits: Limits::new(&shared.config),
+            auth: None,
         },
     );
     debug!(conn, "websocket client {addr} connected");
@@ -1456,7 +1562,7 @@ async fn serve_socket(
     let (sink, mut stream) = ws.split();
     let mut writer = std::pin::pin!(write_loop(sink, rx));
     let end = {
-        let reader = read_loop(&shared, conn, &mut stream, &tx, &kick, shutdown);
+        let reader = read_loop(&shared, conn, &hs, &mut stream, &tx, &kick, shutdown);
         tokio::select! {
             end = reader => end,
             _ = &mut writer => End::WriterDone,
@@ -1537,6 +1643,7 @@ enum End {
 async fn read_loop(
     shared: &Shared,
     conn: u64,
+    hs: &Handshake,
     stream: &mut SplitStream<Ws>,
     tx: &mpsc::Sender<Message>,
     kick: &Notify,
@@ -1602,7 +1709,12 @@ async fn read_loop(
                 idle.as_mut().reset(Instant::now() + silence);
                 match msg {
                     Message::Text(text) => {
-                        if shared.handle_text(conn, tx, kick, text.as_str()) == Verdict::Close {
+                        let text = match &shared.config.auth {
+                            Some(auth) => shared.authenticate(auth, conn, hs, text.as_str()).await,
+                            None => None,
+                        }
+                        .unwrap_or_else(|| text.as_str().to_owned());
+                        if shared.handle_text(conn, tx, kick, &text) == Verdict::Close {
                             return End::OverBudget;
                         }
                     }
@@ -1771,6 +1883,8 @@ struct RequestHead {
     complete: bool,
     origin: Option<String>,
     host: Option<String>,
+    /// The target's `token` query parameter.
+    token: Option<String>,
 }
 
 impl RequestHead {
@@ -1781,6 +1895,17 @@ impl RequestHead {
         let method = first.next().unwrap_or("").to_owned();
         let target = first.next().unwrap_or("");
         let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
+        let token = target
+            .split('#')
+            .next()
+            .and_then(|t| t.split_once('?'))
+            .and_then(|(_, q)| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == "token")
+                    .map(|(_, v)| v.to_owned())
+            })
+            .filter(|v| !v.is_empty());
         let mut req = RequestHead {
             method,
             path,
@@ -1788,6 +1913,7 @@ impl RequestHead {
             complete: head.ends_with(b"\r\n\r\n"),
             origin: None,
             host: None,
+            token,
         };
         for (name, value) in lines.filter_map(|line| line.split_once(':')) {
             let (name, value) = (name.trim(), value.trim());
@@ -1888,6 +2014,10 @@ mod tests {
         assert_eq!(h.path, "/ws");
         assert!(h.websocket);
         assert!(h.complete);
+        assert_eq!(h.token, None);
+        let h = RequestHead::parse(b"GET /ws?a=1&token=abc.def.ghi#x HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(h.token.as_deref(), Some("abc.def.ghi"));
+        assert_eq!(h.path, "/ws");
         let h =
             RequestHead::parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Upgrade-Note: websocket\r\n\r\n");
         assert!(!h.websocket);
@@ -1909,6 +2039,7 @@ mod tests {
             complete: true,
             origin: origin.map(str::to_owned),
             host: Some("Signal.example:8080".into()),
+            token: None,
         };
         let none: Vec<String> = Vec::new();
         assert!(origin_allowed(&none, &req(None)));
