@@ -156,7 +156,8 @@ export interface VideoTrackOptions {
 }
 
 export interface VideoFrameInput {
-  /** Packed I420: Y (w×h), U and V (w/2×h/2 each). Do not modify until sendVideo settles. */
+  /** Packed I420: Y (w×h), U and V (w/2×h/2 each). Copied within the call: the buffer may be
+   *  reused, modified or transferred as soon as sendVideo/broadcastVideo returns. */
   data: Buffer | Uint8Array
   width: number
   height: number
