@@ -8,14 +8,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+/// Numbers arrive as `f64` so that NaN, ±Infinity, fractions and negatives are refused by
+/// [`whole`] instead of being wrapped into a `u32` (-1 would become 4294967295). Unknown keys are
+/// refused by the JS layer (`js/server.js`), which knows the option names.
 #[napi(object)]
 pub struct ServerOptions {
     pub host: Option<String>,
-    pub port: Option<u32>,
-    pub max_peers: Option<u32>,
-    pub ping_interval_ms: Option<u32>,
+    pub port: Option<f64>,
+    pub max_peers: Option<f64>,
+    pub ping_interval_ms: Option<f64>,
     /// HTML served at `GET /`.
     pub http_page: Option<String>,
+}
+
+/// `v` as a whole number in `min..=max`, or `ERR_INVALID_CONFIG` naming the option.
+fn whole(name: &str, v: Option<f64>, min: u64, max: u64) -> napi::Result<Option<u64>> {
+    let Some(v) = v else { return Ok(None) };
+    if !v.is_finite() || v.fract() != 0.0 || v < min as f64 || v > max as f64 {
+        return Err(invalid_config(format!(
+            "{name} must be a whole number in {min}..={max}, got {v}"
+        )));
+    }
+    Ok(Some(v as u64))
 }
 
 #[napi]
@@ -39,23 +53,14 @@ impl NativeSignalingServer {
         if let Some(h) = o.host {
             cfg.host = h;
         }
-        if let Some(p) = o.port {
-            cfg.port = u16::try_from(p)
-                .map_err(|_| invalid_config(format!("port must be in 0..=65535, got {p}")))?;
+        if let Some(p) = whole("port", o.port, 0, 65535)? {
+            cfg.port = p as u16;
         }
-        if let Some(m) = o.max_peers {
-            if m == 0 {
-                return Err(invalid_config("maxPeers must be at least 1"));
-            }
+        if let Some(m) = whole("maxPeers", o.max_peers, 1, u32::MAX as u64)? {
             cfg.max_peers = m as usize;
         }
-        if let Some(ms) = o.ping_interval_ms {
-            if ms < 100 {
-                return Err(invalid_config(format!(
-                    "pingIntervalMs must be >= 100, got {ms}"
-                )));
-            }
-            cfg.ping_interval = Duration::from_millis(ms as u64);
+        if let Some(ms) = whole("pingIntervalMs", o.ping_interval_ms, 100, u32::MAX as u64)? {
+            cfg.ping_interval = Duration::from_millis(ms);
         }
         cfg.http_page = o.http_page;
         let s = SignalingServer::bind(cfg).await.map_err(js)?;
