@@ -27,7 +27,10 @@ export interface ReconnectionPolicy {
 
 export type DataChannelMode = 'reliable' | 'unreliable'
 
+/** Every number must be finite (NaN and ±Infinity are ERR_INVALID_CONFIG naming the key, not
+ *  the default); an unknown key is ERR_INVALID_CONFIG. */
 export interface TransportOptions {
+  /** ws://host:port/path. wss:// is ERR_INVALID_CONFIG at construction: TLS is not built in. */
   signalingUrl: string
   /** ^[A-Za-z0-9_-]{1,64}$; generated when omitted. */
   peerId?: string
@@ -76,6 +79,12 @@ export interface TransportOptions {
   /** Per-channel bytes in flight before sends wait (backpressure), default 1 MiB. */
   dataChannelBufferLimit?: number
   reconnection?: ReconnectionPolicy
+  /** Remote ICE candidates accepted per remote description (1..1000, default 64); the rest
+   * are dropped. */
+  maxRemoteCandidates?: number
+  /** Credential presented on every announce to a signaling server with authentication
+   * (e.g. from `issueSignalingToken`). */
+  signalingToken?: string
 }
 
 export interface PeerAnnouncedEvent { peerId: string; capabilities: string[]; userData: unknown }
@@ -107,7 +116,9 @@ export class DataChannel extends EventEmitter<DataChannelEvents> {
   readonly readyState: 'connecting' | 'open' | 'closed'
   /** Bytes queued in front of SCTP. */
   readonly bufferedAmount: number
-  /** Objects go as JSON, strings as text, Buffers/TypedArrays as binary. Resolves once SCTP took it. */
+  /** Objects go as JSON, strings as text, Buffers/TypedArrays as binary. Resolves once SCTP took it.
+   *  Rejects only with WebRtcError: ERR_INVALID_DATA for an object JSON cannot carry (a cycle, a
+   *  BigInt, a throwing toJSON). */
   send(message: object | string | Buffer | ArrayBufferView | ArrayBuffer): Promise<void>
   sendControl(control: ControlMessage): Promise<void>
   close(): Promise<void>
@@ -156,7 +167,8 @@ export interface VideoTrackOptions {
 }
 
 export interface VideoFrameInput {
-  /** Packed I420: Y (w×h), U and V (w/2×h/2 each). Do not modify until sendVideo settles. */
+  /** Packed I420: Y (w×h), U and V (w/2×h/2 each). Copied within the call: the buffer may be
+   *  reused, modified or transferred as soon as sendVideo/broadcastVideo returns. */
   data: Buffer | Uint8Array
   width: number
   height: number
@@ -364,7 +376,8 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   getPeer(peerId: string): Peer
   /** One frame (10/20/40/60 ms at 48 kHz, interleaved) to a peer with an audio track. */
   sendAudio(peerId: string, samples: Float32Array | Int16Array): Promise<void>
-  /** One packed I420 frame to a peer with a video track; encoded off the JS thread. */
+  /** One packed I420 frame to a peer with a video track; copied within the call, encoded off the
+   *  JS thread. */
   sendVideo(peerId: string, frame: VideoFrameInput): Promise<void>
   /** Encodes once, sends to every connected peer with a video track. */
   broadcastVideo(frame: VideoFrameInput): Promise<{
@@ -399,6 +412,8 @@ export class WebRtcTransport extends EventEmitter<TransportEvents> {
   ref(): this
 }
 
+/** An unknown key, or a number that is not a whole number in range (NaN, ±Infinity, -1, 1.5),
+ *  is ERR_INVALID_CONFIG naming the key. */
 export interface SignalingServerOptions {
   host?: string
   /** 0 = any free port. */
@@ -414,6 +429,11 @@ export interface SignalingServerOptions {
   /** Web origins allowed to connect besides same-origin pages and non-browser clients
    * (no Origin header); '*' allows any. Others get HTTP 403. Default []. */
   allowedOrigins?: string[]
+  /** HS256 secret (at least 32 bytes): every announce must then present a token (JWT) whose
+   * `sub` is its peer id and whose `exp` has not passed: the announce's `token` param, the
+   * transport's `signalingToken`, or `?token=` on the WebSocket URL. Refused announces get
+   * JSON-RPC error -32001. Without it anyone may take any free peer id. */
+  authSecret?: string
   /** HTML served at GET /. */
   httpPage?: string
 }
@@ -533,6 +553,12 @@ export interface PipelineStream extends AsyncIterableIterator<PipelineOutput> {
   readonly highWaterMark: number
   /** True after end() or close(). */
   readonly ended: boolean
+  /** Frames written and not yet taken for processing (queued, plus writes waiting for room). */
+  readonly writableLength: number
+  /** Synchronous backpressure signal (as Node's Writable): true once highWaterMark frames are
+   *  queued, i.e. a write now would wait. A writer that does not await each write stops while it
+   *  is true and resumes when its last write resolves. */
+  readonly writableNeedDrain: boolean
   /** Resolves once the frame has a place in the input queue (backpressure). Rejects with
    *  ERR_INVALID_DATA for a bad frame (the stream carries on), ERR_SHUT_DOWN after end()/close()
    *  or when close() drops a waiting write. */
@@ -625,3 +651,8 @@ export class Session extends EventEmitter<{ output: [SessionOutput] }> {
   snapshot(): SessionSnapshot
   close(): Promise<void>
 }
+
+/** An HS256 signaling token (JWT, `sub` = peerId) valid for `ttlSeconds` (default 3600),
+ *  signed with a server's `authSecret`: what a backend hands the client that will announce as
+ *  `peerId` (its `signalingToken`, or `?token=` in a browser's WebSocket URL). */
+export function issueSignalingToken(secret: string, peerId: string, ttlSeconds?: number): string

@@ -1,10 +1,10 @@
 'use strict'
 const { WebRtcTransport, Session } = require('./js/transport')
-const { SignalingServer } = require('./js/server')
+const { SignalingServer, issueSignalingToken } = require('./js/server')
 const { Peer } = require('./js/peer')
 const { DataChannel } = require('./js/channel')
 const { WebRtcError } = require('./js/errors')
 const { presets } = require('./js/presets')
 const { Pipeline } = require('./js/pipeline')
 
-module.exports = { WebRtcTransport, SignalingServer, Peer, DataChannel, WebRtcError, presets, Pipeline, Session }
+module.exports = { WebRtcTransport, SignalingServer, issueSignalingToken, Peer, DataChannel, WebRtcError, presets, Pipeline, Session }

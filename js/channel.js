@@ -1,6 +1,6 @@
 'use strict'
 const { EventEmitter } = require('node:events')
-const { callSync, callAsync, invalid } = require('./errors')
+const { callSync, callAsync, invalid, toWebRtcError, toJson } = require('./errors')
 
 const CONTROL_TYPES = new Set(['pipeline-start', 'pipeline-stop', 'pipeline-pause'])
 // Messages held for a channel nobody listens to yet (then the oldest are dropped).
@@ -37,13 +37,13 @@ class DataChannel extends EventEmitter {
       }
       if (message instanceof ArrayBuffer) return callAsync(() => this._native.sendBinary(Buffer.from(message)))
       if (message !== null && typeof message === 'object') {
-        const text = JSON.stringify(message)
+        const text = toJson(message, 'message', 'ERR_INVALID_DATA', { finite: false })
         if (text === undefined) throw invalid('ERR_INVALID_DATA', 'message is not JSON-serializable')
         return callAsync(() => this._native.sendText('json', text))
       }
       throw invalid('ERR_INVALID_DATA', `cannot send a ${message === null ? 'null' : typeof message}: use an object, a string or a Buffer`)
     } catch (e) {
-      return Promise.reject(e)
+      return Promise.reject(toWebRtcError(e))
     }
   }
 

@@ -39,4 +39,25 @@ function invalid(code, message) {
   return new WebRtcError(code, message)
 }
 
-module.exports = { WebRtcError, toWebRtcError, callSync, callAsync, invalid }
+// JSON text of `value` for the native side, or a WebRtcError with `code`: for a cycle, a BigInt
+// or a toJSON that throws, and (with `finite`) for NaN and ±Infinity, which JSON would turn into
+// null, i.e. into the option's default. `what` names the value in the message ('options').
+function toJson(value, what, code, { finite = true } = {}) {
+  const paths = new WeakMap()
+  try {
+    return JSON.stringify(value, function (key, v) {
+      const parent = paths.get(this)
+      const path = parent === undefined ? what : Array.isArray(this) ? `${parent}[${key}]` : `${parent}.${key}`
+      if (finite && typeof v === 'number' && !Number.isFinite(v)) {
+        throw invalid(code, `${path} must be a finite number, got ${v}`)
+      }
+      if (v !== null && typeof v === 'object') paths.set(v, path)
+      return v
+    })
+  } catch (e) {
+    if (e instanceof WebRtcError) throw e
+    throw invalid(code, `${what} cannot be serialized to JSON: ${e && e.message ? e.message : String(e)}`)
+  }
+}
+
+module.exports = { WebRtcError, toWebRtcError, callSync, callAsync, invalid, toJson }

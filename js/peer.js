@@ -1,6 +1,6 @@
 'use strict'
 const { EventEmitter } = require('node:events')
-const { callAsync, callSync, invalid } = require('./errors')
+const { callAsync, callSync, invalid, toJson } = require('./errors')
 
 // One remote peer. Events: 'data-channel' (channel), 'audio-frame', 'video-frame' (frame), 'state' (state), 'close'.
 class Peer extends EventEmitter {
@@ -29,6 +29,7 @@ class Peer extends EventEmitter {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
     if (typeof label !== 'string') throw invalid('ERR_INVALID_DATA', 'label must be a string')
     const mode = (options && options.mode) || 'reliable'
+    if (typeof mode !== 'string') throw invalid('ERR_INVALID_DATA', "mode must be 'reliable' or 'unreliable'")
     const n = await callAsync(() => this._native.createDataChannel(label, mode))
     return this._transport._channelFor(n)
   }
@@ -40,7 +41,7 @@ class Peer extends EventEmitter {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw invalid('ERR_INVALID_DATA', 'audio track config must be an object')
     }
-    await callAsync(() => this._native.addAudioTrack(JSON.stringify(config)))
+    await callAsync(() => this._native.addAudioTrack(toJson(config, 'audio track config', 'ERR_INVALID_CONFIG')))
   }
 
   get hasAudioTrack() { return !this._closed && this._native.hasAudioTrack }
@@ -52,7 +53,7 @@ class Peer extends EventEmitter {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw invalid('ERR_INVALID_DATA', 'video track config must be an object')
     }
-    await callAsync(() => this._native.addVideoTrack(JSON.stringify(config)))
+    await callAsync(() => this._native.addVideoTrack(toJson(config, 'video track config', 'ERR_INVALID_CONFIG')))
   }
 
   get hasVideoTrack() { return !this._closed && this._native.hasVideoTrack }

@@ -2,7 +2,7 @@
 const fs = require('node:fs')
 const { AsyncLocalStorage } = require('node:async_hooks')
 const native = require('./native')
-const { callSync, invalid, toWebRtcError } = require('./errors')
+const { callSync, invalid, toWebRtcError, toJson } = require('./errors')
 
 // Node types written in JS: name → function (Pipeline.registerNode).
 const jsNodeTypes = new Map()
@@ -59,7 +59,7 @@ class Pipeline {
 
   // `source`: a path to a .yaml/.yml/.json file, or the manifest text itself, or an object.
   static async fromManifest(source) {
-    if (source !== null && typeof source === 'object') return Pipeline.fromText(JSON.stringify(source))
+    if (source !== null && typeof source === 'object') return Pipeline.fromText(toJson(source, 'manifest', 'ERR_INVALID_MANIFEST'))
     if (typeof source !== 'string') throw invalid('ERR_INVALID_MANIFEST', 'manifest must be a path, manifest text or an object')
     const isText = /[\n{:]/.test(source) && !fs.existsSync(source)
     if (isText) return Pipeline.fromText(source)
@@ -154,7 +154,7 @@ class Pipeline {
 //   (async () => { for (const f of frames) await s.write(f); s.end() })()
 //   for await (const out of s) ...        // { nodeId, frame } | { nodeId, event } | { nodeId, error }
 // Backpressure: at most highWaterMark frames wait to be processed and at most highWaterMark
-// outputs wait to be read; processing pauses while the outputs are full, and write() resolves
+// outputs wait to be read (writableNeedDrain says, synchronously, when the input side is full); processing pauses while the outputs are full, and write() resolves
 // only once its frame has a place in the input queue (so a writer that awaits each write waits
 // for a slow reader). write(bad input) rejects with ERR_INVALID_DATA and the stream carries on;
 // write after end()/close() rejects with ERR_SHUT_DOWN. A node's error is an output, not a
@@ -176,6 +176,15 @@ class PipelineStream {
   }
 
   get ended() { return this._ended || this._closed }
+
+  // Frames written and not yet taken for processing (queued, plus writes waiting for room).
+  get writableLength() { return this._in.length + this._writers.length }
+
+  // The synchronous backpressure signal (as Node's Writable): true once the input queue holds
+  // highWaterMark frames, i.e. a write now would wait. A writer that does not await each write
+  // stops while this is true and resumes when its last write resolves; the stream then holds at
+  // most highWaterMark + 1 of its frames. Writes made anyway are still accepted (they wait).
+  get writableNeedDrain() { return !this._closed && !this._ended && this._in.length + this._writers.length >= this.highWaterMark }
 
   write(input) {
     if (this._ended || this._closed) return Promise.reject(invalid('ERR_SHUT_DOWN', 'write after end() or close()'))

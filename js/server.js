@@ -1,8 +1,22 @@
 'use strict'
 const { EventEmitter } = require('node:events')
 const native = require('./native')
-const { callAsync, invalid } = require('./errors')
+const { callAsync, callSync, invalid } = require('./errors')
 const { KeepAlive } = require('./keepalive')
+
+// The options of SignalingServer.listen (anything else is refused, not ignored).
+const LISTEN_KEYS = new Set([
+  'host', 'port', 'maxPeers', 'pingIntervalMs', 'httpPage',
+  'announceTimeoutMs', 'maxConnectionsPerIp', 'maxConnections', 'allowedOrigins', 'authSecret',
+])
+
+function show(v) {
+  try {
+    return JSON.stringify(v) ?? String(v)
+  } catch {
+    return typeof v
+  }
+}
 
 // The JSON-RPC 2.0 signaling server. Events: 'peer-announced', 'peer-left'.
 class SignalingServer extends EventEmitter {
@@ -28,21 +42,26 @@ class SignalingServer extends EventEmitter {
   }
 
   // options: { host = '127.0.0.1', port = 0 (any free port), maxPeers, pingIntervalMs, httpPage,
-  //   announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins }
+  // announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins }. An unknown key, or
+  // a number that is not a whole number in range (NaN, ±Infinity, -1, 1.5 included), is
+  // ERR_INVALID_CONFIG naming the key.
   static async listen(options = {}) {
-    if (options === null || typeof options !== 'object') {
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
       throw invalid('ERR_INVALID_CONFIG', 'options must be an object')
     }
-    const { host, port, maxPeers, pingIntervalMs, httpPage } = options
-    const { announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins } = options
+    const given = {}
+    for (const key of Object.keys(options)) {
+      if (!LISTEN_KEYS.has(key)) {
+        throw invalid('ERR_INVALID_CONFIG', `unknown option '${key}' (known: ${[...LISTEN_KEYS].join(', ')})`)
+      }
+      if (options[key] !== undefined) given[key] = options[key]
+    }
+    const { port, host } = given
     if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
-      throw invalid('ERR_INVALID_CONFIG', `port must be an integer in 0..=65535, got ${port}`)
+      throw invalid('ERR_INVALID_CONFIG', `port must be an integer in 0..=65535, got ${show(port)}`)
     }
     if (host !== undefined && typeof host !== 'string') throw invalid('ERR_INVALID_CONFIG', 'host must be a string')
-    const n = await callAsync(() => native.NativeSignalingServer.listen({
-        host, port, maxPeers, pingIntervalMs, httpPage,
-        announceTimeoutMs, maxConnectionsPerIp, maxConnections, allowedOrigins,
-      }))
+    const n = await callAsync(() => native.NativeSignalingServer.listen(given))
     return new SignalingServer(n)
   }
 
@@ -63,4 +82,12 @@ class SignalingServer extends EventEmitter {
   }
 }
 
-module.exports = { SignalingServer }
+// An HS256 signaling token for `peerId`, valid `ttlSeconds` (a backend hands it to its client).
+function issueSignalingToken(secret, peerId, ttlSeconds = 3600) {
+  if (typeof secret !== 'string' || typeof peerId !== 'string') {
+    throw invalid('ERR_INVALID_CONFIG', 'issueSignalingToken(secret: string, peerId: string, ttlSeconds?: number)')
+  }
+  return callSync(() => native.issueSignalingToken(secret, peerId, ttlSeconds))
+}
+
+module.exports = { SignalingServer, issueSignalingToken }

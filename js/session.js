@@ -1,6 +1,6 @@
 'use strict'
 const { EventEmitter } = require('node:events')
-const { callSync, callAsync, invalid } = require('./errors')
+const { callSync, callAsync, invalid, toJson } = require('./errors')
 const { refuseJsNodes } = require('./pipeline')
 
 // A named group of a transport's peers, with an optional pipeline manifest. Its state lives in
@@ -48,7 +48,7 @@ const sessionMethods = {
     this._checkOpen()
     if (options === null || typeof options !== 'object') throw invalid('ERR_INVALID_CONFIG', 'session options must be an object')
     refuseJsNodes(options.manifest) // JS nodes cannot run on the transport's threads
-    const info = JSON.parse(callSync(() => this._native.sessionCreate(String(id), JSON.stringify(options))))
+    const info = JSON.parse(callSync(() => this._native.sessionCreate(String(id), toJson(options, 'session options', 'ERR_INVALID_CONFIG'))))
     return this._sessionObject(info)
   },
   getSession(id) { return this._sessionObject(this._sessionInfo(id)) },
@@ -71,7 +71,7 @@ const sessionMethods = {
   async restoreSession(snapshot) {
     this._checkOpen()
     if (snapshot === null || typeof snapshot !== 'object') throw invalid('ERR_INVALID_DATA', 'session snapshot must be an object')
-    const r = JSON.parse(await callAsync(() => this._native.sessionRestore(JSON.stringify(snapshot))))
+    const r = JSON.parse(await callAsync(() => this._native.sessionRestore(toJson(snapshot, 'session snapshot', 'ERR_INVALID_DATA'))))
     const s = this._sessionObject(r.session)
     s.failedPeers = r.failed
     return s

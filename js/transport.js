@@ -1,14 +1,23 @@
 'use strict'
 const { EventEmitter } = require('node:events')
 const native = require('./native')
-const { callSync, callAsync, invalid, toWebRtcError } = require('./errors')
+const { callSync, callAsync, invalid, toWebRtcError, toJson } = require('./errors')
 const { Peer } = require('./peer')
 const { DataChannel } = require('./channel')
 const { KeepAlive } = require('./keepalive')
 
+// A value for an error message (never throws: BigInt, cycles and Symbols included).
+function show(v) {
+  try {
+    return JSON.stringify(v) ?? String(v)
+  } catch {
+    return typeof v
+  }
+}
+
 function checkPeerId(peerId) {
   if (typeof peerId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(peerId)) {
-    throw invalid('ERR_INVALID_DATA', `peerId must match ^[A-Za-z0-9_-]{1,64}$, got ${JSON.stringify(peerId)}`)
+    throw invalid('ERR_INVALID_DATA', `peerId must match ^[A-Za-z0-9_-]{1,64}$, got ${show(peerId)}`)
   }
 }
 
@@ -16,7 +25,7 @@ function checkPeerId(peerId) {
 function videoInput(frame) {
   if (!frame || typeof frame !== 'object') throw invalid('ERR_INVALID_DATA', 'frame must be an object')
   const { data, width, height, format = 'i420', timestampUs = 0, keyframe = false } = frame
-  if (format !== 'i420') throw invalid('ERR_INVALID_DATA', `format must be 'i420', got ${JSON.stringify(format)}`)
+  if (format !== 'i420') throw invalid('ERR_INVALID_DATA', `format must be 'i420', got ${show(format)}`)
   if (!(data instanceof Uint8Array)) throw invalid('ERR_INVALID_DATA', 'frame.data must be a Buffer or Uint8Array')
   for (const [k, v] of [['width', width], ['height', height]]) {
     if (!Number.isInteger(v) || v <= 0 || v > 16384) throw invalid('ERR_INVALID_DATA', `frame.${k} must be an integer in 1..=16384`)
@@ -43,9 +52,10 @@ class WebRtcTransport extends EventEmitter {
       throw invalid('ERR_INVALID_CONFIG', 'options must be an object with at least signalingUrl')
     }
     if (typeof options.signalingUrl !== 'string') {
-      throw invalid('ERR_INVALID_CONFIG', 'signalingUrl must be a ws:// or wss:// URL string')
+      throw invalid('ERR_INVALID_CONFIG', 'signalingUrl must be a ws:// URL string')
     }
-    this._native = callSync(() => new native.NativeTransport(JSON.stringify(options)))
+    const json = toJson(options, 'options', 'ERR_INVALID_CONFIG')
+    this._native = callSync(() => new native.NativeTransport(json))
     this._peers = new Map()
     this._channels = new Map()
     this._closed = false
@@ -107,8 +117,8 @@ class WebRtcTransport extends EventEmitter {
   }
 
   // One raw video frame: { data: Buffer | Uint8Array (packed I420), width, height,
-  // format: 'i420', timestampUs, keyframe }. Encoded off the JS thread; do not modify `data`
-  // until the promise settles.
+  // format: 'i420', timestampUs, keyframe }. Copied within the call (`data` may be reused or
+  // transferred as soon as this returns), encoded off the JS thread.
   async sendVideo(peerId, frame) {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', 'transport is shut down')
     checkPeerId(peerId)

@@ -2,25 +2,43 @@ use crate::error::{invalid_config, js};
 use crate::events::{make_tsfn, spawn_pump, NativeEvent};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use remotemedia_webrtc::signaling::auth::{issue_token, AuthHook, HmacTokenAuth};
 use remotemedia_webrtc::signaling::server::{ServerConfig, ServerEvent, SignalingServer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+/// Numbers arrive as `f64` so that NaN, ±Infinity, fractions and negatives are refused by
+/// [`whole`] instead of being wrapped into a `u32` (-1 would become 4294967295). Unknown keys are
+/// refused by the JS layer (`js/server.js`), which knows the option names.
 #[napi(object)]
 pub struct ServerOptions {
     pub host: Option<String>,
-    pub port: Option<u32>,
-    pub max_peers: Option<u32>,
-    pub ping_interval_ms: Option<u32>,
-    pub announce_timeout_ms: Option<u32>,
-    pub max_connections_per_ip: Option<u32>,
-    pub max_connections: Option<u32>,
+    pub port: Option<f64>,
+    pub max_peers: Option<f64>,
+    pub ping_interval_ms: Option<f64>,
+    pub announce_timeout_ms: Option<f64>,
+    pub max_connections_per_ip: Option<f64>,
+    pub max_connections: Option<f64>,
     /// Origins allowed besides same-origin and no-Origin requests; `"*"` = any.
     pub allowed_origins: Option<Vec<String>>,
+    /// HS256 secret (at least 32 bytes): every announce then needs a token whose `sub` is its
+    /// peer id.
+    pub auth_secret: Option<String>,
     /// HTML served at `GET /`.
     pub http_page: Option<String>,
+}
+
+/// `v` as a whole number in `min..=max`, or `ERR_INVALID_CONFIG` naming the option.
+fn whole(name: &str, v: Option<f64>, min: u64, max: u64) -> napi::Result<Option<u64>> {
+    let Some(v) = v else { return Ok(None) };
+    if !v.is_finite() || v.fract() != 0.0 || v < min as f64 || v > max as f64 {
+        return Err(invalid_config(format!(
+            "{name} must be a whole number in {min}..={max}, got {v}"
+        )));
+    }
+    Ok(Some(v as u64))
 }
 
 #[napi]
@@ -42,39 +60,45 @@ impl NativeSignalingServer {
             max_connections_per_ip: None,
             max_connections: None,
             allowed_origins: None,
+            auth_secret: None,
             http_page: None,
         });
         let mut cfg = ServerConfig::default();
         if let Some(h) = o.host {
             cfg.host = h;
         }
-        if let Some(p) = o.port {
-            cfg.port = u16::try_from(p)
-                .map_err(|_| invalid_config(format!("port must be in 0..=65535, got {p}")))?;
+        if let Some(p) = whole("port", o.port, 0, 65535)? {
+            cfg.port = p as u16;
         }
-        if let Some(m) = o.max_peers {
-            if m == 0 {
-                return Err(invalid_config("maxPeers must be at least 1"));
-            }
+        if let Some(m) = whole("maxPeers", o.max_peers, 1, u32::MAX as u64)? {
             cfg.max_peers = m as usize;
         }
-        if let Some(ms) = o.ping_interval_ms {
-            if ms < 100 {
-                return Err(invalid_config(format!(
-                    "pingIntervalMs must be >= 100, got {ms}"
-                )));
-            }
-            cfg.ping_interval = Duration::from_millis(ms as u64);
+        if let Some(ms) = whole("pingIntervalMs", o.ping_interval_ms, 100, u32::MAX as u64)? {
+            cfg.ping_interval = Duration::from_millis(ms);
         }
-        // Validated by the core (SignalingServer::bind).
-        if let Some(ms) = o.announce_timeout_ms {
-            cfg.announce_timeout = Duration::from_millis(u64::from(ms));
+        // Ranges are the core's (SignalingServer::bind); here only "a whole number".
+        if let Some(ms) = whole(
+            "announceTimeoutMs",
+            o.announce_timeout_ms,
+            0,
+            u64::MAX >> 11,
+        )? {
+            cfg.announce_timeout = Duration::from_millis(ms);
         }
-        if let Some(n) = o.max_connections_per_ip {
+        if let Some(n) = whole(
+            "maxConnectionsPerIp",
+            o.max_connections_per_ip,
+            0,
+            u32::MAX as u64,
+        )? {
             cfg.max_connections_per_ip = n as usize;
         }
-        if let Some(n) = o.max_connections {
+        if let Some(n) = whole("maxConnections", o.max_connections, 0, u32::MAX as u64)? {
             cfg.max_connections = n as usize;
+        }
+        if let Some(secret) = o.auth_secret {
+            let auth = HmacTokenAuth::new(secret.as_bytes()).map_err(js)?;
+            cfg.auth = Some(AuthHook::new(auth));
         }
         if let Some(origins) = o.allowed_origins {
             cfg.allowed_origins = origins;
@@ -153,4 +177,25 @@ impl NativeSignalingServer {
         self.s.close().await;
         Ok(())
     }
+}
+
+/// An HS256 signaling token for `peerId`, valid for `ttlSeconds` (a backend hands it to the
+/// client that will announce as `peerId`).
+#[napi(js_name = "issueSignalingToken")]
+pub fn issue_signaling_token(
+    secret: String,
+    peer_id: String,
+    ttl_seconds: f64,
+) -> napi::Result<String> {
+    if !ttl_seconds.is_finite() || ttl_seconds < 1.0 || ttl_seconds > 20.0 * 365.0 * 86400.0 {
+        return Err(invalid_config(format!(
+            "ttlSeconds must be in 1..=631152000, got {ttl_seconds}"
+        )));
+    }
+    issue_token(
+        secret.as_bytes(),
+        &peer_id,
+        Duration::from_secs(ttl_seconds as u64),
+    )
+    .map_err(js)
 }

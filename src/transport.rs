@@ -75,6 +75,8 @@ struct JsConfig {
     signaling_timeout_ms: Option<u64>,
     max_message_size: Option<usize>,
     data_channel_buffer_limit: Option<usize>,
+    max_remote_candidates: Option<usize>,
+    signaling_token: Option<String>,
     reconnection: Option<JsReconnection>,
 }
 
@@ -137,7 +139,11 @@ fn to_core(c: JsConfig) -> napi::Result<WebRtcTransportConfig> {
         video_framerate => video_framerate, auto_connect => auto_connect,
         bind_address => bind_address, connect_timeout_ms => connect_timeout_ms,
         signaling_timeout_ms => signaling_timeout_ms, max_message_size => max_message_size,
-        data_channel_buffer_limit => data_channel_buffer_limit);
+        data_channel_buffer_limit => data_channel_buffer_limit,
+        max_remote_candidates => max_remote_candidates);
+    if c.signaling_token.is_some() {
+        cfg.signaling_token = c.signaling_token;
+    }
     if c.jitter_buffer_min_ms.is_some() {
         cfg.jitter_buffer_min_ms = c.jitter_buffer_min_ms;
     }
@@ -588,54 +594,52 @@ impl NativeTransport {
         self.broadcast_pcm(env, Pcm::I16(&samples))
     }
 
-    /// Encodes (off the JS thread, reading the Buffer in place) and sends one packed I420 frame.
-    #[napi]
-    pub async fn send_video(
+    /// Copies the packed I420 frame (within the call: no pointer into JS memory outlives it, as
+    /// its ArrayBuffer may be transferred or collected meanwhile), then encodes the copy off the
+    /// JS thread and sends it to `peer_id`.
+    #[napi(catch_unwind)]
+    pub fn send_video<'env>(
         &self,
+        env: &'env Env,
         peer_id: String,
-        data: Buffer,
+        data: &[u8],
         width: u32,
         height: u32,
         timestamp_us: f64,
         keyframe: bool,
-    ) -> napi::Result<()> {
-        self.t
-            .send_video(
-                &peer_id,
-                VideoInput {
-                    data,
-                    width,
-                    height,
-                    timestamp_us: timestamp_us as i64,
-                    keyframe,
-                },
-            )
-            .await
-            .map_err(js)
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let frame = VideoInput {
+            data: data.to_vec(),
+            width,
+            height,
+            timestamp_us: timestamp_us as i64,
+            keyframe,
+        };
+        let t = self.t.clone();
+        env.spawn_future(async move { t.send_video(&peer_id, frame).await.map_err(js) })
     }
 
-    /// Encodes one packed I420 frame once and sends it to every connected peer with a video track.
-    #[napi]
-    pub async fn broadcast_video(
+    /// Copies one packed I420 frame (as `sendVideo`), encodes it once and sends it to every
+    /// connected peer with a video track.
+    #[napi(catch_unwind)]
+    pub fn broadcast_video<'env>(
         &self,
-        data: Buffer,
+        env: &'env Env,
+        data: &[u8],
         width: u32,
         height: u32,
         timestamp_us: f64,
         keyframe: bool,
-    ) -> napi::Result<BroadcastOutcome> {
-        let r = self
-            .t
-            .broadcast_video(VideoInput {
-                data,
-                width,
-                height,
-                timestamp_us: timestamp_us as i64,
-                keyframe,
-            })
-            .await
-            .map_err(js)?;
-        Ok(outcome(r))
+    ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
+        let frame = VideoInput {
+            data: data.to_vec(),
+            width,
+            height,
+            timestamp_us: timestamp_us as i64,
+            keyframe,
+        };
+        let t = self.t.clone();
+        env.spawn_future(async move { Ok(outcome(t.broadcast_video(frame).await.map_err(js)?)) })
     }
 
     #[napi(getter)]

@@ -118,7 +118,8 @@ pub const MIN_JITTER_FLOOR_MS: u32 = crate::sync::JITTER_FLOOR_MIN_MS;
 /// Everything a `WebRtcTransport` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebRtcTransportConfig {
-    /// `ws://` or `wss://` URL of the JSON-RPC signaling server.
+    /// `ws://` URL of the JSON-RPC signaling server. `wss://` is refused by `validate` until TLS is
+    /// built in (the WebSocket client has no TLS backend compiled in).
     pub signaling_url: String,
     /// This peer's id; generated when `None`.
     pub peer_id: Option<String>,
@@ -378,14 +379,17 @@ impl WebRtcTransportConfig {
     /// Checks every field; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<()> {
         let url = &self.signaling_url;
-        let rest = url
-            .strip_prefix("ws://")
-            .or_else(|| url.strip_prefix("wss://"))
-            .ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "signalingUrl must start with ws:// or wss://, got '{url}'"
-                ))
-            })?;
+        if url.starts_with("wss://") {
+            // Refused here rather than failing later at start(): tokio-tungstenite is built
+            // without a TLS backend.
+            return Err(Error::InvalidConfig(format!(
+                "signalingUrl '{url}': wss:// (TLS) is not built in; use ws:// (e.g. behind a \
+                 TLS-terminating proxy)"
+            )));
+        }
+        let rest = url.strip_prefix("ws://").ok_or_else(|| {
+            Error::InvalidConfig(format!("signalingUrl must start with ws://, got '{url}'"))
+        })?;
         if rest.is_empty() || rest.starts_with('/') {
             return Err(Error::InvalidConfig(format!(
                 "signalingUrl has no host: '{url}'"
@@ -529,11 +533,20 @@ mod tests {
     }
 
     #[test]
+    fn wss_signaling_url_is_refused_until_tls_is_built_in() {
+        let e = WebRtcTransportConfig::new("wss://127.0.0.1:1/ws")
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.code(), "ERR_INVALID_CONFIG");
+        assert!(e.to_string().contains("TLS"), "{e}");
+    }
+
+    #[test]
     fn defaults_and_presets_are_valid() {
         base().validate().unwrap();
         for c in [
             WebRtcTransportConfig::low_latency_preset("ws://h:1"),
-            WebRtcTransportConfig::high_quality_preset("wss://h"),
+            WebRtcTransportConfig::high_quality_preset("ws://h"),
             WebRtcTransportConfig::mobile_network_preset("ws://h:1/ws"),
         ] {
             c.validate().unwrap();
