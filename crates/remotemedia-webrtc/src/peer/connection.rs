@@ -180,6 +180,8 @@ pub(super) struct Shared {
     pub(super) playout: Arc<Playout>,
     /// Datagrams received by this connection's sockets (drives the SCTP RTT probe).
     pub(super) link: Arc<super::udp::LinkActivity>,
+    /// The RTT probe channel (stream 1023) was opened towards this peer.
+    pub(super) rtt_probe: AtomicBool,
 }
 
 impl Shared {
@@ -385,7 +387,7 @@ impl PeerConnectionEventHandler for Handler {
                 }
             }
         }
-        let (key, stop) =
+        let (key, stop, formats) =
             s.remote_tracks
                 .add(mid, track_id.clone(), kind.into(), track.ssrcs().await);
         s.setup
@@ -397,11 +399,25 @@ impl PeerConnectionEventHandler for Handler {
             })
             .await;
         let playout = s.playout.clone();
+        let report: crate::media::track::TrackReport = {
+            let (events, peer_id) = (s.setup.events.clone(), s.setup.remote_id.clone());
+            Arc::new(move |error| {
+                let (events, peer_id) = (events.clone(), peer_id.clone());
+                tokio::spawn(async move {
+                    events
+                        .emit(TransportEvent::Error {
+                            peer_id: Some(peer_id),
+                            error,
+                        })
+                        .await;
+                });
+            })
+        };
         let weak = Arc::downgrade(&s);
         drop(s);
         tokio::spawn(async move {
             tokio::select! {
-                _ = read_remote_track(track.clone(), playout) => {}
+                _ = read_remote_track(track.clone(), playout, formats, report) => {}
                 _ = stop.cancelled() => {}
             }
             if let Some(s) = weak.upgrade() {
@@ -452,6 +468,13 @@ async fn sctp_state(
 
 /// Once SCTP is up, opens the probe channel and keeps SCTP's retransmission timeout from
 /// staying backed off after link cuts (see [`crate::channel::keep_rto_fresh`]).
+///
+/// Only towards a peer that announced `can_full_reconnect` (only this library does): the probe
+/// is a channel negotiated out of band, and other stacks (libdatachannel) treat data on a
+/// stream they do not know as an error and refuse further channels. With any other peer
+/// (browsers included) nothing is sent outside what was negotiated, and the consequence is the
+/// one `keep_rto_fresh` describes: after a link cut, SCTP's timeout stays backed off until the
+/// application sends a new message, so data sent only during later cuts recovers more slowly.
 pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
     use rtc::peer_connection::transport::RTCSctpTransportState;
     // SCTP follows DTLS within milliseconds, or much later (a first data channel added by a
@@ -466,7 +489,17 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
             return;
         };
         match sctp_state(&pc).await {
-            Some(RTCSctpTransportState::Connected) => break pc,
+            Some(RTCSctpTransportState::Connected) => {
+                let Some(s) = weak.upgrade() else { return };
+                if !s.remote_can_full.load(Ordering::SeqCst) {
+                    tracing::debug!(
+                        peer = s.setup.remote_id,
+                        "no RTT probe: the peer did not announce it knows it"
+                    );
+                    return;
+                }
+                break pc;
+            }
             Some(RTCSctpTransportState::Closed) => return,
             _ => {}
         }
@@ -483,6 +516,9 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
     {
         Ok(dc) => {
             tracing::debug!("RTT probe channel created");
+            if let Some(s) = weak.upgrade() {
+                s.rtt_probe.store(true, Ordering::SeqCst);
+            }
             dc
         }
         Err(e) => {
@@ -525,7 +561,7 @@ pub(super) async fn build_pc(s: &Arc<Shared>, gen: u64) -> Result<Arc<dyn RtcPee
         .with_ice_servers(ice_servers)
         .build();
     let mut media = MediaEngine::default();
-    crate::media::track::register_codecs(&mut media)?;
+    crate::media::track::register_codecs(&mut media, config.video_codec)?;
     // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests,
     // sender reports and the remote's reception reports.
     let registry =
@@ -627,6 +663,7 @@ impl Peer {
             retired: Mutex::new(Vec::new()),
             swaps: AtomicU64::new(0),
             remote_can_full: AtomicBool::new(false),
+            rtt_probe: AtomicBool::new(false),
             remote_session: Mutex::new(None),
             carry: Mutex::new(Default::default()),
             metrics: Mutex::new(QualityMetrics::default()),
@@ -675,6 +712,12 @@ impl Peer {
     pub fn state(&self) -> PeerState {
         *self.shared.state.borrow()
     }
+    /// Whether this peer's connection has the RTT probe channel (SCTP stream 1023), which only
+    /// a peer that announced `can_full_reconnect` gets (see `start_rto_probe`).
+    pub fn has_rtt_probe(&self) -> bool {
+        self.shared.rtt_probe.load(Ordering::SeqCst)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)
     }
@@ -902,6 +945,8 @@ impl Peer {
         }
         let pc = self.pc()?;
         let session = super::full_reconnect::SdpSession::parse(offer.sdp.as_str());
+        s.remote_tracks.learn_formats(&sending);
+        self.report_undecodable(&sending).await;
         pc.set_remote_description(offer)
             .await
             .map_err(|e| Error::webrtc("set remote offer", e))?;
@@ -925,6 +970,36 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
         publish_sdp(s, protocol::ANSWER, sdp, request_id).await
+    }
+
+    /// Reports (`ERR_UNSUPPORTED_CODEC`) each m-section of a remote offer that sends only formats
+    /// this build does not decode. webrtc-rs's answer rejects such a section (port 0: no codec
+    /// in common) unless a track of ours sends on it; `answer_media` adds none for it.
+    async fn report_undecodable(&self, sending: &SendingTracks) {
+        for u in &sending.undecodable {
+            let error = Error::UnsupportedCodec(format!(
+                "the remote offers {} ({}) only in formats not decoded here: {}; the section is \
+                 rejected",
+                u.kind,
+                u.mid
+                    .as_deref()
+                    .map_or_else(|| "no mid".to_string(), |m| format!("mid {m}")),
+                if u.offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    u.offered.join(", ")
+                }
+            ));
+            tracing::warn!(peer = self.peer_id(), "{error}");
+            self.shared
+                .setup
+                .events
+                .emit(TransportEvent::Error {
+                    peer_id: Some(self.peer_id().to_string()),
+                    error,
+                })
+                .await;
+        }
     }
 
     /// `answer_media`: a track of each kind the offer sends and this peer does not send yet. It
@@ -966,6 +1041,7 @@ impl Peer {
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
         let session = super::full_reconnect::SdpSession::parse(answer.sdp.as_str());
+        self.shared.remote_tracks.learn_formats(&sending);
         self.pc()?
             .set_remote_description(answer)
             .await
