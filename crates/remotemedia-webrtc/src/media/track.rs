@@ -1655,4 +1655,66 @@ mod tests {
         assert!(decodable_audio_codec("opus") && !decodable_audio_codec("PCMU"));
         assert!(is_repair_format("rtx") && is_repair_format("ulpfec") && !is_repair_format("VP8"));
     }
+
+    /// The `a=rtpmap` names of an SDP, upper case.
+    fn rtpmap_names(sdp: &str) -> Vec<String> {
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .map(|m| {
+                let name = m.split(' ').nth(1).unwrap_or("");
+                name.split('/').next().unwrap().to_ascii_uppercase()
+            })
+            .collect()
+    }
+
+    /// An offer of a peer connection with our codecs, audio and video.
+    async fn offer_with(preferred: VideoCodec) -> String {
+        use webrtc::peer_connection::PeerConnection as _;
+        struct NoEvents;
+        #[async_trait::async_trait]
+        impl webrtc::peer_connection::PeerConnectionEventHandler for NoEvents {}
+        let mut media = MediaEngine::default();
+        register_codecs(&mut media, preferred).unwrap();
+        let pc = webrtc::peer_connection::PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_handler(Arc::new(NoEvents))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .unwrap();
+        pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
+            .await
+            .unwrap();
+        pc.add_transceiver_from_kind(RtpCodecKind::Video, None)
+            .await
+            .unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        let _ = pc.close().await;
+        offer.sdp
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn our_offer_lists_only_codecs_decoded_here_the_transports_first() {
+        let sdp = offer_with(VideoCodec::Vp8).await;
+        let names = rtpmap_names(&sdp);
+        for bad in ["AV1", "H265", "HEVC", "G722", "PCMU", "PCMA"] {
+            assert!(!names.iter().any(|n| n == bad), "{bad} offered: {sdp}");
+        }
+        assert!(
+            !sdp.contains("profile-id=1") && !sdp.contains("profile-id=2"),
+            "{sdp}"
+        );
+        let media: Vec<&String> = names.iter().filter(|n| *n != "RTX").collect();
+        let mut expected = vec!["OPUS", "VP8", "VP9"];
+        if cfg!(feature = "h264") {
+            expected.push("H264");
+        }
+        assert_eq!(media, expected, "{sdp}");
+        let names = rtpmap_names(&offer_with(VideoCodec::Vp9).await);
+        let video: Vec<&String> = names
+            .iter()
+            .filter(|n| *n != "RTX" && *n != "OPUS")
+            .collect();
+        assert_eq!(video[0], "VP9", "the transport's codec first: {video:?}");
+    }
 }

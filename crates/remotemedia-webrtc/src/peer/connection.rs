@@ -180,8 +180,9 @@ pub(super) struct Shared {
     pub(super) playout: Arc<Playout>,
     /// Datagrams received by this connection's sockets (drives the SCTP RTT probe).
     pub(super) link: Arc<super::udp::LinkActivity>,
-    /// The RTT probe channel (stream 1023) was opened towards this peer.
-    pub(super) rtt_probe: AtomicBool,
+    /// The RTT probe towards this peer: 0 not decided yet, 1 none (the peer did not announce
+    /// it knows it), 2 its channel (stream 1023) is open.
+    pub(super) rtt_probe: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -492,6 +493,7 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
             Some(RTCSctpTransportState::Connected) => {
                 let Some(s) = weak.upgrade() else { return };
                 if !s.remote_can_full.load(Ordering::SeqCst) {
+                    s.rtt_probe.store(1, Ordering::SeqCst);
                     tracing::debug!(
                         peer = s.setup.remote_id,
                         "no RTT probe: the peer did not announce it knows it"
@@ -517,12 +519,15 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
         Ok(dc) => {
             tracing::debug!("RTT probe channel created");
             if let Some(s) = weak.upgrade() {
-                s.rtt_probe.store(true, Ordering::SeqCst);
+                s.rtt_probe.store(2, Ordering::SeqCst);
             }
             dc
         }
         Err(e) => {
             tracing::debug!("no RTT probe channel: {e}");
+            if let Some(s) = weak.upgrade() {
+                s.rtt_probe.store(1, Ordering::SeqCst);
+            }
             return;
         }
     };
@@ -663,7 +668,7 @@ impl Peer {
             retired: Mutex::new(Vec::new()),
             swaps: AtomicU64::new(0),
             remote_can_full: AtomicBool::new(false),
-            rtt_probe: AtomicBool::new(false),
+            rtt_probe: std::sync::atomic::AtomicU8::new(0),
             remote_session: Mutex::new(None),
             carry: Mutex::new(Default::default()),
             metrics: Mutex::new(QualityMetrics::default()),
@@ -713,9 +718,13 @@ impl Peer {
         *self.shared.state.borrow()
     }
     /// Whether this peer's connection has the RTT probe channel (SCTP stream 1023), which only
-    /// a peer that announced `can_full_reconnect` gets (see `start_rto_probe`).
-    pub fn has_rtt_probe(&self) -> bool {
-        self.shared.rtt_probe.load(Ordering::SeqCst)
+    /// a peer that announced `can_full_reconnect` gets (see `start_rto_probe`); `None` until
+    /// decided (SCTP up).
+    pub fn has_rtt_probe(&self) -> Option<bool> {
+        match self.shared.rtt_probe.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n == 2),
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -952,6 +961,7 @@ impl Peer {
             .map_err(|e| Error::webrtc("set remote offer", e))?;
         *s.remote_session.lock().unwrap() = session;
         self.update_remote_tracks(&sending).await;
+        reject_undecodable(&pc, &sending).await;
         // A full reconnection's tracks take the offer's transceivers (or need an offer of
         // ours when the offer has none of their kind).
         if super::full_reconnect::add_carried_tracks(s, &pc, Some(&sending)).await? {
@@ -966,6 +976,7 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("create answer", e))?;
         let sdp = answer.sdp.clone();
+        s.remote_tracks.learn_local_formats(&sdp);
         pc.set_local_description(answer)
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
@@ -973,13 +984,13 @@ impl Peer {
     }
 
     /// Reports (`ERR_UNSUPPORTED_CODEC`) each m-section of a remote offer that sends only formats
-    /// this build does not decode. webrtc-rs's answer rejects such a section (port 0: no codec
-    /// in common) unless a track of ours sends on it; `answer_media` adds none for it.
+    /// this build does not decode. The answer refuses it (`reject_undecodable`: its transceiver
+    /// stopped, answered `inactive`); `answer_media` adds no track for it.
     async fn report_undecodable(&self, sending: &SendingTracks) {
         for u in &sending.undecodable {
             let error = Error::UnsupportedCodec(format!(
                 "the remote offers {} ({}) only in formats not decoded here: {}; the section is \
-                 rejected",
+                 answered inactive",
                 u.kind,
                 u.mid
                     .as_deref()
@@ -1669,10 +1680,34 @@ async fn send_offer_on(s: &Shared, pc: &Arc<dyn RtcPeerConnection>) -> Result<()
         .await
         .map_err(|e| Error::webrtc("create offer", e))?;
     let sdp = offer.sdp.clone();
+    s.remote_tracks.learn_local_formats(&sdp);
     pc.set_local_description(offer)
         .await
         .map_err(|e| Error::webrtc("set local offer", e))?;
     publish_sdp(s, protocol::OFFER, sdp, request_id).await
+}
+
+/// Stops the transceivers of the offer's m-sections that offer nothing decoded here, so that
+/// the answer rejects them (webrtc-rs would otherwise answer them with a codec of another
+/// section, or a VP9 profile it matched only partially).
+async fn reject_undecodable(pc: &Arc<dyn RtcPeerConnection>, sending: &SendingTracks) {
+    if sending.undecodable.is_empty() {
+        return;
+    }
+    for t in pc.get_transceivers().await {
+        let Ok(Some(mid)) = t.mid().await else {
+            continue;
+        };
+        if sending
+            .undecodable
+            .iter()
+            .any(|u| u.mid.as_deref() == Some(mid.as_str()))
+        {
+            if let Err(e) = t.stop().await {
+                tracing::debug!("rejecting m-section {mid}: {e}");
+            }
+        }
+    }
 }
 
 /// Sends a local offer or answer over signaling, then the candidates gathered meanwhile.

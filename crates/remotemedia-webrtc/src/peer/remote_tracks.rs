@@ -243,6 +243,10 @@ pub fn sending_tracks(sdp: &str) -> SendingTracks {
 /// description; shared by [`RemoteTracks`] (writer) and the track's reader.
 #[derive(Debug, Default)]
 pub struct TrackFormats {
+    /// From our own descriptions: what a packet's payload type means (RFC 3264: the payload
+    /// types of a description are those its writer receives), so these win.
+    local: Mutex<HashMap<u8, RtpFormat>>,
+    /// From the remote's descriptions, for a payload type ours do not name.
     map: Mutex<HashMap<u8, RtpFormat>>,
     /// Bumped at every change, so readers know to drop what they cached.
     generation: AtomicU64,
@@ -253,12 +257,22 @@ impl TrackFormats {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds `formats` (a payload type already known takes the new format).
+    /// Adds the formats of a remote description (a payload type already known takes the new
+    /// format).
     pub fn merge(&self, formats: &HashMap<u8, RtpFormat>) {
+        self.merge_into(&self.map, formats)
+    }
+
+    /// Adds the formats of one of our descriptions.
+    pub fn merge_local(&self, formats: &HashMap<u8, RtpFormat>) {
+        self.merge_into(&self.local, formats)
+    }
+
+    fn merge_into(&self, to: &Mutex<HashMap<u8, RtpFormat>>, formats: &HashMap<u8, RtpFormat>) {
         if formats.is_empty() {
             return;
         }
-        let mut map = self.lock();
+        let mut map = to.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
         for (pt, f) in formats {
             if map.get(pt) != Some(f) {
@@ -272,11 +286,19 @@ impl TrackFormats {
     }
 
     pub fn get(&self, pt: u8) -> Option<RtpFormat> {
-        self.lock().get(&pt).cloned()
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local
+            .get(&pt)
+            .cloned()
+            .or_else(|| self.lock().get(&pt).cloned())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && self.lock().is_empty()
     }
 
     pub fn generation(&self) -> u64 {
@@ -316,6 +338,11 @@ pub struct RemoteTracks {
     /// The formats of every remote description learnt so far, by `mid` and by kind (merged):
     /// a track registered later starts from them.
     formats: Mutex<(
+        HashMap<String, HashMap<u8, RtpFormat>>,
+        HashMap<String, HashMap<u8, RtpFormat>>,
+    )>,
+    /// The same, of our own descriptions.
+    local_formats: Mutex<(
         HashMap<String, HashMap<u8, RtpFormat>>,
         HashMap<String, HashMap<u8, RtpFormat>>,
     )>,
@@ -370,6 +397,11 @@ impl RemoteTracks {
             if let Some(f) = Self::formats_of(&known, mid.as_ref(), &kind) {
                 formats.merge(&f);
             }
+            drop(known);
+            let known = self.local_formats.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = Self::formats_of(&known, mid.as_ref(), &kind) {
+                formats.merge_local(&f);
+            }
         }
         self.lock().push(Entry {
             key,
@@ -387,12 +419,32 @@ impl RemoteTracks {
     /// Adds the RTP formats of a remote description (before it is applied, so that packets in
     /// its formats resolve as soon as they can arrive) to what every track may carry.
     pub fn learn_formats(&self, sending: &SendingTracks) {
-        let mut known = self.formats.lock().unwrap_or_else(|e| e.into_inner());
+        self.learn(sending, false)
+    }
+
+    /// Adds the RTP formats of one of our descriptions (`sdp`): the payload types the remote
+    /// sends us are those, whatever its own descriptions number them (webrtc-rs answers with
+    /// its own payload types).
+    pub fn learn_local_formats(&self, sdp: &str) {
+        self.learn(&sending_tracks(sdp), true)
+    }
+
+    fn learn(&self, sending: &SendingTracks, local: bool) {
+        let store = if local {
+            &self.local_formats
+        } else {
+            &self.formats
+        };
+        let mut known = store.lock().unwrap_or_else(|e| e.into_inner());
         merge_into(&mut known.0, &sending.formats);
         merge_into(&mut known.1, &sending.kind_formats);
         for e in self.lock().iter() {
             if let Some(f) = Self::formats_of(&known, e.mid.as_ref(), &e.kind) {
-                e.formats.merge(&f);
+                if local {
+                    e.formats.merge_local(&f);
+                } else {
+                    e.formats.merge(&f);
+                }
             }
         }
     }
@@ -606,6 +658,13 @@ mod tests {
         assert!(cam.generation() > before);
         // Formats are only added: a description without them keeps what was learnt.
         tracks.learn_formats(&SendingTracks::default());
+        assert_eq!(cam.get(96).unwrap().name, "VP8");
+        // Our own description numbers what we receive: it wins over the remote's.
+        let ours = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 45\r\na=mid:1\r\na=rtpmap:45 VP9/90000\r\n";
+        tracks.learn_local_formats(ours);
+        assert_eq!(cam.get(45).unwrap().name, "VP9");
+        tracks.learn_formats(&sending_tracks(BROWSER));
+        assert_eq!(cam.get(45).unwrap().name, "VP9");
         assert_eq!(cam.get(96).unwrap().name, "VP8");
     }
 }
