@@ -27,6 +27,9 @@ pub enum Error {
     Encoding(String),
     #[error("decoding failed: {0}")]
     Decoding(String),
+    /// A remote peer offers or sends media in a format this build does not decode.
+    #[error("unsupported codec: {0}")]
+    UnsupportedCodec(String),
     #[error("session not found: {0}")]
     SessionNotFound(String),
     #[error("session already exists: {0}")]
@@ -59,6 +62,7 @@ impl Error {
             Error::InvalidData(_) => "ERR_INVALID_DATA",
             Error::Encoding(_) => "ERR_ENCODING",
             Error::Decoding(_) => "ERR_DECODING",
+            Error::UnsupportedCodec(_) => "ERR_UNSUPPORTED_CODEC",
             Error::SessionNotFound(_) => "ERR_SESSION_NOT_FOUND",
             Error::SessionExists(_) => "ERR_SESSION_EXISTS",
             Error::InvalidManifest(_) => "ERR_INVALID_MANIFEST",
@@ -92,6 +96,7 @@ mod tests {
             Error::InvalidData(String::new()),
             Error::Encoding(String::new()),
             Error::Decoding(String::new()),
+            Error::UnsupportedCodec(String::new()),
             Error::SessionNotFound(String::new()),
             Error::SessionExists(String::new()),
             Error::InvalidManifest(String::new()),

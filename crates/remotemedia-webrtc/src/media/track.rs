@@ -1,5 +1,10 @@
 //! Media tracks on a peer connection: a local Opus track that encodes PCM and sends it as RTP,
 //! and the reader of a remote audio track that decodes what arrives.
+//!
+//! Only what this build encodes and decodes is negotiated ([`register_codecs`]). A remote video
+//! track's packets are decoded by the codec their payload type was negotiated as, resolved per
+//! packet (see [`read_remote_track`]); a payload type that names nothing decodable is reported
+//! once (`ERR_UNSUPPORTED_CODEC`) and its packets skipped, never ending the track.
 
 use super::assembler::{Assembled, FrameAssembler};
 use super::audio::{AudioEncoderConfig, Pcm, OPUS_SAMPLE_RATE};
@@ -10,13 +15,13 @@ use super::video::{validate_video_bitrate, I420Frame, VideoEncoderConfig};
 use crate::config::VideoCodec;
 use crate::error::{Error, Result};
 use crate::peer::bitrate::{FrameDecimator, ResolutionLadder, VideoOperatingPoint};
+use crate::peer::remote_tracks::TrackFormats;
 use crate::pipeline::video_scale::scale_i420;
 use crate::sync::StreamKind;
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_G722, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS,
-    MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Payloader;
@@ -125,12 +130,14 @@ async fn add_to_pc(
 pub const H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
-/// Registers the codecs a peer connection offers and accepts: webrtc-rs's defaults, except
-/// that H.264 is offered only when it can be decoded here (the cargo feature `h264`), and then
-/// only as [`H264_FMTP`] (webrtc-rs's defaults add packetization-mode=0 and High profile
-/// variants, which OpenH264 does not send). Payload types are webrtc-rs's; the ones in use
-/// come from the SDP.
-pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
+/// Registers the codecs a peer connection offers and accepts: only what this build encodes and
+/// decodes, so that no remote can pick a codec whose frames would be dropped here. Audio: Opus.
+/// Video: `preferred` first, then VP8, VP9 profile 0 and, with the cargo feature `h264`, H.264
+/// as [`H264_FMTP`] (constrained baseline, packetization-mode=1: what OpenH264 sends); each
+/// with its RTX form. No AV1, HEVC or other VP9 profiles (webrtc-rs's defaults register them,
+/// but nothing here decodes them). Payload types are webrtc-rs's; the ones in use come from
+/// the SDP.
+pub fn register_codecs(media: &mut MediaEngine, preferred: VideoCodec) -> Result<()> {
     let err = |e| Error::webrtc("media engine", e);
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: &[RTCPFeedback], pt| {
         RTCRtpCodecParameters {
@@ -144,21 +151,19 @@ pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
             payload_type: pt,
         }
     };
-    for c in [
-        codec(
-            MIME_TYPE_OPUS,
-            48_000,
-            2,
-            "minptime=10;useinbandfec=1",
-            &[],
-            111,
-        ),
-        codec(MIME_TYPE_G722, 8000, 0, "", &[], 9),
-        codec(MIME_TYPE_PCMU, 8000, 0, "", &[], 0),
-        codec(MIME_TYPE_PCMA, 8000, 0, "", &[], 8),
-    ] {
-        media.register_codec(c, RtpCodecKind::Audio).map_err(err)?;
-    }
+    media
+        .register_codec(
+            codec(
+                MIME_TYPE_OPUS,
+                48_000,
+                2,
+                "minptime=10;useinbandfec=1",
+                &[],
+                111,
+            ),
+            RtpCodecKind::Audio,
+        )
+        .map_err(err)?;
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
@@ -169,18 +174,17 @@ pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
         fb("nack", ""),
         fb("nack", "pli"),
     ];
-    // (mime, fmtp, payload type, its RTX payload type)
+    // (codec, mime, fmtp, payload type, its RTX payload type)
     let mut video = vec![
-        (MIME_TYPE_VP8, "", 96, 97),
-        (MIME_TYPE_VP9, "profile-id=0", 98, 99),
-        (MIME_TYPE_VP9, "profile-id=1", 100, 101),
+        (VideoCodec::Vp8, MIME_TYPE_VP8, "", 96, 97),
+        (VideoCodec::Vp9, MIME_TYPE_VP9, "profile-id=0", 98, 99),
     ];
     if cfg!(feature = "h264") {
-        video.push((MIME_TYPE_H264, H264_FMTP, 102, 103));
+        video.push((VideoCodec::H264, MIME_TYPE_H264, H264_FMTP, 102, 103));
     }
-    video.push((MIME_TYPE_AV1, "profile-id=0", 41, 106));
-    video.push((MIME_TYPE_HEVC, "", 126, 107));
-    for (mime, fmtp, pt, rtx) in video {
+    // The transport's codec first: offers list it first, and answers prefer it.
+    video.sort_by_key(|v| v.0 != preferred);
+    for (_, mime, fmtp, pt, rtx) in video {
         media
             .register_codec(codec(mime, 90_000, 0, fmtp, &fb, pt), RtpCodecKind::Video)
             .map_err(err)?;
@@ -193,6 +197,44 @@ pub fn register_codecs(media: &mut MediaEngine) -> Result<()> {
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// The video codec of an RTP format negotiated in SDP (`name` as in `a=rtpmap`, any case;
+/// `fmtp` its `a=fmtp` parameters), if this build decodes it: VP8, VP9 profile 0 (a VP9 without
+/// `profile-id` is profile 0, RFC 9628), and H.264 with packetization-mode=1 when built with
+/// the cargo feature `h264`.
+pub fn decodable_video_codec(name: &str, fmtp: &str) -> Option<VideoCodec> {
+    let param = |key: &str| {
+        fmtp.split(';').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+        })
+    };
+    let name = name.trim_start_matches("video/");
+    if name.eq_ignore_ascii_case("VP8") {
+        Some(VideoCodec::Vp8)
+    } else if name.eq_ignore_ascii_case("VP9") {
+        matches!(param("profile-id"), None | Some("0")).then_some(VideoCodec::Vp9)
+    } else if cfg!(feature = "h264") && name.eq_ignore_ascii_case("H264") {
+        (param("packetization-mode") == Some("1")).then_some(VideoCodec::H264)
+    } else {
+        None
+    }
+}
+
+/// An RTP format that carries no media of its own (retransmission, redundancy, FEC): it
+/// accompanies a media format and is never a reason to report or reject anything.
+pub fn is_repair_format(name: &str) -> bool {
+    let name = name.rsplit('/').next().unwrap_or(name);
+    ["rtx", "red", "ulpfec", "flexfec-03", "flexfec"]
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r))
+}
+
+/// Whether this build decodes the audio format `name` (`a=rtpmap` name): Opus only.
+pub fn decodable_audio_codec(name: &str) -> bool {
+    name.trim_start_matches("audio/")
+        .eq_ignore_ascii_case("opus")
 }
 
 /// The SDP codec for a video codec.
@@ -961,9 +1003,19 @@ pub async fn request_keyframe(track: &Arc<dyn TrackRemote>) -> Result<()> {
 /// Keyframe requests (PLI) to one sender at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
+/// Told about what a remote track's reader cannot use (an `ERR_UNSUPPORTED_CODEC` error).
+pub type TrackReport = Arc<dyn Fn(Error) + Send + Sync>;
+
 /// Reads a remote track until it ends: audio packets and decoded video frames go to the peer's
-/// playout (`media::playout`), which emits them as events when they are due.
-pub async fn read_remote_track(track: Arc<dyn TrackRemote>, playout: Arc<Playout>) {
+/// playout (`media::playout`), which emits them as events when they are due. Video packets are
+/// decoded by the codec their payload type names in `formats`; `report` hears once of each
+/// payload type that names nothing decodable here (its packets are skipped, the track goes on).
+pub async fn read_remote_track(
+    track: Arc<dyn TrackRemote>,
+    playout: Arc<Playout>,
+    formats: Arc<TrackFormats>,
+    report: TrackReport,
+) {
     match track.kind().await {
         RtpCodecKind::Audio => {
             let playout = playout.claim(StreamKind::Audio);
@@ -977,52 +1029,140 @@ pub async fn read_remote_track(track: Arc<dyn TrackRemote>, playout: Arc<Playout
         }
         RtpCodecKind::Video => {
             let playout = playout.claim(StreamKind::Video);
-            read_video(TrackReader {
-                track,
-                playout,
-                kind: StreamKind::Video,
-                ssrc: None,
-            })
+            read_video(
+                TrackReader {
+                    track,
+                    playout,
+                    kind: StreamKind::Video,
+                    ssrc: None,
+                },
+                VideoReceiver::new(formats),
+                report,
+            )
             .await
         }
         _ => {}
     }
 }
 
-async fn read_video(mut reader: TrackReader) {
-    let mut pipeline: Option<(FrameAssembler, VideoDecoder)> = None;
-    let mut last_pli: Option<Instant> = None;
-    let mut index: u16 = 0;
-    while let Some(pkt) = reader.next_rtp().await {
-        let arrival = reader.playout.now_us();
-        if pipeline.is_none() {
-            let mime = reader
-                .track
-                .codec(pkt.header.ssrc)
-                .await
-                .map(|c| c.mime_type.to_ascii_lowercase())
-                .unwrap_or_default();
-            let codec = if mime == MIME_TYPE_VP8.to_ascii_lowercase() {
-                VideoCodec::Vp8
-            } else if mime == MIME_TYPE_VP9.to_ascii_lowercase() {
-                VideoCodec::Vp9
-            } else if mime == MIME_TYPE_H264.to_ascii_lowercase() {
-                // Negotiated only with the cargo feature `h264` (see `register_codecs`).
-                VideoCodec::H264
-            } else {
-                tracing::warn!("video codec {mime} is not decoded here");
-                break;
-            };
+/// What a payload type stands for on one video track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PayloadKind {
+    Media(VideoCodec),
+    /// RTX, RED, FEC: not media of its own, skipped without a word.
+    Repair,
+    /// Negotiated as something not decoded here, or not negotiated at all.
+    Unusable,
+}
+
+/// Resolves each packet's codec from its payload type against the negotiated formats: cached
+/// per payload type (the cache is dropped when the formats change), asked again for a payload
+/// type not known yet.
+struct PayloadResolver {
+    formats: Arc<TrackFormats>,
+    cache: std::collections::HashMap<u8, PayloadKind>,
+    generation: u64,
+    /// Payload types already reported (each at most once: at most 128 reports per track).
+    reported: std::collections::HashSet<u8>,
+}
+
+impl PayloadResolver {
+    fn new(formats: Arc<TrackFormats>) -> Self {
+        Self {
+            generation: formats.generation(),
+            formats,
+            cache: Default::default(),
+            reported: Default::default(),
+        }
+    }
+
+    /// What `pt` is, and the report to make about it (the first time only).
+    fn resolve(&mut self, pt: u8) -> (PayloadKind, Option<Error>) {
+        let generation = self.formats.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.cache.clear();
+        }
+        if let Some(kind) = self.cache.get(&pt) {
+            return (*kind, None);
+        }
+        let format = self.formats.get(pt);
+        let kind = match &format {
+            Some(f) if f.is_repair() => PayloadKind::Repair,
+            Some(f) => f
+                .video_codec()
+                .map_or(PayloadKind::Unusable, PayloadKind::Media),
+            None => PayloadKind::Unusable,
+        };
+        if format.is_some() {
+            // A payload type not negotiated (yet) is asked again with its next packet.
+            self.cache.insert(pt, kind);
+        }
+        let report = (kind == PayloadKind::Unusable && self.reported.insert(pt)).then(|| {
+            Error::UnsupportedCodec(match format {
+                Some(f) => format!(
+                    "video payload type {pt} is {}, which is not decoded here: its packets are skipped",
+                    f.describe()
+                ),
+                None => format!(
+                    "video payload type {pt} is not negotiated: its packets are skipped"
+                ),
+            })
+        });
+        (kind, report)
+    }
+}
+
+/// What one video packet gave.
+#[derive(Default)]
+struct VideoPush {
+    frame: Option<(u32, DecodedVideo)>,
+    need_keyframe: bool,
+    report: Option<Error>,
+}
+
+/// The receiving end of one video track without the network: packets in, decoded frames out.
+/// Each packet is decoded by the codec of its payload type; a new codec (the remote switched,
+/// or a renegotiation changed it) gets a new assembler and decoder.
+struct VideoReceiver {
+    resolver: PayloadResolver,
+    pipeline: Option<(VideoCodec, FrameAssembler, VideoDecoder)>,
+}
+
+impl VideoReceiver {
+    fn new(formats: Arc<TrackFormats>) -> Self {
+        Self {
+            resolver: PayloadResolver::new(formats),
+            pipeline: None,
+        }
+    }
+
+    /// Resolves a payload type the formats do not name through what webrtc-rs says the
+    /// track carries (`fallback`), while no description gave this track any format.
+    fn push(&mut self, pkt: &rtc::rtp::Packet, fallback: Option<VideoCodec>) -> VideoPush {
+        let mut out = VideoPush::default();
+        let codec = if self.resolver.formats.is_empty() && fallback.is_some() {
+            fallback.expect("checked")
+        } else {
+            match self.resolver.resolve(pkt.header.payload_type) {
+                (PayloadKind::Media(c), _) => c,
+                (_, report) => {
+                    out.report = report;
+                    return out;
+                }
+            }
+        };
+        if self.pipeline.as_ref().is_none_or(|p| p.0 != codec) {
             let (Some(asm), Ok(dec)) = (FrameAssembler::new(codec), VideoDecoder::new(codec))
             else {
-                break;
+                out.report = Some(Error::UnsupportedCodec(format!(
+                    "no {codec:?} decoder in this build: video packets are skipped"
+                )));
+                return out;
             };
-            pipeline = Some((asm, dec));
+            self.pipeline = Some((codec, asm, dec));
         }
-        let Some((asm, dec)) = pipeline.as_mut() else {
-            break;
-        };
-        let mut need_keyframe = false;
+        let (_, asm, dec) = self.pipeline.as_mut().expect("set above");
         match asm.push(
             pkt.header.sequence_number,
             pkt.header.timestamp,
@@ -1030,7 +1170,7 @@ async fn read_video(mut reader: TrackReader) {
             &pkt.payload,
         ) {
             Assembled::Pending => {}
-            Assembled::NeedKeyframe => need_keyframe = true,
+            Assembled::NeedKeyframe => out.need_keyframe = true,
             Assembled::Frame {
                 data,
                 rtp_timestamp,
@@ -1038,28 +1178,56 @@ async fn read_video(mut reader: TrackReader) {
             } => match dec.decode(&data) {
                 Ok(Some(img)) => {
                     let (width, height) = (img.width(), img.height());
-                    reader.playout.push_video(
-                        index,
+                    out.frame = Some((
                         rtp_timestamp,
-                        arrival,
                         DecodedVideo {
                             data: img.into_data(),
                             width,
                             height,
                             keyframe,
                         },
-                    );
-                    index = index.wrapping_add(1);
+                    ));
                 }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::debug!("undecodable video frame: {e}");
                     asm.resync();
-                    need_keyframe = true;
+                    out.need_keyframe = true;
                 }
             },
         }
-        if need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+        out
+    }
+}
+
+/// The codec webrtc-rs says a remote track carries, if decoded here.
+async fn track_codec(track: &Arc<dyn TrackRemote>, ssrc: u32) -> Option<VideoCodec> {
+    let c = track.codec(ssrc).await?;
+    decodable_video_codec(&c.mime_type, &c.sdp_fmtp_line)
+}
+
+async fn read_video(mut reader: TrackReader, mut receiver: VideoReceiver, report: TrackReport) {
+    let mut last_pli: Option<Instant> = None;
+    let mut index: u16 = 0;
+    while let Some(pkt) = reader.next_rtp().await {
+        let arrival = reader.playout.now_us();
+        let fallback = if receiver.resolver.formats.is_empty() {
+            track_codec(&reader.track, pkt.header.ssrc).await
+        } else {
+            None
+        };
+        let out = receiver.push(&pkt, fallback);
+        if let Some(e) = out.report {
+            tracing::warn!("{e}");
+            report(e);
+        }
+        if let Some((rtp_timestamp, frame)) = out.frame {
+            reader
+                .playout
+                .push_video(index, rtp_timestamp, arrival, frame);
+            index = index.wrapping_add(1);
+        }
+        if out.need_keyframe && last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
             last_pli = Some(Instant::now());
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
@@ -1364,5 +1532,189 @@ mod tests {
         ));
         assert!(matches!(s.set_target(10), Err(Error::InvalidConfig(_))));
         assert_eq!(s.sending_format().target_bitrate_bps, 150_000);
+    }
+
+    /// VP8 packets of `n` test-pattern frames (QVGA), the first a keyframe, sent as `pt`.
+    fn vp8_packets(n: u32, pt: u8) -> Vec<rtc::rtp::Packet> {
+        let cfg = VideoEncoderConfig {
+            width: 320,
+            height: 240,
+            ..vga()
+        };
+        let mut send = VideoSendState::new(VideoCodec::Vp8, &cfg).unwrap();
+        let mut pack = VideoPacketizer::new(VideoCodec::Vp8);
+        let mut out = Vec::new();
+        for i in 0..n {
+            let src = I420Buffer::test_pattern(320, 240, i).unwrap();
+            for f in send
+                .encode(src.data(), 320, 240, i as i64 * 33_333, i == 0)
+                .unwrap()
+            {
+                out.extend(pack.packets(&f, pt, 0x1234).unwrap());
+            }
+        }
+        out
+    }
+
+    fn format_map(
+        list: &[(u8, &str, &str)],
+    ) -> std::collections::HashMap<u8, crate::peer::remote_tracks::RtpFormat> {
+        list.iter()
+            .map(|(pt, name, fmtp)| {
+                (
+                    *pt,
+                    crate::peer::remote_tracks::RtpFormat {
+                        name: name.to_string(),
+                        fmtp: fmtp.to_string(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn formats(list: &[(u8, &str, &str)]) -> Arc<TrackFormats> {
+        let f = Arc::new(TrackFormats::default());
+        f.merge(&format_map(list));
+        f
+    }
+
+    /// Feeds `packets`; returns the frames decoded and the reports made.
+    fn feed(rx: &mut VideoReceiver, packets: &[rtc::rtp::Packet]) -> (usize, Vec<Error>) {
+        let (mut frames, mut reports) = (0, Vec::new());
+        for p in packets {
+            let out = rx.push(p, None);
+            frames += out.frame.is_some() as usize;
+            reports.extend(out.report);
+        }
+        (frames, reports)
+    }
+
+    #[test]
+    fn an_unknown_payload_type_is_reported_once_and_skipped_and_decoding_goes_on() {
+        let mut rx = VideoReceiver::new(formats(&[
+            (96, "VP8", ""),
+            (97, "rtx", "apt=96"),
+            (45, "AV1", ""),
+        ]));
+        // Not negotiated at all, then negotiated as a codec not decoded here, then repair.
+        let (frames, reports) = feed(&mut rx, &vp8_packets(3, 77));
+        assert_eq!(frames, 0);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].code(), "ERR_UNSUPPORTED_CODEC");
+        assert!(reports[0].to_string().contains("77"), "{}", reports[0]);
+        let (frames, reports) = feed(&mut rx, &vp8_packets(3, 45));
+        assert_eq!(frames, 0);
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].to_string().contains("AV1"), "{}", reports[0]);
+        let (frames, reports) = feed(&mut rx, &vp8_packets(3, 97));
+        assert_eq!((frames, reports.len()), (0, 0));
+        // The track is still read: VP8 on its payload type decodes.
+        let (frames, reports) = feed(&mut rx, &vp8_packets(10, 96));
+        assert_eq!(frames, 10);
+        assert!(reports.is_empty());
+        // Each payload type is reported once only.
+        let (_, reports) = feed(&mut rx, &vp8_packets(2, 77));
+        assert!(reports.is_empty());
+    }
+
+    /// A renegotiation that webrtc-rs leaves without a codec for the track: the formats come
+    /// from the descriptions, and a payload type not known yet is resolved again later.
+    #[test]
+    fn a_payload_type_negotiated_after_its_first_packets_is_decoded_from_then_on() {
+        let f = formats(&[(98, "VP9", "profile-id=0")]);
+        let mut rx = VideoReceiver::new(f.clone());
+        let (frames, reports) = feed(&mut rx, &vp8_packets(3, 96));
+        assert_eq!((frames, reports.len()), (0, 1));
+        f.merge(&format_map(&[(96, "VP8", "")]));
+        let (frames, _) = feed(&mut rx, &vp8_packets(5, 96));
+        assert_eq!(frames, 5);
+    }
+
+    #[test]
+    fn only_formats_decoded_here_are_decodable() {
+        assert_eq!(decodable_video_codec("VP8", ""), Some(VideoCodec::Vp8));
+        assert_eq!(
+            decodable_video_codec("video/vp9", ""),
+            Some(VideoCodec::Vp9)
+        );
+        assert_eq!(
+            decodable_video_codec("VP9", "profile-id=0"),
+            Some(VideoCodec::Vp9)
+        );
+        assert_eq!(decodable_video_codec("VP9", "profile-id=2"), None);
+        assert_eq!(decodable_video_codec("AV1", "profile=0"), None);
+        assert_eq!(decodable_video_codec("H265", ""), None);
+        assert_eq!(
+            decodable_video_codec("H264", "packetization-mode=1;profile-level-id=42e01f").is_some(),
+            cfg!(feature = "h264")
+        );
+        assert_eq!(
+            decodable_video_codec("H264", "profile-level-id=42e01f"),
+            None
+        );
+        assert!(decodable_audio_codec("opus") && !decodable_audio_codec("PCMU"));
+        assert!(is_repair_format("rtx") && is_repair_format("ulpfec") && !is_repair_format("VP8"));
+    }
+
+    /// The `a=rtpmap` names of an SDP, upper case.
+    fn rtpmap_names(sdp: &str) -> Vec<String> {
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+            .map(|m| {
+                let name = m.split(' ').nth(1).unwrap_or("");
+                name.split('/').next().unwrap().to_ascii_uppercase()
+            })
+            .collect()
+    }
+
+    /// An offer of a peer connection with our codecs, audio and video.
+    async fn offer_with(preferred: VideoCodec) -> String {
+        use webrtc::peer_connection::PeerConnection as _;
+        struct NoEvents;
+        #[async_trait::async_trait]
+        impl webrtc::peer_connection::PeerConnectionEventHandler for NoEvents {}
+        let mut media = MediaEngine::default();
+        register_codecs(&mut media, preferred).unwrap();
+        let pc = webrtc::peer_connection::PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_handler(Arc::new(NoEvents))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .unwrap();
+        pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
+            .await
+            .unwrap();
+        pc.add_transceiver_from_kind(RtpCodecKind::Video, None)
+            .await
+            .unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        let _ = pc.close().await;
+        offer.sdp
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn our_offer_lists_only_codecs_decoded_here_the_transports_first() {
+        let sdp = offer_with(VideoCodec::Vp8).await;
+        let names = rtpmap_names(&sdp);
+        for bad in ["AV1", "H265", "HEVC", "G722", "PCMU", "PCMA"] {
+            assert!(!names.iter().any(|n| n == bad), "{bad} offered: {sdp}");
+        }
+        assert!(
+            !sdp.contains("profile-id=1") && !sdp.contains("profile-id=2"),
+            "{sdp}"
+        );
+        let media: Vec<&String> = names.iter().filter(|n| *n != "RTX").collect();
+        let mut expected = vec!["OPUS", "VP8", "VP9"];
+        if cfg!(feature = "h264") {
+            expected.push("H264");
+        }
+        assert_eq!(media, expected, "{sdp}");
+        let names = rtpmap_names(&offer_with(VideoCodec::Vp9).await);
+        let video: Vec<&String> = names
+            .iter()
+            .filter(|n| *n != "RTX" && *n != "OPUS")
+            .collect();
+        assert_eq!(video[0], "VP9", "the transport's codec first: {video:?}");
     }
 }

@@ -202,6 +202,9 @@ pub(super) struct Shared {
     pub(super) playout: Arc<Playout>,
     /// Datagrams received by this connection's sockets (drives the SCTP RTT probe).
     pub(super) link: Arc<super::udp::LinkActivity>,
+    /// The RTT probe towards this peer: 0 not decided yet, 1 none (the peer did not announce
+    /// it knows it), 2 its channel (stream 1023) is open.
+    pub(super) rtt_probe: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -407,7 +410,7 @@ impl PeerConnectionEventHandler for Handler {
                 }
             }
         }
-        let (key, stop) =
+        let (key, stop, formats) =
             s.remote_tracks
                 .add(mid, track_id.clone(), kind.into(), track.ssrcs().await);
         s.setup
@@ -419,11 +422,25 @@ impl PeerConnectionEventHandler for Handler {
             })
             .await;
         let playout = s.playout.clone();
+        let report: crate::media::track::TrackReport = {
+            let (events, peer_id) = (s.setup.events.clone(), s.setup.remote_id.clone());
+            Arc::new(move |error| {
+                let (events, peer_id) = (events.clone(), peer_id.clone());
+                tokio::spawn(async move {
+                    events
+                        .emit(TransportEvent::Error {
+                            peer_id: Some(peer_id),
+                            error,
+                        })
+                        .await;
+                });
+            })
+        };
         let weak = Arc::downgrade(&s);
         drop(s);
         tokio::spawn(async move {
             tokio::select! {
-                _ = read_remote_track(track.clone(), playout) => {}
+                _ = read_remote_track(track.clone(), playout, formats, report) => {}
                 _ = stop.cancelled() => {}
             }
             if let Some(s) = weak.upgrade() {
@@ -474,6 +491,13 @@ async fn sctp_state(
 
 /// Once SCTP is up, opens the probe channel and keeps SCTP's retransmission timeout from
 /// staying backed off after link cuts (see [`crate::channel::keep_rto_fresh`]).
+///
+/// Only towards a peer that announced `can_full_reconnect` (only this library does): the probe
+/// is a channel negotiated out of band, and other stacks (libdatachannel) treat data on a
+/// stream they do not know as an error and refuse further channels. With any other peer
+/// (browsers included) nothing is sent outside what was negotiated, and the consequence is the
+/// one `keep_rto_fresh` describes: after a link cut, SCTP's timeout stays backed off until the
+/// application sends a new message, so data sent only during later cuts recovers more slowly.
 pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
     use rtc::peer_connection::transport::RTCSctpTransportState;
     // SCTP follows DTLS within milliseconds, or much later (a first data channel added by a
@@ -488,7 +512,18 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
             return;
         };
         match sctp_state(&pc).await {
-            Some(RTCSctpTransportState::Connected) => break pc,
+            Some(RTCSctpTransportState::Connected) => {
+                let Some(s) = weak.upgrade() else { return };
+                if !s.remote_can_full.load(Ordering::SeqCst) {
+                    s.rtt_probe.store(1, Ordering::SeqCst);
+                    tracing::debug!(
+                        peer = s.setup.remote_id,
+                        "no RTT probe: the peer did not announce it knows it"
+                    );
+                    return;
+                }
+                break pc;
+            }
             Some(RTCSctpTransportState::Closed) => return,
             _ => {}
         }
@@ -505,10 +540,16 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
     {
         Ok(dc) => {
             tracing::debug!("RTT probe channel created");
+            if let Some(s) = weak.upgrade() {
+                s.rtt_probe.store(2, Ordering::SeqCst);
+            }
             dc
         }
         Err(e) => {
             tracing::debug!("no RTT probe channel: {e}");
+            if let Some(s) = weak.upgrade() {
+                s.rtt_probe.store(1, Ordering::SeqCst);
+            }
             return;
         }
     };
@@ -547,7 +588,7 @@ pub(super) async fn build_pc(s: &Arc<Shared>, gen: u64) -> Result<Arc<dyn RtcPee
         .with_ice_servers(ice_servers)
         .build();
     let mut media = MediaEngine::default();
-    crate::media::track::register_codecs(&mut media)?;
+    crate::media::track::register_codecs(&mut media, config.video_codec)?;
     // The default chain (NACK, RTCP reports, TWCC) plus our tap for keyframe requests,
     // sender reports and the remote's reception reports.
     let registry =
@@ -649,6 +690,7 @@ impl Peer {
             retired: Mutex::new(Vec::new()),
             swaps: AtomicU64::new(0),
             remote_can_full: AtomicBool::new(false),
+            rtt_probe: std::sync::atomic::AtomicU8::new(0),
             remote_session: Mutex::new(None),
             carry: Mutex::new(Default::default()),
             metrics: Mutex::new(QualityMetrics::default()),
@@ -697,6 +739,16 @@ impl Peer {
     pub fn state(&self) -> PeerState {
         *self.shared.state.borrow()
     }
+    /// Whether this peer's connection has the RTT probe channel (SCTP stream 1023), which only
+    /// a peer that announced `can_full_reconnect` gets (see `start_rto_probe`); `None` until
+    /// decided (SCTP up).
+    pub fn has_rtt_probe(&self) -> Option<bool> {
+        match self.shared.rtt_probe.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n == 2),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::SeqCst)
     }
@@ -924,11 +976,14 @@ impl Peer {
         }
         let pc = self.pc()?;
         let session = super::full_reconnect::SdpSession::parse(offer.sdp.as_str());
+        s.remote_tracks.learn_formats(&sending);
+        self.report_undecodable(&sending).await;
         pc.set_remote_description(offer)
             .await
             .map_err(|e| Error::webrtc("set remote offer", e))?;
         *s.remote_session.lock().unwrap() = session;
         self.update_remote_tracks(&sending).await;
+        reject_undecodable(&pc, &sending).await;
         // A full reconnection's tracks take the offer's transceivers (or need an offer of
         // ours when the offer has none of their kind).
         if super::full_reconnect::add_carried_tracks(s, &pc, Some(&sending)).await? {
@@ -943,10 +998,41 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("create answer", e))?;
         let sdp = answer.sdp.clone();
+        s.remote_tracks.learn_local_formats(&sdp);
         pc.set_local_description(answer)
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
         publish_sdp(s, protocol::ANSWER, sdp, request_id).await
+    }
+
+    /// Reports (`ERR_UNSUPPORTED_CODEC`) each m-section of a remote offer that sends only formats
+    /// this build does not decode. The answer refuses it (`reject_undecodable`: its transceiver
+    /// stopped, answered `inactive`); `answer_media` adds no track for it.
+    async fn report_undecodable(&self, sending: &SendingTracks) {
+        for u in &sending.undecodable {
+            let error = Error::UnsupportedCodec(format!(
+                "the remote offers {} ({}) only in formats not decoded here: {}; the section is \
+                 answered inactive",
+                u.kind,
+                u.mid
+                    .as_deref()
+                    .map_or_else(|| "no mid".to_string(), |m| format!("mid {m}")),
+                if u.offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    u.offered.join(", ")
+                }
+            ));
+            tracing::warn!(peer = self.peer_id(), "{error}");
+            self.shared
+                .setup
+                .events
+                .emit(TransportEvent::Error {
+                    peer_id: Some(self.peer_id().to_string()),
+                    error,
+                })
+                .await;
+        }
     }
 
     /// `answer_media`: a track of each kind the offer sends and this peer does not send yet. It
@@ -988,6 +1074,7 @@ impl Peer {
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
         let session = super::full_reconnect::SdpSession::parse(answer.sdp.as_str());
+        self.shared.remote_tracks.learn_formats(&sending);
         self.pc()?
             .set_remote_description(answer)
             .await
@@ -1626,10 +1713,34 @@ async fn send_offer_on(s: &Shared, pc: &Arc<dyn RtcPeerConnection>) -> Result<()
         .await
         .map_err(|e| Error::webrtc("create offer", e))?;
     let sdp = offer.sdp.clone();
+    s.remote_tracks.learn_local_formats(&sdp);
     pc.set_local_description(offer)
         .await
         .map_err(|e| Error::webrtc("set local offer", e))?;
     publish_sdp(s, protocol::OFFER, sdp, request_id).await
+}
+
+/// Stops the transceivers of the offer's m-sections that offer nothing decoded here, so that
+/// the answer rejects them (webrtc-rs would otherwise answer them with a codec of another
+/// section, or a VP9 profile it matched only partially).
+async fn reject_undecodable(pc: &Arc<dyn RtcPeerConnection>, sending: &SendingTracks) {
+    if sending.undecodable.is_empty() {
+        return;
+    }
+    for t in pc.get_transceivers().await {
+        let Ok(Some(mid)) = t.mid().await else {
+            continue;
+        };
+        if sending
+            .undecodable
+            .iter()
+            .any(|u| u.mid.as_deref() == Some(mid.as_str()))
+        {
+            if let Err(e) = t.stop().await {
+                tracing::debug!("rejecting m-section {mid}: {e}");
+            }
+        }
+    }
 }
 
 /// Sends a local offer or answer over signaling, then the candidates gathered meanwhile.
