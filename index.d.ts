@@ -116,6 +116,12 @@ export class DataChannel extends EventEmitter<DataChannelEvents> {
   readonly readyState: 'connecting' | 'open' | 'closed'
   /** Bytes queued in front of SCTP. */
   readonly bufferedAmount: number
+  /** Bytes of received messages held because no 'message' listener is attached yet (at most
+   *  4 MiB per channel and 16 MiB per remote peer; past that messages are dropped). */
+  readonly backlogBytes: number
+  /** Messages / bytes dropped because the backlog was full. */
+  readonly droppedMessages: number
+  readonly droppedBytes: number
   /** Objects go as JSON, strings as text, Buffers/TypedArrays as binary. Resolves once SCTP took it.
    *  Rejects only with WebRtcError: ERR_INVALID_DATA for an object JSON cannot carry (a cycle, a
    *  BigInt, a throwing toJSON). */
@@ -581,8 +587,9 @@ export class Pipeline {
    *  WebRtcError ERR_INVALID_CONFIG for a built-in type name, a name that is not
    *  `[A-Za-z_][A-Za-z0-9_.-]*` (at most 64), or a non-function. JS nodes run in
    *  `execute()` / `stream()` only: sessions refuse manifests with JS nodes
-   *  (ERR_INVALID_MANIFEST). */
-  static registerNode(name: string, fn: PipelineNodeFunction): void
+   *  (ERR_INVALID_MANIFEST). `timeoutMs` (default 5000, 1..=600000): a Promise that takes
+   *  longer drops its frame with an ERR_TIMEOUT error output. */
+  static registerNode(name: string, fn: PipelineNodeFunction, options?: { timeoutMs?: number }): void
   /** Whether the type was registered. Pipelines already built keep it. */
   static unregisterNode(name: string): boolean
   static registeredNodes(): string[]

@@ -3,8 +3,17 @@ const { EventEmitter } = require('node:events')
 const { callSync, callAsync, invalid, toWebRtcError, toJson } = require('./errors')
 
 const CONTROL_TYPES = new Set(['pipeline-start', 'pipeline-stop', 'pipeline-pause'])
-// Messages held for a channel nobody listens to yet (then the oldest are dropped).
+// Messages held for a channel nobody listens to yet. The backlog is bounded by count and by
+// bytes: per channel BACKLOG_BYTES, and per remote peer BACKLOG_PEER_BYTES across all its
+// channels (the remote chooses how many channels to open). A message that does not fit is
+// dropped (the newest: what is kept stays a gap-free, in-order prefix) and counted in
+// droppedMessages / droppedBytes. Dropping, not backpressure: the core hands each message to
+// JS as it arrives, so there is no SCTP read to pause from here.
 const BACKLOG_LIMIT = 10000
+const BACKLOG_BYTES = 4 * 1024 * 1024
+const BACKLOG_PEER_BYTES = 16 * 1024 * 1024
+// peerId → bytes held in the backlogs of that peer's channels.
+const peerBacklogBytes = new Map()
 
 // A data channel of one peer. Events: 'message' ({ kind, data }), 'control', 'close'.
 class DataChannel extends EventEmitter {
@@ -14,6 +23,9 @@ class DataChannel extends EventEmitter {
     this._key = native.key
     this._closed = false
     this._backlog = []
+    this._backlogBytes = 0
+    this.droppedMessages = 0
+    this.droppedBytes = 0
     this.on('newListener', (name) => {
       if (name === 'message' && this._backlog.length) setImmediate(() => this._flush())
     })
@@ -24,6 +36,8 @@ class DataChannel extends EventEmitter {
   get mode() { return this._native.mode }
   get readyState() { return this._closed ? 'closed' : this._native.state }
   get bufferedAmount() { return this._native.bufferedAmount }
+  // Bytes of received messages held for want of a 'message' listener (≤ 4 MiB).
+  get backlogBytes() { return this._backlogBytes }
 
   // JSON for objects, text for strings, binary for Buffer/TypedArray/ArrayBuffer. Resolves once
   // the message is handed to SCTP; call order is send order.
@@ -69,10 +83,23 @@ class DataChannel extends EventEmitter {
     else if (ev.messageKind === 'json') {
       try { msg = { kind: 'json', data: JSON.parse(ev.text) } } catch { msg = { kind: 'text', data: ev.text } }
     } else msg = { kind: 'text', data: ev.text }
-    if (this.listenerCount('message') === 0 && this._backlog.length < BACKLOG_LIMIT) {
-      this._backlog.push(msg)
+    if (this.listenerCount('message') === 0) {
+      const size = ev.messageKind === 'binary' ? ev.data.length : Buffer.byteLength(ev.text ?? '')
+      const peer = this._native.peerId
+      const peerBytes = peerBacklogBytes.get(peer) ?? 0
+      if (this._backlog.length < BACKLOG_LIMIT && this._backlogBytes + size <= BACKLOG_BYTES &&
+          peerBytes + size <= BACKLOG_PEER_BYTES) {
+        this._backlog.push(msg)
+        this._backlogBytes += size
+        peerBacklogBytes.set(peer, peerBytes + size)
+      } else {
+        this.droppedMessages++
+        this.droppedBytes += size
+      }
       return
     }
+    // A listener came before the backlog's flush ran: the backlog goes first (order kept).
+    if (this._backlog.length) this._flush()
     this._emitMessage(msg)
   }
 
@@ -84,6 +111,13 @@ class DataChannel extends EventEmitter {
   _flush() {
     const queued = this._backlog
     this._backlog = []
+    if (this._backlogBytes) {
+      const peer = this._native.peerId
+      const left = (peerBacklogBytes.get(peer) ?? 0) - this._backlogBytes
+      if (left > 0) peerBacklogBytes.set(peer, left)
+      else peerBacklogBytes.delete(peer)
+      this._backlogBytes = 0
+    }
     for (const m of queued) this._emitMessage(m)
   }
 
@@ -96,4 +130,4 @@ class DataChannel extends EventEmitter {
   }
 }
 
-module.exports = { DataChannel, CONTROL_TYPES }
+module.exports = { DataChannel, CONTROL_TYPES, BACKLOG_BYTES, BACKLOG_PEER_BYTES }

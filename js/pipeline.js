@@ -4,8 +4,12 @@ const { AsyncLocalStorage } = require('node:async_hooks')
 const native = require('./native')
 const { callSync, invalid, toWebRtcError, toJson } = require('./errors')
 
-// Node types written in JS: name → function (Pipeline.registerNode).
+// Node types written in JS: name → { fn, timeoutMs } (Pipeline.registerNode).
 const jsNodeTypes = new Map()
+// How long a JS node's promise may take on one frame before the frame is dropped with an
+// ERR_TIMEOUT error output (a promise that never settles would otherwise stall the pipeline).
+const DEFAULT_NODE_TIMEOUT_MS = 5000
+const MAX_NODE_TIMEOUT_MS = 600000
 // The Pipeline whose JS node is running (also across the node's awaits): a node that ran its
 // own pipeline would wait for itself forever, so execute() refuses that.
 const insideNode = new AsyncLocalStorage()
@@ -28,8 +32,8 @@ class Pipeline {
     this._jsFns = jsFns
     const manifest = JSON.parse(handle.manifestJson)
     for (const n of manifest.nodes) {
-      const fn = jsFns.get(n.node_type)
-      if (fn) this._jsNodes.set(n.id, { fn, ctx: Object.freeze({ nodeId: n.id, nodeType: n.node_type, params: n.params ?? {} }) })
+      const t = jsFns.get(n.node_type)
+      if (t) this._jsNodes.set(n.id, { fn: t.fn, timeoutMs: t.timeoutMs, ctx: Object.freeze({ nodeId: n.id, nodeType: n.node_type, params: n.params ?? {} }) })
     }
     this._tail = Promise.resolve()
   }
@@ -42,13 +46,20 @@ class Pipeline {
   // array of those, or null/undefined (drop the frame); or a Promise of any of these. A throw,
   // a rejection or a bad return value gives an error output for that frame and the pipeline
   // carries on. Registering a name again replaces the function for pipelines built later.
+  // options: { timeoutMs: how long a returned Promise may take (default 5000, 1..=600000); past
+  // it the frame is dropped with an ERR_TIMEOUT error output and the next frame runs }.
   // ERR_INVALID_CONFIG: a name that is not [A-Za-z_][A-Za-z0-9_.-]* (≤ 64), a built-in type
-  // name, or fn not a function.
-  static registerNode(name, fn) {
+  // name, fn not a function, or a bad timeoutMs.
+  static registerNode(name, fn, options = {}) {
     if (typeof name !== 'string') throw invalid('ERR_INVALID_CONFIG', 'node type name must be a string')
     callSync(() => native.NativePipeline.checkNodeTypeName(name))
     if (typeof fn !== 'function') throw invalid('ERR_INVALID_CONFIG', `node type '${name}': the node must be a function (frame, ctx) => output`)
-    jsNodeTypes.set(name, fn)
+    if (options === null || typeof options !== 'object') throw invalid('ERR_INVALID_CONFIG', 'registerNode options must be an object')
+    const timeoutMs = options.timeoutMs ?? DEFAULT_NODE_TIMEOUT_MS
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_NODE_TIMEOUT_MS) {
+      throw invalid('ERR_INVALID_CONFIG', `node type '${name}': timeoutMs must be an integer in 1..=${MAX_NODE_TIMEOUT_MS}`)
+    }
+    jsNodeTypes.set(name, { fn, timeoutMs })
   }
 
   // Removes a JS node type (pipelines already built keep it); returns whether it was registered.
@@ -133,7 +144,7 @@ class Pipeline {
         try {
           if (!node) throw invalid('ERR_INTERNAL', `no JS function for node '${call.nodeId}'`)
           let result = insideNode.run(this, () => node.fn(input, node.ctx))
-          if (result !== null && typeof result === 'object' && typeof result.then === 'function') result = await result
+          if (result !== null && typeof result === 'object' && typeof result.then === 'function') result = await settleWithin(result, node.timeoutMs, call.nodeId)
           outs = nodeOutputs(result, input, call.nodeId)
           step = callSync(() => n.resume(outs))
           continue
@@ -352,6 +363,15 @@ function nodeOutputs(result, input, nodeId) {
 
 // A JS node's throw → the error of its error output: WebRtcErrors and errors with an ERR_* code
 // keep it; anything else is ERR_INTERNAL. The message names the node.
+// `p`, or ERR_TIMEOUT once `ms` have passed (the late result, if any, is ignored).
+function settleWithin(p, ms, nodeId) {
+  let timer
+  const late = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(invalid('ERR_TIMEOUT', `JS node '${nodeId}' did not settle within ${ms} ms; its frame is dropped`)), ms)
+  })
+  return Promise.race([Promise.resolve(p), late]).finally(() => clearTimeout(timer))
+}
+
 function nodeError(e, nodeId) {
   const code = e && typeof e.code === 'string' && /^ERR_[A-Z0-9_]+$/.test(e.code) ? e.code : 'ERR_INTERNAL'
   const msg = e && typeof e.message === 'string' ? e.message : String(e)

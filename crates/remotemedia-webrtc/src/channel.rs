@@ -1,6 +1,12 @@
 //! Data channels: reliable (ordered, retransmitted) and unreliable (unordered, no retransmits);
 //! JSON, binary and text messages; the seed's pipeline control messages; ordered sends through
 //! one writer per channel with a bounded send queue (backpressure, not unbounded memory).
+//!
+//! Receiving: the read loop hands every message on to the event sink as it arrives; the
+//! backlog of messages that arrive before a JS `'message'` listener lives in `js/channel.js`
+//! and is bounded by bytes (4 MiB per channel, 16 MiB per remote peer across its channels).
+//! Past that it *drops* the newest messages and counts them (`droppedMessages` /
+//! `droppedBytes`); it does not stop reading from SCTP.
 
 use crate::config::DataChannelMode;
 use crate::error::{Error, Result};

@@ -12,6 +12,13 @@
 //!
 //! Every validation error is [`Error::InvalidManifest`] with a message naming the node or the
 //! connection at fault.
+//!
+//! Work bounds ([`ManifestLimits`], defaults [`MAX_NODES`], [`MAX_CONNECTIONS`], [`MAX_PATHS`]):
+//! a frame is copied along every path from an `Input` node, so a small manifest of
+//! cross-wired layers could make 2^n copies of one frame. Validation counts those paths (one
+//! pass over the DAG, never enumerating them) and refuses a manifest with more than
+//! `max_paths`. Files are read with [`Manifest::from_file`]: regular files only (no `/dev/zero`,
+//! no FIFO: opened non-blocking and checked with fstat), at most [`MAX_MANIFEST_BYTES`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -59,6 +66,34 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// Default most nodes in a manifest.
+pub const MAX_NODES: usize = 256;
+/// Default most connections in a manifest.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Default most node runs one input frame may cause: the number of paths from the `Input`
+/// nodes to every node, summed (each path carries one copy of the frame).
+pub const MAX_PATHS: u64 = 1024;
+/// Most bytes [`Manifest::from_file`] reads.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// How big a manifest may be (see the module header). `Default` gives the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestLimits {
+    pub max_nodes: usize,
+    pub max_connections: usize,
+    pub max_paths: u64,
+}
+
+impl Default for ManifestLimits {
+    fn default() -> Self {
+        ManifestLimits {
+            max_nodes: MAX_NODES,
+            max_connections: MAX_CONNECTIONS,
+            max_paths: MAX_PATHS,
+        }
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidManifest(msg.into())
 }
@@ -84,9 +119,11 @@ impl Manifest {
 
     /// Reads and parses a file: `.json` as JSON, `.yaml` / `.yml` as YAML, anything else by
     /// content.
+    /// Only regular files of at most [`MAX_MANIFEST_BYTES`]; a device or FIFO is refused
+    /// without reading from it (and without blocking on a FIFO with no writer).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Manifest> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
+        let text = read_capped(path, MAX_MANIFEST_BYTES)
             .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
         let ext = path
             .extension()
@@ -112,9 +149,33 @@ impl Manifest {
     /// (built-in, or one of `custom_types`, whose params are not checked); built-in params per
     /// their table; connections between existing nodes, none repeated, none into an `Input`;
     /// an `Input` and an `Output` node; no cycle.
+    /// Also the [`ManifestLimits::default`] bounds.
     pub fn validate(&self, custom_types: &BTreeSet<String>) -> Result<()> {
+        self.validate_with(custom_types, &ManifestLimits::default())
+    }
+
+    /// [`Manifest::validate`] with other bounds.
+    pub fn validate_with(
+        &self,
+        custom_types: &BTreeSet<String>,
+        limits: &ManifestLimits,
+    ) -> Result<()> {
         if self.nodes.is_empty() {
             return Err(invalid("manifest has no nodes"));
+        }
+        if self.nodes.len() > limits.max_nodes {
+            return Err(invalid(format!(
+                "manifest has {} nodes, more than the limit of {}",
+                self.nodes.len(),
+                limits.max_nodes
+            )));
+        }
+        if self.connections.len() > limits.max_connections {
+            return Err(invalid(format!(
+                "manifest has {} connections, more than the limit of {}",
+                self.connections.len(),
+                limits.max_connections
+            )));
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -174,7 +235,51 @@ impl Manifest {
                 return Err(invalid(format!("manifest has no {required} node")));
             }
         }
-        self.execution_order().map(|_| ())
+        let order = self.execution_order()?;
+        let paths = self.path_count(&order);
+        if paths > limits.max_paths {
+            return Err(invalid(format!(
+                "one frame would run {} node(s) (paths from the Input nodes), more than the limit of {}",
+                if paths == u64::MAX {
+                    "more than 2^64".to_string()
+                } else {
+                    paths.to_string()
+                },
+                limits.max_paths
+            )));
+        }
+        Ok(())
+    }
+
+    /// The number of paths from the `Input` nodes to every node, summed (saturating): how many
+    /// node runs (frame copies) one frame fed to every `Input` causes. `order` is a
+    /// topological order. Dynamic programming over the DAG: O(nodes + connections).
+    pub fn path_count(&self, order: &[usize]) -> u64 {
+        let index: HashMap<&str, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut succ = vec![Vec::new(); self.nodes.len()];
+        for e in &self.connections {
+            if let (Some(&a), Some(&b)) = (index.get(e.from.as_str()), index.get(e.to.as_str())) {
+                succ[a].push(b);
+            }
+        }
+        let mut paths: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| u64::from(n.node_type == "Input"))
+            .collect();
+        let mut total = 0u64;
+        for &i in order {
+            total = total.saturating_add(paths[i]);
+            for &j in &succ[i] {
+                paths[j] = paths[j].saturating_add(paths[i]);
+            }
+        }
+        total
     }
 
     /// Node indices in execution order: topological (Kahn's algorithm), ties broken by manifest
@@ -258,6 +363,43 @@ impl Manifest {
             names.join(" -> ")
         )))
     }
+}
+
+/// Reads `path` as UTF-8 text if it is a regular file of at most `cap` bytes. Opened with
+/// `O_NONBLOCK` (a FIFO with no writer does not block the open), checked with fstat before any
+/// read, and read through `take(cap + 1)` (a file that grows while read is still refused).
+fn read_capped(path: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (devices, FIFOs and directories are refused)",
+        ));
+    }
+    if meta.len() > cap {
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes, more than the limit of {cap}", meta.len()),
+        ));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            format!("more than the limit of {cap} bytes"),
+        ));
+    }
+    String::from_utf8(buf).map_err(|_| IoError::new(ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 #[cfg(test)]

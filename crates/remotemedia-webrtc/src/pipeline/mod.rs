@@ -20,7 +20,7 @@ pub mod runner;
 pub mod vad;
 pub mod video_scale;
 
-pub use manifest::{Edge, Manifest, NodeSpec};
+pub use manifest::{Edge, Manifest, ManifestLimits, NodeSpec};
 pub use mixer::AudioMixer;
 pub use nodes::{
     builtin_type, AudioFrame, EventFrame, Frame, Gain, Node, NodeEvent, NodeOutput, NodeTypeSpec,

@@ -7,6 +7,12 @@
 //! advance by the exact ratio `in_rate / out_rate` (kept as integers), so there is no drift over
 //! long streams. Latency: the kernel's half width, about 16 zero crossings of the lower rate
 //! (≈ 1 ms for 48 kHz → 16 kHz).
+//!
+//! Bounds (checked before anything is allocated): both rates within [`SAMPLE_RATE_RANGE`]
+//! (8 kHz..=192 kHz), at most [`MAX_CHANNELS`] channels, and at most [`MAX_OUTPUT_SAMPLES`]
+//! output samples from one call (so a long frame upsampled ×24 cannot ask for gigabytes); a
+//! frame past them is refused with [`Error::InvalidData`] (a pipeline error output for that
+//! frame) and the resampler's state is unchanged.
 
 use serde_json::{Map, Value};
 
@@ -19,6 +25,11 @@ const ZERO_CROSSINGS: usize = 16;
 const OVERSAMPLE: usize = 256;
 /// Cutoff as a fraction of the lower Nyquist frequency.
 const CUTOFF: f64 = 0.9;
+/// Most output samples (all channels) one [`Resampler::process`] call may produce: one second
+/// of 192 kHz audio in 5.1 channels fits.
+pub const MAX_OUTPUT_SAMPLES: usize = 192_000 * 6;
+/// Most channels a [`Resampler`] takes.
+pub const MAX_CHANNELS: u16 = 8;
 
 /// Streaming resampler for interleaved f32 audio with a fixed channel count.
 #[derive(Debug, Clone)]
@@ -65,17 +76,21 @@ fn blackman_half(x: f64) -> f64 {
 }
 
 impl Resampler {
-    /// [`Error::InvalidData`] for rates outside 1 kHz..=768 kHz or zero channels.
+    /// [`Error::InvalidData`] for rates outside [`SAMPLE_RATE_RANGE`], zero channels or more
+    /// than [`MAX_CHANNELS`].
     pub fn new(in_rate: u32, out_rate: u32, channels: u16) -> Result<Self> {
         for rate in [in_rate, out_rate] {
-            if !(1_000..=768_000).contains(&rate) {
+            if !(SAMPLE_RATE_RANGE.0..=SAMPLE_RATE_RANGE.1).contains(&f64::from(rate)) {
                 return Err(Error::InvalidData(format!(
-                    "sample rate {rate} Hz is out of range [1000, 768000]"
+                    "sample rate {rate} Hz is out of range [{}, {}]",
+                    SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1
                 )));
             }
         }
-        if channels == 0 {
-            return Err(Error::InvalidData("audio with 0 channels".into()));
+        if channels == 0 || channels > MAX_CHANNELS {
+            return Err(Error::InvalidData(format!(
+                "audio with {channels} channels (1..={MAX_CHANNELS})"
+            )));
         }
         let g = gcd(u64::from(in_rate), u64::from(out_rate));
         let ratio = f64::from(out_rate) / f64::from(in_rate);
@@ -134,7 +149,8 @@ impl Resampler {
     }
 
     /// Feeds interleaved samples; returns the interleaved output that is ready (the tail waits
-    /// for enough following input). [`Error::InvalidData`] if `input` is not whole frames.
+    /// for enough following input). [`Error::InvalidData`] if `input` is not whole frames or
+    /// would give more than [`MAX_OUTPUT_SAMPLES`] (checked first; nothing is buffered then).
     pub fn process(&mut self, input: &[f32]) -> Result<Vec<f32>> {
         let ch = self.channels;
         if !input.len().is_multiple_of(ch) {
@@ -143,14 +159,24 @@ impl Resampler {
                 input.len()
             )));
         }
+        // Output frames ready after this input: at most (buffered + new) / step + 1.
+        let buffered = (self.history[0].len() - self.pos_int.min(self.history[0].len())) as u64;
+        let frames_in = buffered + (input.len() / ch) as u64;
+        let bound = (frames_in * self.step_den / self.step_num.max(1) + 2) * ch as u64;
+        if bound > MAX_OUTPUT_SAMPLES as u64 {
+            return Err(Error::InvalidData(format!(
+                "resampling {} samples from {} Hz to {} Hz would give up to {bound} samples, more than the limit of {MAX_OUTPUT_SAMPLES} per frame",
+                input.len(),
+                self.in_rate,
+                self.out_rate
+            )));
+        }
         for (c, hist) in self.history.iter_mut().enumerate() {
             hist.extend(input.iter().skip(c).step_by(ch));
         }
         let len = self.history[0].len();
         let gain = self.cutoff as f32;
-        let mut out = Vec::with_capacity(
-            (input.len() as u64 * self.step_den / self.step_num.max(1)) as usize + 2 * ch,
-        );
+        let mut out = Vec::with_capacity(bound as usize);
         loop {
             let pos = self.pos_int as f64 + self.pos_frac as f64 / self.step_den as f64;
             let last = (pos + self.half_width).floor() as usize;

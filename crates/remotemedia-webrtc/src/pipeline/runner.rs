@@ -194,7 +194,16 @@ pub struct Run {
     outputs: Vec<PipelineOutput>,
     /// The external node waiting for [`Pipeline::resume`].
     pending: Option<usize>,
+    /// Frame hand-overs (node to node) this run may still make ([`MAX_FRAMES_PER_RUN`]).
+    budget: usize,
+    /// Whether the run has already reported running out of `budget`.
+    over_budget: bool,
 }
+
+/// Most node-to-node frame hand-overs one input frame may cause at run time. Validation bounds
+/// the paths ([`super::manifest::MAX_PATHS`]), but a node may emit several frames per input;
+/// past this bound further frames are dropped with one [`Error::InvalidData`] output.
+pub const MAX_FRAMES_PER_RUN: usize = 4096;
 
 impl Run {
     /// The outputs produced since the last call (in order).
@@ -409,6 +418,8 @@ impl Pipeline {
             k: 0,
             outputs: Vec::new(),
             pending: None,
+            budget: MAX_FRAMES_PER_RUN,
+            over_budget: false,
         }
     }
 
@@ -509,6 +520,20 @@ impl Pipeline {
                 frame: frame.clone(),
             });
         }
+        if succ.len() > run.budget {
+            run.budget = 0;
+            if !run.over_budget {
+                run.over_budget = true;
+                run.outputs.push(PipelineOutput::Error {
+                    node_id: self.manifest.nodes[i].id.clone(),
+                    error: Error::InvalidData(format!(
+                        "one input frame made more than {MAX_FRAMES_PER_RUN} frames; the rest of this frame's copies are dropped"
+                    )),
+                });
+            }
+            return;
+        }
+        run.budget -= succ.len();
         if let Some((&last, rest)) = succ.split_last() {
             for &j in rest {
                 run.inbox[j].push_back(frame.clone());
