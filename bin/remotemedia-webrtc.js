@@ -34,6 +34,11 @@ Options:
   --host HOST        address to listen on (default 127.0.0.1)
   --port PORT        port to listen on, 0 = any free port (default 8080)
   --manifest FILE    pipeline manifest (YAML or JSON); default $WEBRTC_PIPELINE_MANIFEST
+  --auth-secret S    require an HS256 token (JWT, sub = peer id) on every announce, signed with
+                     S (at least 32 bytes); default $WEBRTC_AUTH_SECRET. Browsers pass theirs
+                     as ?token= in the page's URL
+  --insecure         allow a non-loopback --host without --auth-secret (anyone who reaches the
+                     port can then take any peer id)
   -h, --help         show this help
 
 Environment:
@@ -44,6 +49,7 @@ Environment:
   WEBRTC_JITTER_BUFFER_MS     50..200 (default 100)
   WEBRTC_JITTER_BUFFER_MIN_MS 10..WEBRTC_JITTER_BUFFER_MS, floor of the adaptive buffer
   WEBRTC_PIPELINE_MANIFEST    manifest used when --manifest is not given
+  WEBRTC_AUTH_SECRET          secret used when --auth-secret is not given
   RUST_LOG                    log filter of the native core
 `
 
@@ -66,6 +72,8 @@ function parseCommandLine(argv) {
         host: { type: 'string' },
         port: { type: 'string' },
         manifest: { type: 'string' },
+        'auth-secret': { type: 'string' },
+        insecure: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     })
@@ -87,10 +95,24 @@ function parseCommandLine(argv) {
     }
     port = Number(values.port)
   }
-  return { help: false, host, port, manifest: values.manifest }
+  return {
+    help: false,
+    host,
+    port,
+    manifest: values.manifest,
+    authSecret: values['auth-secret'],
+    insecure: values.insecure === true,
+  }
 }
 
-// Environment variables (shared/spec/api.md); flags override them.
+// Loopback hosts: 127.0.0.0/8, ::1 and localhost. Anything else is reachable from elsewhere.
+function isLoopbackHost(host) {
+  const h = host.replace(/^\[|\]$/g, '')
+  if (h === 'localhost' || h === '::1') return true
+  return net.isIPv4(h) && h.startsWith('127.')
+}
+
+// Environment variables (docs/spec/api.md); flags override them.
 function envConfig(env) {
   const cfg = {}
   const int = (name, min, max) => {
@@ -119,6 +141,7 @@ function envConfig(env) {
     else throw new UsageError(`WEBRTC_ENABLE_DATA_CHANNEL must be true or false, got '${dc}'`)
   }
   cfg.manifest = env.WEBRTC_PIPELINE_MANIFEST || undefined
+  cfg.authSecret = env.WEBRTC_AUTH_SECRET || undefined
   for (const k of Object.keys(cfg)) if (cfg[k] === undefined) delete cfg[k]
   return cfg
 }
@@ -198,6 +221,13 @@ class Clients {
 
 async function serve(opts, env) {
   const envCfg = envConfig(env)
+  const authSecret = opts.authSecret ?? envCfg.authSecret
+  if (!authSecret && !opts.insecure && !isLoopbackHost(opts.host)) {
+    throw new UsageError(
+      `refusing to listen on ${opts.host} without authentication: give --auth-secret ` +
+        '(or WEBRTC_AUTH_SECRET), or --insecure to accept any client',
+    )
+  }
   const manifest = opts.manifest ?? envCfg.manifest
   let manifestText = LOOPBACK_MANIFEST
   if (manifest !== undefined) {
@@ -223,10 +253,15 @@ async function serve(opts, env) {
     fail(1, `cannot read the demo page ${DEMO_PAGE}: ${e.message}`)
   }
 
-  const { SignalingServer, WebRtcTransport } = require('..')
+  const { SignalingServer, WebRtcTransport, issueSignalingToken } = require('..')
   const log = (line) => process.stdout.write(`${line}\n`)
 
-  const server = await SignalingServer.listen({ host: opts.host, port: opts.port, httpPage })
+  const server = await SignalingServer.listen({
+    host: opts.host,
+    port: opts.port,
+    httpPage,
+    ...(authSecret && { authSecret }),
+  })
   const port = server.port
   const signalingUrl = `ws://${urlHost(opts.host, true)}:${port}/ws`
   const bindAddress = net.isIP(opts.host) && opts.host !== '0.0.0.0' ? opts.host : '0.0.0.0'
@@ -237,6 +272,9 @@ async function serve(opts, env) {
       signalingUrl,
       peerId: SERVER_PEER_ID,
       bindAddress,
+      // The server peer signs its own token; it must outlive the process (every signaling
+      // reconnection presents it again), so it is valid for ten years.
+      ...(authSecret && { signalingToken: issueSignalingToken(authSecret, SERVER_PEER_ID, 10 * 365 * 86400) }),
       // The answer to a client that sends audio (video) carries our track of that kind, which
       // its pipeline's output goes back on.
       answerMedia: true,
@@ -294,6 +332,7 @@ async function serve(opts, env) {
     log('no manifest: each client\'s audio is looped back; data channel messages are echoed')
   }
   const h = urlHost(opts.host, false)
+  if (authSecret) log('authentication: every announce needs an HS256 token (sub = peer id)')
   log(`remotemedia-webrtc serving http://${h}:${port}/ (signaling ws://${h}:${port}/ws)`)
 }
 

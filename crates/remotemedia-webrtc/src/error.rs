@@ -49,7 +49,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code, as in shared/spec/api.md.
+    /// The stable code, as in docs/spec/api.md.
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidConfig(_) => "ERR_INVALID_CONFIG",

@@ -1,4 +1,4 @@
-//! The signaling server against raw WebSocket clients speaking shared/spec/signaling.md.
+//! The signaling server against raw WebSocket clients speaking docs/spec/signaling.md.
 //!
 //! Every test binds its own server on 127.0.0.1:0. After each malformed input the test checks,
 //! with `assert_service`, that the same socket still gets correct answers and that a second,

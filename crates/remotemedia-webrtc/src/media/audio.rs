@@ -19,7 +19,7 @@ pub const ALLOWED_SAMPLE_RATES: &[u32] = &[OPUS_SAMPLE_RATE];
 pub const MIN_AUDIO_BITRATE: u32 = 6_000;
 pub const MAX_AUDIO_BITRATE: u32 = 510_000;
 
-/// What `peer.addAudioTrack(config)` takes (shared/spec/api.md), in Rust.
+/// What `peer.addAudioTrack(config)` takes (docs/spec/api.md), in Rust.
 ///
 /// Validation errors name the field and its allowed range: a sample rate other than 48 000 is
 /// [`Error::InvalidData`] (as issue 3 asks for refused sample rates); every other bad field is

@@ -20,7 +20,7 @@ pub const MAX_VIDEO_BITRATE: u32 = 100_000_000;
 pub const MAX_FRAMERATE: u32 = 240;
 pub const MAX_KEYFRAME_INTERVAL: u32 = 10_000;
 
-/// What `peer.addVideoTrack(config)` takes (shared/spec/api.md), in Rust. Bad fields are
+/// What `peer.addVideoTrack(config)` takes (docs/spec/api.md), in Rust. Bad fields are
 /// [`Error::InvalidConfig`] naming the field and its allowed range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -2,7 +2,7 @@
 //!
 //! The webrtc crate's driver flushes queued packets only at its next wake-up, which once ICE is
 //! connected is the ICE agent's 200 ms timer; DTLS ClientHello, SCTP INIT and the DCEP OPEN
-//! each wait for one such wake-up (about 600 ms in all; shared/spec/webrtc-rs-notes.md). This
+//! each wait for one such wake-up (about 600 ms in all; docs/spec/webrtc-rs-notes.md). This
 //! runtime wraps the default tokio runtime and, while a connection is being set up (a
 //! [`Boost`] guard is alive), caps every driver sleep at 1 ms, so each queued handshake packet
 //! leaves within a millisecond. Once the data channel is open the guards are gone and the

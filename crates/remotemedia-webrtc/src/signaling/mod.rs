@@ -1,4 +1,4 @@
-//! JSON-RPC 2.0 signaling (shared/spec/signaling.md): wire types, the server, the client.
+//! JSON-RPC 2.0 signaling (docs/spec/signaling.md): wire types, the server, the client.
 
 pub mod auth;
 pub mod client;

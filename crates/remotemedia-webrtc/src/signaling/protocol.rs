@@ -1,4 +1,4 @@
-//! JSON-RPC 2.0 wire types of the signaling protocol (shared/spec/signaling.md), shared by the
+//! JSON-RPC 2.0 wire types of the signaling protocol (docs/spec/signaling.md), shared by the
 //! server and the client.
 //!
 //! Every frame is one JSON-RPC 2.0 object in one WebSocket text message. [`parse_frame`]

@@ -1,4 +1,4 @@
-//! The JSON-RPC 2.0 signaling server (shared/spec/signaling.md) on tokio + tokio-tungstenite.
+//! The JSON-RPC 2.0 signaling server (docs/spec/signaling.md) on tokio + tokio-tungstenite.
 //!
 //! * **Endpoint.** A WebSocket upgrade is accepted on any path (`ws://host:port`,
 //!   `ws://host:port/ws`, …). A plain HTTP request (no `Upgrade: websocket`) gets

@@ -1,4 +1,4 @@
-//! Per-peer audio/video synchronisation (shared/spec/sync.md): jitter buffers, RTCP sender-report
+//! Per-peer audio/video synchronisation (docs/spec/sync.md): jitter buffers, RTCP sender-report
 //! clock mapping, clock drift estimation, lip sync and cross-peer alignment.
 //!
 //! Pure Rust, no networking: the receive path hands frames in as
