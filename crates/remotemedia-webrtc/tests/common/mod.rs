@@ -54,6 +54,8 @@ pub async fn quiet_transport(url: &str, id: &str) -> WebRtcTransport {
 }
 
 /// Waits (up to `limit`) until `cond` holds.
+pub mod raw;
+
 pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while !cond() {
