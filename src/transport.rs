@@ -608,13 +608,7 @@ impl NativeTransport {
         timestamp_us: f64,
         keyframe: bool,
     ) -> napi::Result<PromiseRaw<'env, ()>> {
-        let frame = VideoInput {
-            data: data.to_vec(),
-            width,
-            height,
-            timestamp_us: timestamp_us as i64,
-            keyframe,
-        };
+        let frame = copied_frame(data, width, height, timestamp_us, keyframe);
         let t = self.t.clone();
         env.spawn_future(async move { t.send_video(&peer_id, frame).await.map_err(js) })
     }
@@ -631,13 +625,7 @@ impl NativeTransport {
         timestamp_us: f64,
         keyframe: bool,
     ) -> napi::Result<PromiseRaw<'env, BroadcastOutcome>> {
-        let frame = VideoInput {
-            data: data.to_vec(),
-            width,
-            height,
-            timestamp_us: timestamp_us as i64,
-            keyframe,
-        };
+        let frame = copied_frame(data, width, height, timestamp_us, keyframe);
         let t = self.t.clone();
         env.spawn_future(async move { Ok(outcome(t.broadcast_video(frame).await.map_err(js)?)) })
     }
@@ -714,5 +702,23 @@ fn outcome(r: remotemedia_webrtc::transport::BroadcastResult) -> BroadcastOutcom
                 message: e.to_string(),
             })
             .collect(),
+    }
+}
+
+/// A frame to encode, its pixels copied out of the caller's buffer within the call: the encode
+/// runs after the call returned, when the ArrayBuffer may have been transferred and collected.
+fn copied_frame(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    timestamp_us: f64,
+    keyframe: bool,
+) -> VideoInput<Vec<u8>> {
+    VideoInput {
+        data: data.to_vec(),
+        width,
+        height,
+        timestamp_us: timestamp_us as i64,
+        keyframe,
     }
 }

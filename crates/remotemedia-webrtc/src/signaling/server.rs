@@ -797,7 +797,8 @@ impl Shared {
         hs: &Handshake,
         text: &str,
     ) -> Option<String> {
-        if text.len() > MAX_FRAME_BYTES {
+        // Only announces are looked at: other frames are not parsed a second time.
+        if text.len() > MAX_FRAME_BYTES || !text.contains(protocol::ANNOUNCE) {
             return None;
         }
         let mut frame: Value = serde_json::from_str(text).ok()?;
