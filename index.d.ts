@@ -323,10 +323,14 @@ export class Peer extends EventEmitter<PeerEvents> {
   readonly defaultChannel: DataChannel | null
   readonly channels: DataChannel[]
   createDataChannel(label: string, options?: { mode?: DataChannelMode }): Promise<DataChannel>
-  /** Adds an Opus track sending to this peer and renegotiates the connection. */
+  /** Adds an Opus track sending to this peer and renegotiates the connection. Resolves once the
+   *  answer is applied and the track negotiated, so `sendAudio` works at once; nothing is sent
+   *  on the track before (a send then fails with ERR_PEER_NOT_CONNECTED, and broadcasts skip the
+   *  peer). ERR_TIMEOUT if no answer negotiates it within connectTimeoutMs. */
   addAudioTrack(options?: AudioTrackOptions): Promise<void>
   readonly hasAudioTrack: boolean
-  /** Adds a video track (the transport's videoCodec) and renegotiates the connection. */
+  /** Adds a video track (the transport's videoCodec) and renegotiates the connection; resolves
+   *  once the track is negotiated, as addAudioTrack. */
   addVideoTrack(options?: VideoTrackOptions): Promise<void>
   readonly hasVideoTrack: boolean
   /** Changes the target bitrate (bit/s) of the audio or video track sending to this peer, from its

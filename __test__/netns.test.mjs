@@ -63,10 +63,7 @@ describe('audio under real packet loss (network namespace, nftables)', () => {
         const peer = await a.connectPeer('b')
         await peer.addAudioTrack({ fec: true })
         const silence = new Float32Array(960)
-        for (let i = 0; i < 500; i++) {
-          if (await a.sendAudio('b', silence).then(() => true, () => false)) break
-          await new Promise((r) => setTimeout(r, 10))
-        }
+        await a.sendAudio('b', silence)
         const frames = []
         b.getPeer('a').on('audio-frame', (f) => frames.push(f))
         let phase = 0
@@ -115,10 +112,7 @@ describe('quality metrics under real packet loss (network namespace, nftables)',
           const peer = await a.connectPeer('b')
           await peer.addAudioTrack({ fec: true })
           const pcm = new Float32Array(960).map((_, i) => 0.3 * Math.sin(i / 5))
-          for (let i = 0; i < 500; i++) {
-            if (await a.sendAudio('b', pcm).then(() => true, () => false)) break
-            await new Promise((r) => setTimeout(r, 10))
-          }
+          await a.sendAudio('b', pcm)
           // Loss starts once the call is up: ${loss} % of UDP datagrams dropped on the way in.
           execFileSync('nft', ['-f', '-'], { input: [
             'table inet loss {',

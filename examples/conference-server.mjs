@@ -50,9 +50,9 @@ async function client(name, freq) {
 
 const clients = [await client('alice', 300), await client('bob', 500), await client('carol', 700)]
 
-// Wait until every client's track to the server and the server's track back are negotiated:
-// a client sends silence until the server's track arrives (the server adds it on the client's
-// first audio), then the server can send to it.
+// A client's track is negotiated once `addAudioTrack()` resolves. Each client sends silence
+// until the server's track back arrives (the server adds it on the client's first audio), then
+// waits until the server's `addAudioTrack()` has resolved too.
 const silence = new Float32Array(FRAME)
 async function until(what, ok) {
   for (let i = 0; i < 500; i++) { // 10 s
@@ -65,7 +65,7 @@ for (const c of clients) {
   let joined = false
   c.joined.then(() => { joined = true })
   await until(`${c.name} joins`, async () => {
-    await c.t.sendAudio('conference', silence).catch(() => {}) // refused until its track is negotiated
+    await c.t.sendAudio('conference', silence)
     return joined && session.peers.includes(c.name)
   })
   await until(`server → ${c.name} audio`, () => server.sendAudio(c.name, silence).then(() => true, () => false))

@@ -34,7 +34,8 @@ class Peer extends EventEmitter {
     return this._transport._channelFor(n)
   }
 
-  // Adds an Opus track sending to this peer and renegotiates. config: { sampleRate: 48000,
+  // Adds an Opus track sending to this peer and renegotiates; resolves once the answer has
+  // negotiated it (nothing is sent on it before). config: { sampleRate: 48000,
   // channels: 1 | 2, bitrate, complexity, fec, dtx } (defaults for what is missing).
   async addAudioTrack(config = {}) {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)
@@ -46,7 +47,8 @@ class Peer extends EventEmitter {
 
   get hasAudioTrack() { return !this._closed && this._native.hasAudioTrack }
 
-  // Adds a video track (the transport's videoCodec) and renegotiates. config: { width, height,
+  // Adds a video track (the transport's videoCodec) and renegotiates; resolves once negotiated.
+  // config: { width, height,
   // framerate, bitrate, keyframeInterval } (defaults 1280x720, 30 fps, 2 Mbit/s, 60).
   async addVideoTrack(config = {}) {
     if (this._closed) throw invalid('ERR_SHUT_DOWN', `peer ${this.peerId} is closed`)

@@ -756,6 +756,9 @@ impl WebRtcTransport {
         frame: VideoInput<D>,
     ) -> Result<()> {
         let track = self.video_track(peer_id)?;
+        if !track.may_send()? {
+            return Ok(());
+        }
         let t = track.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             t.encode(
@@ -772,7 +775,8 @@ impl WebRtcTransport {
     }
 
     /// Encodes one packed I420 frame once (on a blocking thread) and sends it to every connected
-    /// peer with a video track. A keyframe request from any of them makes it a keyframe.
+    /// peer with a negotiated video track. A keyframe request from any of them makes it a
+    /// keyframe.
     pub async fn broadcast_video<D: AsRef<[u8]> + Send + 'static>(
         &self,
         frame: VideoInput<D>,
@@ -782,7 +786,7 @@ impl WebRtcTransport {
             .into_iter()
             .filter_map(|id| {
                 let t = self.inner.peers.get(&id)?.video_track()?;
-                Some((id, t))
+                t.is_negotiated().then_some((id, t))
             })
             .collect();
         let Some((_, first)) = targets.first() else {
@@ -830,7 +834,7 @@ impl WebRtcTransport {
         track.send_packet(packet, duration).await
     }
 
-    /// Encodes one frame once for every connected peer with an audio track;
+    /// Encodes one frame once for every connected peer with a negotiated audio track;
     /// [`send_to_all`](Self::send_to_all) sends it.
     pub fn encode_broadcast(&self, pcm: Pcm<'_>) -> Result<AudioBroadcast> {
         let targets: Vec<(String, Arc<LocalAudioTrack>)> = self
@@ -838,7 +842,7 @@ impl WebRtcTransport {
             .into_iter()
             .filter_map(|id| {
                 let t = self.inner.peers.get(&id)?.audio_track()?;
-                Some((id, t))
+                t.is_negotiated().then_some((id, t))
             })
             .collect();
         let Some((_, first)) = targets.first() else {
@@ -883,7 +887,7 @@ impl WebRtcTransport {
         result
     }
 
-    /// Encodes once and sends to every connected peer with an audio track.
+    /// Encodes once and sends to every connected peer with a negotiated audio track.
     pub async fn broadcast_audio(&self, pcm: Pcm<'_>) -> Result<BroadcastResult> {
         Ok(Self::send_to_all(self.encode_broadcast(pcm)?).await)
     }

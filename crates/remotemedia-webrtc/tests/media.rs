@@ -28,17 +28,9 @@ async fn a_tone_arrives_as_the_same_tone() {
     peer.add_audio_track(AudioEncoderConfig::default())
         .await
         .unwrap();
-    // Wait for the renegotiation to complete (sending fails until it has).
+    // The track is negotiated once `add_audio_track` resolves: it sends at once.
     let silence = vec![0.0f32; 960];
-    let mut ready = false;
-    for _ in 0..200 {
-        if a.send_audio("tone-b", Pcm::F32(&silence)).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ready, "audio track never negotiated");
+    a.send_audio("tone-b", Pcm::F32(&silence)).await.unwrap();
 
     let sent = 100; // 2 s of 20 ms frames
     let sender = tokio::spawn({
@@ -129,30 +121,19 @@ async fn video_round_trip(codec: remotemedia_webrtc::config::VideoCodec, tag: &s
         .map(|i| I420Buffer::test_pattern(w, h, i).unwrap())
         .collect();
     let to = format!("{tag}-b");
-    // The first send may race the renegotiation: retry until the track is negotiated.
-    let mut sent = 0;
-    for _ in 0..200 {
-        let f = &frames[0];
-        let ok = a
-            .send_video(
-                &to,
-                VideoInput {
-                    data: f.data().to_vec(),
-                    width: w,
-                    height: h,
-                    timestamp_us: 0,
-                    keyframe: true,
-                },
-            )
-            .await
-            .is_ok();
-        if ok {
-            sent = 1;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(sent, 1, "video track never negotiated");
+    // Negotiated once `add_video_track` resolved: the first frame is sent at once.
+    a.send_video(
+        &to,
+        VideoInput {
+            data: frames[0].data().to_vec(),
+            width: w,
+            height: h,
+            timestamp_us: 0,
+            keyframe: true,
+        },
+    )
+    .await
+    .unwrap();
     let sender = tokio::spawn({
         let a = a.clone();
         let frames = frames.clone();
@@ -250,12 +231,8 @@ async fn a_keyframe_request_is_answered_with_a_keyframe() {
         timestamp_us: i as i64 * 33_333,
         keyframe: false,
     };
-    let mut i = 0;
-    while a.send_video("kf-b", frame(i)).await.is_err() {
-        assert!(i < 300, "video track never negotiated");
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let i = 0;
+    a.send_video("kf-b", frame(i)).await.unwrap();
     // Collect frames; after 10 of them ask for a keyframe.
     let mut keyframes_after_request = 0;
     let mut requested = false;
@@ -307,15 +284,7 @@ async fn after_a_sender_report_frames_carry_the_senders_clock() {
         .await
         .unwrap();
     let frame = vec![0.1f32; 960];
-    let mut ready = false;
-    for _ in 0..200 {
-        if a.send_audio("sr-b", Pcm::F32(&frame)).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ready);
+    a.send_audio("sr-b", Pcm::F32(&frame)).await.unwrap();
     let sender = tokio::spawn({
         let a = a.clone();
         async move {
@@ -400,12 +369,8 @@ async fn video_rtp_time_follows_each_frames_own_timestamp_across_gaps() {
         timestamp_us: ts,
         keyframe: i == 0,
     };
-    let mut tries = 0;
-    while a.send_video("ts-b", frame(0, 0)).await.is_err() {
-        tries += 1;
-        assert!(tries < 300, "video track never negotiated");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Negotiated once `add_video_track` resolved: no frame is refused or lost at the start.
+    a.send_video("ts-b", frame(0, 0)).await.unwrap();
     // Capture times with a 300 ms pause in the middle.
     let times: [i64; 6] = [40_000, 80_000, 120_000, 420_000, 460_000, 500_000];
     for (i, t) in times.iter().enumerate() {
@@ -548,6 +513,63 @@ async fn tracks_added_on_both_sides_at_once_both_carry_audio() {
         from_a >= 20 && from_b >= 20,
         "b got {from_a} frames from a, a got {from_b} from b"
     );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}
+
+/// `add_audio_track` resolves only once the answer to its offer is applied: before, the
+/// track sends nothing (`PeerNotConnected`, "not negotiated"), so that the remote never gets
+/// RTP for an SSRC no description it applied declares. Signaling to the offerer is slowed by
+/// 150 ms, so the answer comes well after the offer is out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_sends_nothing_until_the_answer_to_its_offer_is_applied() {
+    use remotemedia_webrtc::Error;
+    let s = server().await;
+    let slow = common::SlowDownlink::start(s.local_addr(), Duration::from_millis(150)).await;
+    let (a, _ea) = transport(&slow.url, "gate-a").await;
+    let (b, mut eb) = transport(&s.url(), "gate-b").await;
+    let peer = a.connect_peer("gate-b").await.unwrap();
+    let adding = tokio::spawn({
+        let peer = peer.clone();
+        async move { peer.add_audio_track(AudioEncoderConfig::default()).await }
+    });
+    // The offer is out, its answer at least 150 ms away.
+    let track = loop {
+        if let Some(t) = peer.audio_track() {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!adding.is_finished(), "add_audio_track resolved before its answer");
+    assert!(!track.is_negotiated());
+    let silence = vec![0.0f32; 960];
+    let early = a.send_audio("gate-b", Pcm::F32(&silence)).await;
+    assert!(
+        matches!(early, Err(Error::PeerNotConnected(ref m)) if m.contains("not negotiated")),
+        "a send before the answer: {early:?}"
+    );
+    // A broadcast skips the peer instead.
+    let r = a.broadcast_audio(Pcm::F32(&silence)).await.unwrap();
+    assert_eq!((r.sent, r.failed.len()), (0, 0));
+    adding.await.unwrap().unwrap();
+    assert!(track.is_negotiated());
+    // From the first packet on, the remote decodes what is sent.
+    for _ in 0..10 {
+        a.send_audio("gate-b", Pcm::F32(&silence)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut frames = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while frames < 10 && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(TransportEvent::AudioFrame { .. })) =
+            tokio::time::timeout(Duration::from_millis(200), eb.recv()).await
+        {
+            frames += 1;
+        }
+    }
+    assert_eq!(frames, 10, "frames sent right after add_audio_track were lost");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
     s.close().await;

@@ -1,7 +1,6 @@
 //! The signaling server with authentication: raw clients and transports on loopback.
 
 mod common;
-use common::eventually;
 
 use futures_util::{SinkExt, StreamExt};
 use remotemedia_webrtc::signaling::auth::{
@@ -30,6 +29,17 @@ async fn server(auth: AuthHook) -> SignalingServer {
 
 /// Announces over a raw socket at `url`; returns the response frame.
 async fn announce(url: &str, params: Value) -> Value {
+    announce_kept(url, params).await.0
+}
+
+/// Announces and keeps the socket (the registration lasts as long as it is open).
+async fn announce_kept(
+    url: &str,
+    params: Value,
+) -> (
+    Value,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": protocol::ANNOUNCE, "params": params});
     ws.send(Message::text(req.to_string())).await.unwrap();
@@ -42,7 +52,7 @@ async fn announce(url: &str, params: Value) -> Value {
         if let Message::Text(t) = m {
             let v: Value = serde_json::from_str(&t).unwrap();
             if v["id"] == 1 {
-                return v;
+                return (v, ws);
             }
         }
     }
@@ -130,13 +140,11 @@ async fn an_async_hook_allows_renames_and_refuses_with_its_reason() {
             .contains("no entry for mallory"),
         "{r}"
     );
-    let _ = announce(&url, json!({"peer_id": "guest", "capabilities": ["data"]})).await;
-    assert!(
-        eventually(Duration::from_secs(5), || s
-            .peer_ids()
-            .contains(&"guest-1".to_string()))
-        .await
-    );
+    // Registered under the hook's name for as long as its socket is open (a dropped socket
+    // unregisters it, so it is kept here).
+    let (r, _guest) = announce_kept(&url, json!({"peer_id": "guest", "capabilities": ["data"]})).await;
+    assert_eq!(r["result"]["peer_id"], "guest-1", "{r}");
+    assert!(s.peer_ids().contains(&"guest-1".to_string()));
     assert!(!s.peer_ids().contains(&"guest".to_string()));
     s.close().await;
 }

@@ -125,6 +125,83 @@ async fn add_to_pc(
         .map_err(|e| Error::webrtc("add track", e))
 }
 
+/// Whether a local track is negotiated: the offer/answer exchange that declares its SSRC is
+/// complete (our offer answered, or our answer applied). Until then no RTP is sent on it, so
+/// that a peer never receives packets for an SSRC no description it applied declares
+/// (JSEP, RFC 8829 §5.9-5.10: media flows once the answer is applied).
+pub(crate) struct NegotiatedGate {
+    ssrc: u32,
+    tx: tokio::sync::watch::Sender<bool>,
+    /// Sends before the gate opens are dropped quietly rather than refused: a track carried
+    /// over by a full reconnection, whose application keeps sending through the gap.
+    quiet: std::sync::atomic::AtomicBool,
+}
+
+impl NegotiatedGate {
+    fn new(ssrc: u32) -> Self {
+        Self {
+            ssrc,
+            tx: tokio::sync::watch::channel(false).0,
+            quiet: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Opens the gate when `sdp`, a local description of a completed exchange, declares the
+    /// track's SSRC (`a=ssrc:<ssrc> ...`); returns whether it is open.
+    fn note_local_description(&self, sdp: &str) -> bool {
+        if !self.is_open() && declares_ssrc(sdp, self.ssrc) {
+            self.tx.send_replace(true);
+        }
+        self.is_open()
+    }
+
+    /// Whether to send now: `Ok(true)` once open; before, `Ok(false)` (drop) for a quiet gate
+    /// and `PeerNotConnected` otherwise.
+    fn check(&self) -> Result<bool> {
+        if self.is_open() {
+            Ok(true)
+        } else if self.quiet.load(Ordering::Relaxed) {
+            Ok(false)
+        } else {
+            Err(Error::PeerNotConnected(
+                "track is not negotiated yet (its offer has no answer)".into(),
+            ))
+        }
+    }
+
+    /// Waits until the gate opens, at most `timeout`.
+    async fn wait(&self, timeout: Duration) -> Result<()> {
+        let mut rx = self.tx.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|open| *open).await.map(|_| ())
+        })
+        .await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::ShutDown("track closed".into())),
+            Err(_) => Err(Error::Timeout(format!(
+                "track not negotiated within {} ms: no answer declared it",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Whether an SDP declares `ssrc` in an `a=ssrc:` line (RFC 5576).
+pub(crate) fn declares_ssrc(sdp: &str, ssrc: u32) -> bool {
+    let want = ssrc.to_string();
+    sdp.lines().any(|l| {
+        l.trim_end()
+            .strip_prefix("a=ssrc:")
+            .and_then(|rest| rest.split([' ', '\t']).next())
+            == Some(want.as_str())
+    })
+}
+
 /// The H.264 format offered and sent (with the cargo feature `h264`): constrained baseline
 /// (what OpenH264 encodes), level 3.1, FU-A fragmentation (RFC 6184 non-interleaved mode).
 pub const H264_FMTP: &str =
@@ -264,6 +341,7 @@ pub fn video_rtp_codec(codec: VideoCodec) -> Result<RTCRtpCodec> {
 pub struct LocalVideoTrack {
     track: Arc<TrackLocalStaticRTP>,
     payload_type: std::sync::OnceLock<u8>,
+    negotiated: NegotiatedGate,
     packetizer: Mutex<VideoPacketizer>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
@@ -598,6 +676,7 @@ impl LocalVideoTrack {
         Ok(Self {
             track,
             payload_type: std::sync::OnceLock::new(),
+            negotiated: NegotiatedGate::new(ssrc),
             packetizer,
             sender,
             ssrc,
@@ -610,10 +689,38 @@ impl LocalVideoTrack {
         })
     }
 
-    /// Takes a pending keyframe request (for an encoder that feeds this track).
     /// The RTP sender carrying this track.
     pub fn sender(&self) -> &Arc<dyn RtpSender> {
         &self.sender
+    }
+
+    /// Whether the track is negotiated (see [`NegotiatedGate`]); nothing is sent before.
+    pub fn is_negotiated(&self) -> bool {
+        self.negotiated.is_open()
+    }
+
+    /// Whether a frame may be sent now: true once negotiated; before, an error
+    /// (`PeerNotConnected`), or false (drop it) for a track carried over by a full
+    /// reconnection.
+    pub fn may_send(&self) -> Result<bool> {
+        self.negotiated.check()
+    }
+
+    /// Sends before negotiation are dropped rather than refused (a track a full reconnection
+    /// carries over, while the application keeps sending).
+    pub(crate) fn drop_until_negotiated(&self) {
+        self.negotiated.quiet.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the track negotiated if `sdp` (the local description of a completed exchange)
+    /// declares it.
+    pub(crate) fn note_local_description(&self, sdp: &str) -> bool {
+        self.negotiated.note_local_description(sdp)
+    }
+
+    /// Waits (at most `timeout`) until the track is negotiated.
+    pub(crate) async fn negotiated(&self, timeout: Duration) -> Result<()> {
+        self.negotiated.wait(timeout).await
     }
 
     /// Changes the bitrate (bit/s) the application wants, from the next frame on; adaptive
@@ -650,6 +757,7 @@ impl LocalVideoTrack {
         self.state.lock().unwrap().sending_format()
     }
 
+    /// Takes a pending keyframe request (for an encoder that feeds this track).
     pub fn take_keyframe_request(&self) -> bool {
         self.wants_keyframe.swap(false, Ordering::SeqCst)
     }
@@ -706,6 +814,9 @@ impl LocalVideoTrack {
             VideoCodec::Vp9 => MIME_TYPE_VP9,
             VideoCodec::H264 => MIME_TYPE_H264,
         };
+        if !self.may_send()? {
+            return Ok(());
+        }
         let pt = negotiated_pt(&self.sender, mime, &self.payload_type).await?;
         for frame in &frames {
             let packets = self
@@ -732,6 +843,7 @@ pub type PendingSend = std::pin::Pin<Box<dyn std::future::Future<Output = Result
 pub struct LocalAudioTrack {
     track: Arc<TrackLocalStaticRTP>,
     payload_type: std::sync::OnceLock<u8>,
+    negotiated: NegotiatedGate,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     config: AudioEncoderConfig,
@@ -789,6 +901,7 @@ impl LocalAudioTrack {
         Ok(Self {
             track,
             payload_type: std::sync::OnceLock::new(),
+            negotiated: NegotiatedGate::new(ssrc),
             sender,
             ssrc,
             max_bitrate: AtomicU32::new(config.bitrate),
@@ -801,6 +914,35 @@ impl LocalAudioTrack {
     /// The RTP sender carrying this track.
     pub fn sender(&self) -> &Arc<dyn RtpSender> {
         &self.sender
+    }
+
+    /// Whether the track is negotiated (see [`NegotiatedGate`]); nothing is sent before.
+    pub fn is_negotiated(&self) -> bool {
+        self.negotiated.is_open()
+    }
+
+    /// Whether a frame may be sent now: true once negotiated; before, an error
+    /// (`PeerNotConnected`), or false (drop it) for a track carried over by a full
+    /// reconnection.
+    pub fn may_send(&self) -> Result<bool> {
+        self.negotiated.check()
+    }
+
+    /// Sends before negotiation are dropped rather than refused (a track a full reconnection
+    /// carries over, while the application keeps sending).
+    pub(crate) fn drop_until_negotiated(&self) {
+        self.negotiated.quiet.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the track negotiated if `sdp` (the local description of a completed exchange)
+    /// declares it.
+    pub(crate) fn note_local_description(&self, sdp: &str) -> bool {
+        self.negotiated.note_local_description(sdp)
+    }
+
+    /// Waits (at most `timeout`) until the track is negotiated.
+    pub(crate) async fn negotiated(&self, timeout: Duration) -> Result<()> {
+        self.negotiated.wait(timeout).await
     }
 
     /// Changes the Opus bitrate (bit/s) the application wants, from the next packet on;
@@ -852,6 +994,9 @@ impl LocalAudioTrack {
 
     /// Sends an already encoded Opus packet of `duration` (used to encode once for many peers).
     pub async fn send_packet(&self, packet: Bytes, duration: Duration) -> Result<()> {
+        if !self.may_send()? {
+            return Ok(());
+        }
         let pt = negotiated_pt(&self.sender, MIME_TYPE_OPUS, &self.payload_type).await?;
         let packet = self
             .rtp

@@ -238,6 +238,17 @@ impl Shared {
         c.data_channel_buffer_limit + c.max_message_size
     }
 
+    /// `sdp` is the local description of a completed offer/answer exchange: the local tracks it
+    /// declares are negotiated and may send from now on.
+    fn note_negotiated(&self, sdp: &str) {
+        if let Some(t) = self.audio.lock().unwrap().clone() {
+            t.note_local_description(sdp);
+        }
+        if let Some(t) = self.video.lock().unwrap().clone() {
+            t.note_local_description(sdp);
+        }
+    }
+
     /// Closes the connections a full reconnection replaced.
     pub(super) async fn close_retired(&self) {
         let old = std::mem::take(&mut *self.retired.lock().unwrap());
@@ -1002,6 +1013,7 @@ impl Peer {
         pc.set_local_description(answer)
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
+        s.note_negotiated(&sdp);
         publish_sdp(s, protocol::ANSWER, sdp, request_id).await
     }
 
@@ -1075,10 +1087,14 @@ impl Peer {
             .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
         let session = super::full_reconnect::SdpSession::parse(answer.sdp.as_str());
         self.shared.remote_tracks.learn_formats(&sending);
-        self.pc()?
-            .set_remote_description(answer)
+        let pc = self.pc()?;
+        pc.set_remote_description(answer)
             .await
             .map_err(|e| Error::webrtc("set remote answer", e))?;
+        // Our offer, now answered: the tracks it declares may send.
+        if let Some(offer) = pc.current_local_description().await {
+            self.shared.note_negotiated(&offer.sdp);
+        }
         *self.shared.remote_session.lock().unwrap() = session;
         self.update_remote_tracks(&sending).await;
         self.drain_remote_candidates().await;
@@ -1300,7 +1316,8 @@ impl Peer {
         Ok(())
     }
 
-    /// Adds an Opus track sending to this peer and renegotiates the connection.
+    /// Adds an Opus track sending to this peer and renegotiates the connection; resolves once
+    /// the answer is applied and the track negotiated (nothing is sent on it before).
     pub async fn add_audio_track(
         &self,
         config: AudioEncoderConfig,
@@ -1309,10 +1326,12 @@ impl Peer {
         let track = Arc::new(LocalAudioTrack::add_to(&self.pc()?, config).await?);
         *self.shared.audio.lock().unwrap() = Some(track.clone());
         self.renegotiate().await?;
+        track.negotiated(self.negotiation_timeout()).await?;
         Ok(track)
     }
 
-    /// Adds a video track (the transport's `video_codec`) sending to this peer and renegotiates.
+    /// Adds a video track (the transport's `video_codec`) sending to this peer and renegotiates;
+    /// resolves once the track is negotiated, as [`Self::add_audio_track`].
     pub async fn add_video_track(
         &self,
         config: VideoEncoderConfig,
@@ -1322,7 +1341,14 @@ impl Peer {
         let track = Arc::new(LocalVideoTrack::add_to(&self.pc()?, codec, config).await?);
         *self.shared.video.lock().unwrap() = Some(track.clone());
         self.renegotiate().await?;
+        track.negotiated(self.negotiation_timeout()).await?;
         Ok(track)
+    }
+
+    /// How long `add_*_track` waits for the answer that negotiates the track: the connection
+    /// timeout.
+    fn negotiation_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.setup.config.connect_timeout_ms)
     }
 
     /// Stops sending the audio or video track (`kind`: "audio" or "video") and renegotiates; the

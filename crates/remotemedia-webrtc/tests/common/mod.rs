@@ -66,3 +66,61 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
     true
 }
+
+/// A TCP proxy in front of a signaling server that delays everything the server sends to the
+/// client by `delay` (order kept): a slow signaling path, on loopback.
+pub struct SlowDownlink {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowDownlink {
+    pub async fn start(upstream: std::net::SocketAddr, delay: Duration) -> SlowDownlink {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut ur, mut uw) = up.into_split();
+                    let upward = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut uw).await;
+                    });
+                    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                    let writer = tokio::spawn(async move {
+                        while let Some((at, bytes)) = rx.recv().await {
+                            tokio::time::sleep_until(at).await;
+                            if cw.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = ur.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let at = tokio::time::Instant::now() + delay;
+                        if tx.send((at, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                    drop(tx);
+                    let _ = writer.await;
+                    upward.abort();
+                });
+            }
+        });
+        SlowDownlink { url, task }
+    }
+}
+
+impl Drop for SlowDownlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
