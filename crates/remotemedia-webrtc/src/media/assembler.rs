@@ -1,5 +1,5 @@
-//! Reassembles encoded video frames from RTP packets (VP8/VP9 payload descriptors removed by
-//! rtc's depacketizers; H.264 single NAL units, STAP-A and FU-A (RFC 6184) turned into an
+//! Reassembles encoded video frames from RTP packets (VP8 payload descriptors removed by rtc's
+//! depacketizer, VP9's by [`super::vp9_descriptor`]; H.264 single NAL units, STAP-A and FU-A (RFC 6184) turned into an
 //! Annex B access unit). After any loss it drops frames until the next keyframe instead of
 //! handing corrupt frames to the decoder, and says when to ask the sender for one (PLI).
 
@@ -8,7 +8,6 @@ use crate::config::VideoCodec;
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp::codec::vp9::Vp9Packet;
 use rtc::rtp::packetizer::Depacketizer;
 
 /// What one packet completed.
@@ -28,7 +27,8 @@ pub enum Assembled {
 
 enum Depack {
     Vp8(Vp8Packet),
-    Vp9(Vp9Packet),
+    /// Stateless: each packet's descriptor parsed on its own (`super::vp9_descriptor`).
+    Vp9,
     H264(H264Packet),
 }
 
@@ -36,7 +36,9 @@ impl Depack {
     fn depacketize(&mut self, b: &Bytes) -> Option<Bytes> {
         match self {
             Depack::Vp8(d) => d.depacketize(b).ok(),
-            Depack::Vp9(d) => d.depacketize(b).ok(),
+            Depack::Vp9 => super::vp9_descriptor::parse(b)
+                .ok()
+                .map(|d| b.slice(d.header_len..)),
             Depack::H264(d) => d.depacketize(b).ok(),
         }
     }
@@ -66,7 +68,7 @@ impl FrameAssembler {
     pub fn new(codec: VideoCodec) -> Option<Self> {
         let depack = match codec {
             VideoCodec::Vp8 => Depack::Vp8(Vp8Packet::default()),
-            VideoCodec::Vp9 => Depack::Vp9(Vp9Packet::default()),
+            VideoCodec::Vp9 => Depack::Vp9,
             VideoCodec::H264 => Depack::H264(H264Packet::default()),
         };
         Some(Self {
@@ -278,5 +280,70 @@ mod tests {
                 })
             );
         }
+    }
+    /// VP9 as Chromium sends it: flexible mode, a 15-bit picture id, and one reference index
+    /// (`P_DIFF`) on every packet of an inter frame; keyframes with a scalability structure.
+    fn chromium_vp9_packets(n: usize) -> Vec<(u32, Vec<Bytes>, bool)> {
+        let cfg = VideoEncoderConfig {
+            width: 320,
+            height: 240,
+            framerate: 30,
+            bitrate: 500_000,
+            keyframe_interval: 0,
+        };
+        let mut enc = VideoEncoder::new(VideoCodec::Vp9, &cfg).unwrap();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let frame = I420Buffer::test_pattern(320, 240, i as u32).unwrap();
+            for ef in enc.encode(&frame.as_frame(), i as i64 * 33_333).unwrap() {
+                let chunks: Vec<&[u8]> = ef.data.chunks(300).collect();
+                let pid = 0x8000 | (i as u16 & 0x7fff);
+                let payloads = chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(ci, c)| {
+                        let (b, e) = (ci == 0, ci + 1 == chunks.len());
+                        let v = ef.keyframe && b;
+                        // I P L F B E V Z
+                        let first = 0x80
+                            | (u8::from(!ef.keyframe) << 6)
+                            | 0x10
+                            | (u8::from(b) << 3)
+                            | (u8::from(e) << 2)
+                            | (u8::from(v) << 1);
+                        let mut p = vec![first, (pid >> 8) as u8, pid as u8];
+                        if !ef.keyframe {
+                            p.push(1 << 1); // P_DIFF 1, N=0
+                        }
+                        if v {
+                            p.extend_from_slice(&[0x18, 0x01, 0x40, 0x00, 0xF0, 0x01, 0x00]);
+                        }
+                        p.extend_from_slice(c);
+                        Bytes::from(p)
+                    })
+                    .collect();
+                out.push((i as u32 * 3000, payloads, ef.keyframe));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_vp9_frame_in_chromiums_flexible_mode_comes_out_and_decodes() {
+        let frames = chromium_vp9_packets(40);
+        assert!(frames.iter().filter(|f| f.1.len() > 1).count() > 5, "frames of several packets");
+        let mut a = FrameAssembler::new(VideoCodec::Vp9).unwrap();
+        let out = feed(&mut a, &frames, None);
+        let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();
+        let mut decoded = 0;
+        for r in &out {
+            let Assembled::Frame { data, .. } = r else {
+                panic!("not a whole frame: {r:?}");
+            };
+            if dec.decode(data).unwrap().is_some() {
+                decoded += 1;
+            }
+        }
+        assert_eq!(decoded, frames.len());
     }
 }

@@ -7,6 +7,8 @@
 //!   [`VideoEncoder`] / [`VideoDecoder`] for VP8 and VP9 profile 0 (libvpx, linked statically from
 //!   the system's libvpx-dev through `env-libvpx-sys`). With the cargo feature `h264` the same
 //!   types also do H.264 (OpenH264, built from source by the `openh264` crate).
+//! - [`vp9_descriptor`]: the VP9 RTP payload descriptor (RFC 9628), parsed per packet for the
+//!   frame assembler.
 //! - [`vpx_mem`]: libvpx's allocator, replaced (zero-filled blocks without `memset`, large
 //!   blocks unmapped on free).
 //!
@@ -22,6 +24,7 @@ pub mod keyframe;
 pub mod playout;
 pub mod track;
 pub mod video;
+pub mod vp9_descriptor;
 pub mod vpx_mem;
 
 pub use crate::config::VideoCodec;
