@@ -185,6 +185,9 @@ pub(super) struct Shared {
     pub(super) pc: Mutex<Option<Arc<dyn RtcPeerConnection>>>,
     /// Generation of `pc` (0 for the first): events of replaced connections are ignored.
     pub(super) gen: AtomicU64,
+    /// Our DTLS role on connection `gen`, once its first exchange fixed it
+    /// (`super::dtls_role`): later answers state the same.
+    pub(super) dtls_role: Mutex<Option<(u64, super::dtls_role::SetupRole)>>,
     /// Connections a full reconnection replaced, closed once the new one carries data (or
     /// the attempt ends).
     pub(super) retired: Mutex<Vec<Arc<dyn RtcPeerConnection>>>,
@@ -246,6 +249,37 @@ impl Shared {
         }
         if let Some(t) = self.video.lock().unwrap().clone() {
             t.note_local_description(sdp);
+        }
+    }
+
+    /// The remote answered our offer: on a connection whose role is not fixed yet, ours is the
+    /// other one.
+    fn note_remote_answer_role(&self, answer_sdp: &str) {
+        let gen = self.gen.load(Ordering::SeqCst);
+        let mut role = self.dtls_role.lock().unwrap();
+        if role.is_none_or(|(g, _)| g != gen) {
+            *role = super::dtls_role::role_from_remote_answer(answer_sdp).map(|r| (gen, r));
+        }
+    }
+
+    /// Our answer as published: on a connection whose role the first exchange fixed, stating
+    /// that role; otherwise as made (and its role is the connection's from now on).
+    fn answer_in_our_role(&self, sdp: String) -> String {
+        use super::dtls_role::{keep_role, role_of_our_answer};
+        let gen = self.gen.load(Ordering::SeqCst);
+        let mut role = self.dtls_role.lock().unwrap();
+        match *role {
+            Some((g, r)) if g == gen => {
+                if role_of_our_answer(&sdp) == Some(r) {
+                    sdp
+                } else {
+                    keep_role(&sdp, r)
+                }
+            }
+            _ => {
+                *role = role_of_our_answer(&sdp).map(|r| (gen, r));
+                sdp
+            }
         }
     }
 
@@ -494,6 +528,11 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// The SCTP transport's state; `None` before it exists.
+///
+/// As the SCTP server (our DTLS role is `passive`, see `super::dtls_role`), rtc 0.21 reports
+/// `Closed` between the INIT it answered and the remote's COOKIE ECHO: the association is kept
+/// stateless until then (RFC 4960 §5.1). Waits for the association to come up therefore take
+/// `Closed` as final only once the connection itself has ended.
 async fn sctp_state(
     pc: &Arc<dyn RtcPeerConnection>,
 ) -> Option<rtc::peer_connection::transport::RTCSctpTransportState> {
@@ -535,7 +574,16 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
                 }
                 break pc;
             }
-            Some(RTCSctpTransportState::Closed) => return,
+            // Closed before it was ever up: a handshake in progress on the server side (see
+            // `sctp_state`), unless the connection itself is over.
+            Some(RTCSctpTransportState::Closed) => {
+                let over = weak
+                    .upgrade()
+                    .is_none_or(|s| s.closed.load(Ordering::SeqCst) || s.state.borrow().is_terminal());
+                if over {
+                    return;
+                }
+            }
             _ => {}
         }
         drop(pc);
@@ -580,7 +628,6 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
 /// with its own sockets, ICE agent, DTLS and SCTP, on the peer's runtime.
 pub(super) async fn build_pc(s: &Arc<Shared>, gen: u64) -> Result<Arc<dyn RtcPeerConnection>> {
     let config = &s.setup.config;
-    let outgoing = s.setup.outgoing;
     let mut ice_servers = Vec::new();
     if !config.stun_servers.is_empty() {
         ice_servers.push(RTCIceServer {
@@ -615,15 +662,11 @@ pub(super) async fn build_pc(s: &Arc<Shared>, gen: u64) -> Result<Arc<dyn RtcPee
     // The SCTP window follows the socket buffer the kernel grants (see `peer::udp`), and the
     // SDP advertises the message size this transport accepts.
     //
-    // A peer that makes the first offer becomes the DTLS server (answerers, browsers and
-    // webrtc-rs alike, answer `a=setup:active`). Should the other side renegotiate later, our
-    // answer must keep that role (`passive`): webrtc-rs would answer `active` again and
-    // Chromium rejects the role change ("Failed to set SSL role for the transport").
-    let mut settings = SettingEngineBuilder::new();
-    if outgoing {
-        settings = settings.with_answering_dtls_role(RTCDtlsRole::Server);
-    }
-    let settings = settings
+    // We answer a first offer `passive` (DTLS and SCTP server: webrtc-rs's SCTP client drops
+    // the remote's INIT); later answers keep whatever role the first exchange fixed
+    // (`super::dtls_role`).
+    let settings = SettingEngineBuilder::new()
+        .with_answering_dtls_role(RTCDtlsRole::Server)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(config.max_message_size as u32))
         .with_sctp_max_receive_buffer_size(super::udp::sctp_window(
@@ -698,6 +741,7 @@ impl Peer {
             remote_tracks: RemoteTracks::default(),
             pc: Mutex::new(None),
             gen: AtomicU64::new(0),
+            dtls_role: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
             swaps: AtomicU64::new(0),
             remote_can_full: AtomicBool::new(false),
@@ -1014,6 +1058,7 @@ impl Peer {
             .await
             .map_err(|e| Error::webrtc("set local answer", e))?;
         s.note_negotiated(&sdp);
+        let sdp = s.answer_in_our_role(sdp);
         publish_sdp(s, protocol::ANSWER, sdp, request_id).await
     }
 
@@ -1083,6 +1128,7 @@ impl Peer {
             )));
         }
         let sending = sending_tracks(&sdp);
+        let sending_sdp = sdp.clone();
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
         let session = super::full_reconnect::SdpSession::parse(answer.sdp.as_str());
@@ -1091,6 +1137,7 @@ impl Peer {
         pc.set_remote_description(answer)
             .await
             .map_err(|e| Error::webrtc("set remote answer", e))?;
+        self.shared.note_remote_answer_role(&sending_sdp);
         // Our offer, now answered: the tracks it declares may send.
         if let Some(offer) = pc.current_local_description().await {
             self.shared.note_negotiated(&offer.sdp);
@@ -1235,7 +1282,9 @@ impl Peer {
         loop {
             match sctp_state(&self.pc()?).await {
                 Some(RTCSctpTransportState::Connected) => return Ok(()),
-                Some(RTCSctpTransportState::Closed) => {
+                Some(RTCSctpTransportState::Closed)
+                    if self.is_closed() || self.state().is_terminal() =>
+                {
                     return Err(Error::ConnectionFailed(format!(
                         "the data transport to {} is closed",
                         self.peer_id()

@@ -2,6 +2,7 @@
 
 pub mod bitrate;
 pub mod connection;
+pub mod dtls_role;
 pub mod fast_start;
 pub mod full_reconnect;
 pub mod handshake_filter;
