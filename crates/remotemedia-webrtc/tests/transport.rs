@@ -394,3 +394,33 @@ async fn signaling_keeps_retrying_past_the_reconnection_policys_retries() {
     t.shutdown().await.unwrap();
     back.close().await;
 }
+
+/// When the answerer's first connectivity check arrives before its signaled candidates (here:
+/// its answer reaches the offerer after 100 ms, its trickled candidates after 400 ms), the
+/// offerer, which is controlling, learns the answerer's address as a peer-reflexive candidate. It nominates that pair as soon as it works, as
+/// browsers do, instead of after webrtc-rs's 1 s prflx acceptance wait (issue 13, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reflexive_pair_is_nominated_without_waiting() {
+    let s = server().await;
+    let slow = common::SlowDownlink::start_with(
+        s.local_addr(),
+        Duration::from_millis(100),
+        Duration::from_millis(400),
+    )
+    .await;
+    let (a, _ea) = transport(&slow.url, "prflx-a").await;
+    let (b, _eb) = transport(&s.url(), "prflx-b").await;
+    let started = std::time::Instant::now();
+    let peer = a.connect_peer("prflx-b").await.unwrap();
+    let took = started.elapsed();
+    assert!(peer.is_ready());
+    // Through the prflx pair, it is up well before b's candidates arrive (400 ms); with
+    // webrtc-rs's 1 s prflx wait it came up only after more than 1 s.
+    assert!(
+        took < Duration::from_millis(380),
+        "connected after {took:?}: the prflx pair waited to be nominated"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

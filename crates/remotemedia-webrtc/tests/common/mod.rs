@@ -67,8 +67,9 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     true
 }
 
-/// A TCP proxy in front of a signaling server that delays everything the server sends to the
-/// client by `delay` (order kept): a slow signaling path, on loopback.
+/// A TCP proxy in front of a signaling server that delays every WebSocket message the server
+/// sends to the client by `delay`, and trickled ICE candidates (`peer.ice_candidate`) by
+/// `candidate_delay` instead: a slow signaling path, on loopback.
 pub struct SlowDownlink {
     pub url: String,
     task: tokio::task::JoinHandle<()>,
@@ -76,6 +77,14 @@ pub struct SlowDownlink {
 
 impl SlowDownlink {
     pub async fn start(upstream: std::net::SocketAddr, delay: Duration) -> SlowDownlink {
+        Self::start_with(upstream, delay, delay).await
+    }
+
+    pub async fn start_with(
+        upstream: std::net::SocketAddr,
+        delay: Duration,
+        candidate_delay: Duration,
+    ) -> SlowDownlink {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
@@ -90,26 +99,45 @@ impl SlowDownlink {
                     let upward = tokio::spawn(async move {
                         let _ = tokio::io::copy(&mut cr, &mut uw).await;
                     });
-                    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
                     let writer = tokio::spawn(async move {
-                        while let Some((at, bytes)) = rx.recv().await {
-                            tokio::time::sleep_until(at).await;
+                        while let Some(bytes) = rx.recv().await {
                             if cw.write_all(&bytes).await.is_err() {
                                 return;
                             }
                         }
                     });
+                    // The HTTP upgrade response first (up to its blank line), then frames.
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut upgraded = false;
                     let mut buf = vec![0u8; 65536];
                     while let Ok(n) = ur.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
-                        let at = tokio::time::Instant::now() + delay;
-                        if tx.send((at, buf[..n].to_vec())).is_err() {
-                            break;
+                        pending.extend_from_slice(&buf[..n]);
+                        if !upgraded {
+                            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                continue;
+                            };
+                            let head: Vec<u8> = pending.drain(..end + 4).collect();
+                            let _ = tx.send(head);
+                            upgraded = true;
+                        }
+                        while let Some(len) = frame_len(&pending) {
+                            let frame: Vec<u8> = pending.drain(..len).collect();
+                            let is_candidate =
+                                frame.windows(18).any(|w| w == b"peer.ice_candidate");
+                            let wait = if is_candidate { candidate_delay } else { delay };
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(wait).await;
+                                let _ = tx.send(frame);
+                            });
                         }
                     }
                     drop(tx);
+                    tokio::time::sleep(delay.max(candidate_delay)).await;
                     let _ = writer.await;
                     upward.abort();
                 });
@@ -117,6 +145,21 @@ impl SlowDownlink {
         });
         SlowDownlink { url, task }
     }
+}
+
+/// The length of the (unmasked, server-to-client) WebSocket frame at the start of `b`, once
+/// it is all there.
+fn frame_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 2 {
+        return None;
+    }
+    let (len, head) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (b.len() >= head + len).then_some(head + len)
 }
 
 impl Drop for SlowDownlink {
