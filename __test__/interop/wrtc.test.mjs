@@ -206,3 +206,161 @@ for (const direction of DIRECTIONS) {
     }, 30000)
   })
 }
+
+// The remote track of `kind` wrtc receives (its 'track' event), with a sink on it.
+function sinkOn(c, kind) {
+  return new Promise((resolve) => {
+    const take = (track) => {
+      const sink = kind === 'audio' ? new RTCAudioSink(track) : new RTCVideoSink(track)
+      c.cleanups.push(() => sink.stop())
+      const got = []
+      if (kind === 'audio') sink.ondata = (d) => got.push({ samples: d.samples, sampleRate: d.sampleRate, channels: d.channelCount })
+      else sink.onframe = ({ frame }) => got.push({ width: frame.width, height: frame.height, length: frame.data.length })
+      resolve({ sink, got, track })
+    }
+    const existing = c.w.pc.getReceivers().find((r) => r.track?.kind === kind && r.track.readyState === 'live' && c.w.pc.getTransceivers().find((t) => t.receiver === r)?.currentDirection?.match(/recv/))
+    if (existing) return take(existing.track)
+    const prev = c.w.pc.ontrack
+    c.w.pc.ontrack = (e) => {
+      prev?.(e)
+      if (e.track.kind === kind) take(e.track)
+    }
+  })
+}
+
+// wrtc's audio source sending a tone: 10 ms frames of 480 Int16 samples at 48 kHz.
+function audioSource(c) {
+  const source = new RTCAudioSource()
+  const track = source.createTrack()
+  c.cleanups.push(() => track.stop())
+  return {
+    track,
+    send: (freq, frames) => {
+      const pcm = tone(freq, frames, 480).map(toInt16)
+      return paced(frames, 10, (i) => source.onData({ samples: pcm[i], sampleRate: 48000, bitsPerSample: 16, channelCount: 1, numberOfFrames: 480 }))
+    },
+  }
+}
+
+for (const direction of DIRECTIONS) {
+  describe(`wrtc (libwebrtc M106), ${direction}: audio both ways`, () => {
+    it("wrtc's 660 Hz (RTCAudioSource) reaches Node, Node's 440 Hz reaches wrtc's RTCAudioSink", async () => {
+      let src
+      const c = await call(direction, {
+        answerMedia: direction === 'wrtc-offers',
+        prepare: (pc, c) => {
+          src = audioSource(c)
+          pc.addTrack(src.track)
+        },
+      })
+      try {
+        const sinkP = sinkOn(c, 'audio')
+        const heard = []
+        c.peer.on('audio-frame', (f) => heard.push(f))
+        // Node offered: its own audio track is a renegotiation (Node's offer, wrtc's answer
+        // carries the track wrtc added before). wrtc offered: Node's answer added one (answerMedia).
+        if (direction === 'node-offers') await c.peer.addAudioTrack()
+        expect(c.peer.hasAudioTrack).toBe(true)
+        const out = tone(440, 100) // 2 s of 20 ms frames
+        await Promise.all([
+          src.send(660, 200), // 2 s of 10 ms frames
+          paced(out.length, 20, (i) => c.node.sendAudio(c.w.peerId, out[i])),
+        ])
+        const { got } = await sinkP
+        // Node: ≥ 90 % of wrtc's 2 s arrive decoded (not concealed), at 660 Hz ± 5.
+        await until(() => heard.filter((f) => !f.concealed).reduce((n, f) => n + f.samples.length / f.channels, 0) >= 96000, 2000).catch(() => {})
+        const real = heard.filter((f) => !f.concealed)
+        const decoded = real.reduce((n, f) => n + f.samples.length / f.channels, 0)
+        expect(decoded).toBeGreaterThanOrEqual(0.9 * 96000)
+        const mono = concat(real.map((f) => channel(f.samples, f.channels)))
+        expect(Math.abs(frequency(mono.subarray(mono.length >> 3)) - 660)).toBeLessThanOrEqual(5)
+        // wrtc: ≥ 90 % of Node's 100 packets received (its inbound-rtp), and ≥ 90 % of the 2 s
+        // heard as the 440 Hz tone in the sink (10 ms chunks above silence).
+        await until(async () => sum((await stats(c.w.pc, 'inbound-rtp', 'audio')).list, 'packetsReceived') >= 95, 5000).catch(() => {})
+        const inbound = (await stats(c.w.pc, 'inbound-rtp', 'audio')).list
+        expect(sum(inbound, 'packetsReceived')).toBeGreaterThanOrEqual(90)
+        expect(await codecOf(c.w.pc, 'inbound-rtp', 'audio')).toMatch(/opus/i)
+        const voiced = got.map((d) => ({ ...d, mono: Float32Array.from(channel(d.samples, d.channels), (x) => x / 32768) })).filter((d) => rms(d.mono) > 0.1)
+        const voicedSeconds = voiced.reduce((n, d) => n + d.mono.length / d.sampleRate, 0)
+        expect(voicedSeconds).toBeGreaterThanOrEqual(0.9 * 2)
+        const heardByW = concat(voiced.map((d) => d.mono))
+        expect(Math.abs(frequency(heardByW.subarray(heardByW.length >> 3), voiced[0].sampleRate) - 440)).toBeLessThanOrEqual(5)
+        console.log(`[wrtc ${direction}] audio: Node decoded ${(decoded / 48000).toFixed(2)} s of 2; wrtc got ${sum(inbound, 'packetsReceived')} of 100 packets, ${voicedSeconds.toFixed(2)} s voiced at ${voiced[0].sampleRate} Hz`)
+      } finally {
+        await c.close()
+      }
+    })
+  })
+}
+
+// Puts VP9 (profile 0) or VP8 first in a wrtc transceiver's codec list (this libwebrtc has
+// setCodecPreferences), with the rest after.
+function prefer(transceiver, codec) {
+  const all = wrtc.RTCRtpSender.getCapabilities('video').codecs
+  const first = all.filter((k) => k.mimeType.toLowerCase() === `video/${codec}` && (codec !== 'vp9' || /profile-id=0/.test(k.sdpFmtpLine ?? 'profile-id=0')))
+  if (!first.length) throw new Error(`this libwebrtc has no ${codec}: ${all.map((k) => k.mimeType).join(', ')}`)
+  transceiver.setCodecPreferences([...first, ...all.filter((k) => !first.includes(k))])
+}
+
+function videoSource(c) {
+  const source = new RTCVideoSource()
+  const track = source.createTrack()
+  c.cleanups.push(() => track.stop())
+  return {
+    track,
+    send: (frames, fromIndex = 0) =>
+      paced(frames, 33, (i) => source.onFrame({ width: W, height: H, data: new Uint8ClampedArray(testPattern(W, H, fromIndex + i)) })),
+  }
+}
+
+for (const direction of DIRECTIONS) {
+  for (const codec of ['vp8', 'vp9']) {
+    describe(`wrtc (libwebrtc M106), ${direction}: ${codec.toUpperCase()} video both ways`, () => {
+      it(`wrtc's RTCVideoSource ${W}x${H} decoded by Node, Node's ${W}x${H} received by wrtc's RTCVideoSink (≥ 90 %)`, async () => {
+        let src
+        const c = await call(direction, {
+          codec,
+          answerMedia: direction === 'wrtc-offers',
+          prepare: (pc, c) => {
+            src = videoSource(c)
+            // wrtc offers: its preference picks the codec. Node offers: Node's offer holds only
+            // its codec, and the answer carries the track on the offered section (JSEP matches
+            // an addTrack transceiver to a remote m-line, not an addTransceiver one).
+            if (direction === 'wrtc-offers') prefer(pc.addTransceiver(src.track, { direction: 'sendrecv' }), codec)
+            else pc.addTrack(src.track)
+          },
+        })
+        try {
+          const sinkP = sinkOn(c, 'video')
+          const decoded = []
+          c.peer.on('video-frame', (f) => decoded.push(f))
+          if (direction === 'node-offers') await c.peer.addVideoTrack({ width: W, height: H, framerate: 30, keyframeInterval: 30 })
+          expect(c.peer.hasVideoTrack).toBe(true)
+          const N = 75 // 2.5 s at 30 fps each way
+          await Promise.all([
+            src.send(N),
+            paced(N, 33, (i) => c.node.sendVideo(c.w.peerId, { data: testPattern(W, H, i), width: W, height: H, timestampUs: i * 33333, keyframe: i === 0 })),
+          ])
+          const { got } = await sinkP
+          const outbound = async () => (await stats(c.w.pc, 'outbound-rtp', 'video')).list
+          // Node: ≥ 90 % of the frames wrtc encoded (its outbound-rtp framesEncoded), at wrtc's size.
+          await until(async () => decoded.length >= sum(await outbound(), 'framesEncoded'), 2000).catch(() => {})
+          const encoded = sum(await outbound(), 'framesEncoded')
+          expect(encoded).toBeGreaterThanOrEqual(0.5 * N) // wrtc did send (most of) what it was fed
+          expect(decoded.length).toBeGreaterThanOrEqual(0.9 * encoded)
+          for (const f of decoded) expect([f.width, f.height]).toEqual([W, H])
+          expect((await codecOf(c.w.pc, 'outbound-rtp', 'video'))?.toLowerCase()).toBe(`video/${codec}`)
+          // wrtc: ≥ 90 % of Node's frames in its sink, at Node's size, decoded as `codec`.
+          await until(() => got.length >= N, 2000).catch(() => {})
+          expect(got.length).toBeGreaterThanOrEqual(0.9 * N)
+          for (const f of got) expect([f.width, f.height, f.length]).toEqual([W, H, (W * H * 3) / 2])
+          expect((await codecOf(c.w.pc, 'inbound-rtp', 'video'))?.toLowerCase()).toBe(`video/${codec}`)
+          const inbound = (await stats(c.w.pc, 'inbound-rtp', 'video')).list
+          console.log(`[wrtc ${direction} ${codec}] fed ${N}, wrtc encoded ${encoded}, Node decoded ${decoded.length}; Node sent ${N}, wrtc decoded ${sum(inbound, 'framesDecoded')}, sink ${got.length}`)
+        } finally {
+          await c.close()
+        }
+      }, 30000)
+    })
+  }
+}
