@@ -46,6 +46,14 @@
 // - Resolution changes, simulcast, stereo, RTX/NACK under loss, ICE restarts, TURN: loopback has
 //   no loss and only host candidates; other suites cover these between Node peers.
 //
+// Note: wrtc's RTCPeerConnection cannot be bound to 127.0.0.1 (no W3C option for it): it gathers
+// host candidates on every local interface, and Node (bound to 127.0.0.1) may select a pair to one
+// of this machine's own non-loopback addresses (seen: 192.0.2.2, as a peer-reflexive candidate);
+// the traffic stays on this machine. connect is ~13 ms when wrtc offers and ~60-140 ms when Node
+// offers: then libwebrtc is the ICE-controlled side and the DTLS client, and reports its pair
+// connected (so starts DTLS) only after its own paced checks (~50 ms apart) succeed; Node's ICE
+// is connected ~50 ms after checking starts (RUST_LOG=rtc_ice=trace).
+//
 // wrtc quirks the file works around (not ours; wrtc to wrtc does the same):
 // - a channel created once SCTP is up fires no 'open' event: its readyState is polled;
 // - an unset maxRetransmits reads 65535, not null;
