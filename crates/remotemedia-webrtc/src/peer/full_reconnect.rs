@@ -87,13 +87,18 @@ impl SdpSession {
 }
 
 /// Whether a remote description of `next` belongs to another peer connection than the one of
-/// `prev` (the last applied): a different session id or DTLS fingerprint. Nothing applied
+/// `prev` (the last applied): a different DTLS fingerprint (every new connection, ours and
+/// browsers', has a new certificate), or, only when a description has none, a different
+/// session id. The session id alone does not decide: werift and libdatachannel draw a new
+/// `o=` id for every description of one connection (against RFC 3264 §8), and taking that as
+/// a new connection replaced a working one on every renegotiation of theirs. Nothing applied
 /// yet, or an unreadable description, is not a new session.
 pub fn is_new_session(prev: Option<&SdpSession>, next: Option<&SdpSession>) -> bool {
     match (prev, next) {
-        (Some(p), Some(n)) => {
-            p.id != n.id || matches!((&p.fingerprint, &n.fingerprint), (Some(a), Some(b)) if a != b)
-        }
+        (Some(p), Some(n)) => match (&p.fingerprint, &n.fingerprint) {
+            (Some(a), Some(b)) => a != b,
+            _ => p.id != n.id,
+        },
         _ => false,
     }
 }
@@ -445,13 +450,22 @@ mod tests {
     }
 
     #[test]
-    fn a_new_session_is_a_new_id_or_certificate() {
+    fn a_new_session_is_a_new_certificate_not_only_a_new_session_id() {
         let a = SdpSession::parse(OFFER_A);
         // A renegotiation of the same connection: version bumps, id and fingerprint stay.
         let again = SdpSession::parse(&OFFER_A.replace(" 2 IN", " 3 IN"));
         assert!(!is_new_session(a.as_ref(), again.as_ref()));
+        // werift and libdatachannel redraw the id on each renegotiation: same connection.
         let new_id = SdpSession::parse(&OFFER_A.replace("4611731400430051336", "17"));
-        assert!(is_new_session(a.as_ref(), new_id.as_ref()));
+        assert!(!is_new_session(a.as_ref(), new_id.as_ref()));
+        // Without fingerprints, the id decides.
+        let bare = SdpSession::parse(&OFFER_A.replace("a=fingerprint:", "a=x-fp:"));
+        let bare_new = SdpSession::parse(
+            &OFFER_A
+                .replace("a=fingerprint:", "a=x-fp:")
+                .replace("4611731400430051336", "17"),
+        );
+        assert!(is_new_session(bare.as_ref(), bare_new.as_ref()));
         let new_cert = SdpSession::parse(&OFFER_A.replace("AA:BB", "CC:DD"));
         assert!(is_new_session(a.as_ref(), new_cert.as_ref()));
         // The first description, or one that cannot be read, never is.
