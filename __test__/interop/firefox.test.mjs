@@ -15,17 +15,28 @@
 //   opened after 2.5 s of silence, 1 MiB in 64 KiB messages (content checked).
 // - audio both ways: Firefox's fake microphone identified in Node as 1 kHz (±5 Hz) with ≥ 90 %
 //   of the audio Firefox's outbound-rtp says it sent over the same window; Node's 440 Hz tone
-//   identified in Firefox through a WebAudio AnalyserNode (±5 Hz), with ≥ 90 % of Node's packets
-//   counted by Firefox's inbound-rtp.
+//   identified in Firefox (±5 Hz), with ≥ 90 % of Node's packets counted by Firefox's
+//   inbound-rtp. Firefox records 1.6 s of the received track (MediaRecorder) and decodes it with
+//   WebAudio (OfflineAudioContext.decodeAudioData): an AnalyserNode needs a running AudioContext,
+//   and headless Firefox on a machine without a sound device never starts one (resume() hangs).
 // - video both ways, VP8 and VP9 (a Node transport per codec): Node decodes ≥ 90 % of Firefox's
 //   outbound-rtp framesEncoded over the same window, at Firefox's size (640x480, as its
 //   outbound-rtp and track settings say); Firefox's inbound-rtp framesDecoded is ≥ 90 % of the
-//   frames Node sent, at Node's size (320x240), in the codec expected.
+//   frames Node sent, at Node's size (320x240), in the codec expected. Firefox's codec is chosen
+//   with setCodecPreferences (the page's sendCameraAs: media-peer's sendCamera filters on
+//   Chromium's fmtp lines and prefers nothing for Firefox's VP9). With its default start bitrate
+//   Firefox sends 320x240, then 480x360, and 640x480 after ~9 s as our congestion feedback raises
+//   its estimate; media.peerconnection.video.lock_scaling keeps it at its capture size.
 // - renegotiation: with audio flowing both ways, each side removes its video track and adds it
 //   again mid-call; audio flows throughout, video stops after the removal and flows after the add.
-// - timings: record('firefox', 'connect' | 'first-message', ms).
-// Not covered: H.264 (this Firefox has no OpenH264 plugin, so it offers none), a single 1 MiB
-// message (Node's channels send at most maxMessageSize, 256 KiB by default).
+// - timings: record('firefox', 'connect' | 'first-message', ms) when Node offers (connectPeer →
+//   default channel open; Node → Firefox echo → Node), and 'connect-firefox-offers' |
+//   'first-message-firefox-offers' when Firefox offers (its offer → Node's channel open;
+//   Firefox → Node echo → Firefox, timed in the page).
+// The cells of one connection run in order and build on each other (the renegotiation cell
+// removes the video tracks the video cell added), so run the file whole, not one test by -t.
+// Not covered: H.264 (this Firefox has no OpenH264 plugin, so it offers none). A single 1 MiB
+// message is a separate DEFECT case at the end (our maxMessageSize is clamped to 256 KiB).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -42,6 +53,7 @@ const page = readFileSync(new URL('../pages/media-peer.html', import.meta.url), 
   readFileSync(new URL('../pages/interop-peer.html', import.meta.url), 'utf8') + '</body>',
 )
 const FF = 'firefox'
+const MIB = 1 << 20
 
 const PREFS = {
   'media.navigator.streams.fake': true,
@@ -68,9 +80,10 @@ const PREFS = {
   'network.connectivity-service.enabled': false,
   'extensions.update.enabled': false,
   'browser.newtabpage.enabled': false,
-  // Start the send-side bandwidth estimate at 1.5 Mbit/s (300 kbit/s by default): Firefox then
-  // encodes its 640x480 camera at that size from the start instead of ramping up over ~10 s.
-  'media.peerconnection.video.start_bitrate': 1500,
+  // Firefox starts its bandwidth estimate low and encodes its 640x480 camera at 320x240, then
+  // 480x360, reaching 640x480 after ~9 s as our feedback raises the estimate. Lock the scaling
+  // so it encodes at its capture size from the first frame.
+  'media.peerconnection.video.lock_scaling': true,
 }
 
 let profile
@@ -156,8 +169,8 @@ async function pageErrors(tab) {
 
 // A Node transport (videoCodec), a Firefox tab on our page, and the connection between them,
 // offered by Node ('node') or by Firefox ('firefox'). Records the connect and first-message times.
-async function connect(ctx, direction, videoCodec) {
-  ctx.node = new lib.WebRtcTransport({ signalingUrl: ctx.server.url, peerId: `node-${direction}-${videoCodec}`, bindAddress: '127.0.0.1', videoCodec })
+async function connect(ctx, direction, videoCodec, extra = {}) {
+  ctx.node = new lib.WebRtcTransport({ signalingUrl: ctx.server.url, peerId: `node-${direction}-${videoCodec}`, bindAddress: '127.0.0.1', videoCodec, ...extra })
   ctx.errors = []
   ctx.node.on('error', (e) => ctx.errors.push(e))
   echoRemoteChannels(ctx.node)
@@ -187,7 +200,7 @@ async function connect(ctx, direction, videoCodec) {
     ctx.peer = await connected
     const [ch] = await channelled
     await until(() => ch.readyState === 'open', 15000)
-    record(FF, 'connect', performance.now() - t0)
+    record(FF, 'connect-firefox-offers', performance.now() - t0)
     // First message: Firefox → Node (echo) → Firefox.
     const ms = await ctx.tab.evaluate(async () => {
       const t = performance.now()
@@ -195,7 +208,7 @@ async function connect(ctx, direction, videoCodec) {
       while (window.receivedOn('ff-default').length === 0) await new Promise((r) => setTimeout(r, 2))
       return performance.now() - t
     })
-    record(FF, 'first-message', ms)
+    record(FF, 'first-message-firefox-offers', ms)
     expect(await ctx.tab.evaluate(() => window.receivedOn('ff-default'))).toEqual([{ t: 'text', d: 'first' }])
   }
   expect(ctx.peer.state).toBe('connected')
@@ -235,6 +248,7 @@ async function videoFromFirefox(ctx, mime) {
       expect([f.width, f.height]).toEqual([out.frameWidth, out.frameHeight])
       expect(f.data.length).toBe(f.width * f.height * 1.5)
     }
+    console.info(`firefox → node ${mime}: Firefox encoded ${encoded}, Node decoded ${decoded} (${out.frameWidth}x${out.frameHeight})`)
     return { encoded, decoded }
   } finally {
     ctx.peer.off('video-frame', onFrame)
@@ -258,6 +272,7 @@ async function videoToFirefox(ctx, mime, n = 90) {
   expect(inbound.mimeType).toBe(mime)
   expect(inbound.framesDecoded).toBeGreaterThanOrEqual(Math.ceil(0.9 * n))
   expect([inbound.frameWidth, inbound.frameHeight]).toEqual([320, 240])
+  console.info(`node → firefox ${mime}: Node sent ${n}, Firefox decoded ${inbound.framesDecoded}`)
   return inbound
 }
 
@@ -355,20 +370,21 @@ describe('interop with a real Firefox', () => {
       }, 30000)
 
       it('data: 1 MiB each way in 64 KiB messages, content checked', async () => {
-        const total = 1 << 20
         const chunk = 64 << 10
-        const all = Buffer.from(Array.from({ length: total }, (_, i) => (i * 11 + (i >> 10)) & 0xff))
+        const all = Buffer.from(Array.from({ length: MIB }, (_, i) => (i * 11 + (i >> 10)) & 0xff))
         const ch = await ctx.peer.createDataChannel('big')
         await until(() => ch.readyState === 'open', 10000)
         const got = collect(ch)
-        for (let o = 0; o < total; o += chunk) await ch.send(all.subarray(o, o + chunk))
-        await until(() => got.reduce((n, m) => n + m.data.length, 0) >= total, 20000)
+        for (let o = 0; o < MIB; o += chunk) await ch.send(all.subarray(o, o + chunk))
+        await until(() => got.reduce((n, m) => n + m.data.length, 0) >= MIB, 20000)
+        expect(got.length).toBe(MIB / chunk)
         expect(got.every((m) => m.kind === 'binary')).toBe(true)
         expect(Buffer.concat(got.map((m) => m.data)).equals(all)).toBe(true)
 
         await ctx.tab.evaluate(() => window.openChannel('ff-big'))
-        const back = await ctx.tab.evaluate((t, c) => window.sendBig('ff-big', t, c, 20000), total, chunk)
-        expect(back).toEqual({ bytes: total, messages: total / chunk, same: true })
+        const back = await ctx.tab.evaluate((t, c) => window.sendBig('ff-big', t, c, 20000), MIB, chunk)
+        expect(back).toEqual({ bytes: MIB, messages: MIB / chunk, same: true })
+        expect(await pageErrors(ctx.tab)).toEqual([])
       }, 60000)
 
       it('audio both ways: Firefox\'s 1 kHz microphone in Node, Node\'s 440 Hz tone in Firefox', async () => {
@@ -500,4 +516,31 @@ describe('interop with a real Firefox', () => {
       }, 60000)
     })
   }
+
+  // A defect of ours, kept apart: maxMessageSize is accepted up to 16 MiB, but rtc 0.21 clamps
+  // the SCTP limit to 256 KiB (SctpMaxMessageSize::as_usize): the offer still says
+  // a=max-message-size:262144, and a larger send fails "larger than the remote peer accepts"
+  // although Firefox accepts 1073741823 bytes. Same between two Node transports.
+  describe('DEFECT (ours): maxMessageSize above 256 KiB', () => {
+    const ctx = {}
+    beforeAll(async () => {
+      Object.assign(ctx, { server: ctx0.server, browser: ctx0.browser })
+      await connect(ctx, 'node', 'vp8', { maxMessageSize: MIB })
+    }, 60000)
+    afterAll(() => closeCtx(ctx))
+
+    it('DEFECT (ours): with maxMessageSize 1 MiB, a single 1 MiB message goes each way', async () => {
+      const offered = await ctx.tab.evaluate(() => pc.remoteDescription.sdp)
+      expect(Number(/a=max-message-size:(\d+)/.exec(offered)?.[1])).toBeGreaterThanOrEqual(MIB)
+      const all = Buffer.from(Array.from({ length: MIB }, (_, i) => (i * 11 + (i >> 10)) & 0xff))
+      const ch = await ctx.peer.createDataChannel('big1')
+      await until(() => ch.readyState === 'open', 10000)
+      const got = collect(ch)
+      await ch.send(all)
+      await until(() => got.length > 0, 20000)
+      expect(got[0].kind === 'binary' && got[0].data.equals(all)).toBe(true)
+      await ctx.tab.evaluate(() => window.openChannel('ff-big1'))
+      expect(await ctx.tab.evaluate((t) => window.sendBig('ff-big1', t, t, 20000), MIB)).toEqual({ bytes: MIB, messages: 1, same: true })
+    }, 60000)
+  })
 })
