@@ -33,6 +33,7 @@
 //   default channel open; Node → Firefox echo → Node), and 'connect-firefox-offers' |
 //   'first-message-firefox-offers' when Firefox offers (its offer → Node's channel open;
 //   Firefox → Node echo → Firefox, timed in the page).
+// Also: Firefox's first offer carrying its microphone, camera (VP9) and a data channel at once.
 // The cells of one connection run in order and build on each other (the renegotiation cell
 // removes the video tracks the video cell added), so run the file whole, not one test by -t.
 // Not covered: H.264 (this Firefox has no OpenH264 plugin, so it offers none). A single 1 MiB
@@ -516,6 +517,46 @@ describe('interop with a real Firefox', () => {
       }, 60000)
     })
   }
+
+  // Firefox's very first offer carries its microphone, camera and a data channel.
+  describe('Firefox offers media in its first offer', () => {
+    const ctx = { errors: [] }
+    beforeAll(async () => {
+      Object.assign(ctx, { server: ctx0.server, browser: ctx0.browser })
+      ctx.node = new lib.WebRtcTransport({ signalingUrl: ctx.server.url, peerId: 'node-first-offer', bindAddress: '127.0.0.1', videoCodec: 'vp9' })
+      ctx.node.on('error', (e) => ctx.errors.push(e))
+      echoRemoteChannels(ctx.node)
+      await ctx.node.start()
+      ctx.tab = await ctx.browser.newPage()
+      const announced = once(ctx.node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 20000)
+      await ctx.tab.goto(`http://127.0.0.1:${ctx.server.port}/`)
+      ctx.browserId = (await announced).peerId
+      await until(() => ctx.tab.evaluate(() => window.peer.announced), 10000)
+    }, 60000)
+    afterAll(() => closeCtx(ctx))
+
+    it('Node answers it and decodes the 1 kHz tone and the VP9 camera; the channel echoes', async () => {
+      const audio = []
+      const video = []
+      const connected = once(ctx.node, 'peer-connected', (p) => p.peerId === ctx.browserId, 20000)
+      ctx.node.on('audio-frame', (f, p) => p?.peerId === ctx.browserId && audio.push(f))
+      ctx.node.on('video-frame', (f, p) => p?.peerId === ctx.browserId && video.push(f))
+      await ctx.tab.evaluate((id) => window.connectWithMedia(id, 'ff-first', 'video/VP9'), ctx.node.peerId)
+      ctx.peer = await connected
+      await until(() => audio.length >= 75 && video.length >= 30, 20000)
+      const tail = audio.slice(-50)
+      const mono = concat(tail.map((f) => channel(f.samples, f.channels)))
+      expect(Math.abs(frequency(mono, tail[0].sampleRate) - 1000)).toBeLessThanOrEqual(5)
+      for (const f of video) expect([f.width, f.height]).toEqual([640, 480])
+      const out = biggest(await rtp(ctx.tab), 'outbound-rtp', 'video', 'framesEncoded')
+      expect(out.mimeType).toBe('video/VP9')
+      await ctx.tab.evaluate(() => window.sendOn('ff-first', [{ t: 'text', d: 'with media' }]))
+      await until(() => ctx.tab.evaluate(() => window.receivedOn('ff-first').length > 0), 10000)
+      expect(await ctx.tab.evaluate(() => window.receivedOn('ff-first'))).toEqual([{ t: 'text', d: 'with media' }])
+      expect(await pageErrors(ctx.tab)).toEqual([])
+      expect(ctx.errors).toEqual([])
+    }, 60000)
+  })
 
   // A defect of ours, kept apart: maxMessageSize is accepted up to 16 MiB, but rtc 0.21 clamps
   // the SCTP limit to 256 KiB (SctpMaxMessageSize::as_usize): the offer still says
