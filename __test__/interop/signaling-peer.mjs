@@ -123,3 +123,17 @@ export class SignalingPeer {
     try { this.ws?.close() } catch {}
   }
 }
+
+// An outgoingSdp hook for stacks that draw a new o= session id for each description (werift,
+// libdatachannel), against RFC 3264 §8 (same id, version counted up): what is sent keeps the
+// first id and counts the version up.
+export function keepSessionId() {
+  let first
+  let version = 0
+  return (type, sdp) => {
+    const m = /^o=(\S+) (\S+) (\S+) (.*)$/m.exec(sdp)
+    if (!m) return sdp
+    first ??= m[2]
+    return sdp.replace(m[0], `o=${m[1]} ${first} ${version++} ${m[4]}`)
+  }
+}

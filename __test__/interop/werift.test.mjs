@@ -35,10 +35,11 @@
 //   gets: "refusing first packet due to empty server_config"; werift does not answer ours). The same bug is in werift's ancestor aiortc
 //   (aiortc/aiortc#1432, "Use the DTLS role to pick the SCTP role"); its fix is applied here to
 //   werift's RTCSctpTransport.start (INIT from the DTLS client; stream-id parity unchanged);
-// - werift draws a new o= session id for each description (RFC 3264 wants it kept): our
-//   transport reads a new id as a new connection of the remote and replaces its own (data
-//   channels reset), so werift's own renegotiation offer would tear the call down; what werift
-//   sends keeps its first id (SignalingPeer's outgoingSdp hook);
+// - werift draws a new o= session id for each description (RFC 3264 §8 wants it kept, the
+//   version counted up); our transport reads a new id as a new connection of the remote (a
+//   full reconnection) and replaces its own, so werift's renegotiation offer would tear the
+//   call down. What werift sends keeps its first id (keepSessionId); the case without it is
+//   the separate 'defect of ours' test at the end (libdatachannel does the same).
 // - werift always queries a STUN server (stun.l.google.com unless told otherwise) and waits up
 //   to 5 s for it while gathering: a STUN responder on 127.0.0.1 answers it at once.
 // Werift's echo senders declare a stream (a=msid) as browsers do. The separate
@@ -46,9 +47,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
 import dgram from 'node:dgram'
-import { randomBytes } from 'node:crypto'
 import { lib, withServer, transport, until, once, uid } from '../helpers.mjs'
-import { SignalingPeer } from './signaling-peer.mjs'
+import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
+import { dataCells, collect } from './data-cells.mjs'
 import { tone, frequency, concat, testPattern, record, sleep } from './common.mjs'
 
 const require = createRequire(import.meta.url)
@@ -85,21 +86,6 @@ async function localStun() {
   return { url: `stun:127.0.0.1:${sock.address().port}`, close: () => sock.close() }
 }
 
-// werift draws a new o= session id for every description (version always 0), against
-// RFC 3264 §5/§8 (same id, version + 1 for each new one); our transport takes a new session id
-// for a new connection of the remote (a full reconnection) and replaces its own. What werift
-// sends keeps its first id and counts the version up.
-function stableOrigin() {
-  let first
-  let version = 0
-  return (type, sdp) => {
-    const m = /^o=(\S+) (\S+) (\S+) (.*)$/m.exec(sdp)
-    if (!m) return sdp
-    first ??= m[2]
-    return sdp.replace(m[0], `o=${m[1]} ${first} ${version++} ${m[4]}`)
-  }
-}
-
 let stun, server
 const peers = []
 const transports = []
@@ -107,7 +93,7 @@ const transports = []
 // A werift peer on our signaling that echoes every data channel message and every RTP packet
 // it receives (on its own sender of the same section). `echoed` counts packets per kind and
 // frames (marker bits) of video. msid: its senders declare a stream (as a browser does).
-async function weriftPeer({ msid = true } = {}) {
+async function weriftPeer({ msid = true, keepSession = true } = {}) {
   const id = uid('werift')
   const config = {
     iceServers: [{ urls: stun.url }],
@@ -121,7 +107,7 @@ async function weriftPeer({ msid = true } = {}) {
     peerId: id,
     RTCPeerConnection: werift.RTCPeerConnection,
     config,
-    outgoingSdp: stableOrigin(),
+    outgoingSdp: keepSession ? keepSessionId() : undefined,
   })
   peers.push(sp)
   sp.echoed = { audio: 0, video: 0, videoFrames: 0 }
@@ -175,83 +161,10 @@ afterAll(async () => {
   stun?.close()
 })
 
-// Collects a channel's messages.
-function collect(ch) {
-  const got = []
-  ch.on('message', (m) => got.push(m))
-  return got
-}
-
-// The data cells on one connection. open(label, mode) opens a channel from the side that
-// offered and resolves our side's DataChannel.
-function dataCells(setup) {
-  let ctx
-  beforeAll(async () => {
-    ctx = await setup()
-  }, 30000)
-
-  it('ordered reliable channel: mixed text/binary echo keeps order, kind and content', async () => {
-    const ch = ctx.channel
-    expect(ch.mode).toBe('reliable')
-    const got = collect(ch)
-    const sent = []
-    for (let i = 0; i < 60; i++) {
-      const m = i % 2 ? Buffer.from(`bin-${i}-${'x'.repeat(i * 37)}`) : `text ${i} ${'é'.repeat(i)}`
-      sent.push(m)
-      await ch.send(m)
-    }
-    await until(() => got.length >= sent.length, 10000)
-    expect(got.length).toBe(sent.length)
-    got.forEach((m, i) => {
-      if (Buffer.isBuffer(sent[i])) {
-        expect(m.kind).toBe('binary')
-        expect(Buffer.compare(m.data, sent[i])).toBe(0)
-      } else {
-        expect(m).toEqual({ kind: 'text', data: sent[i] })
-      }
-    })
-  })
-
-  it('unreliable channel (unordered, no retransmits) echoes', async () => {
-    const ch = await ctx.open('lossy', 'unreliable')
-    // What werift's side of the channel says it is: unordered, no retransmits.
-    const theirs = ctx.sp.channels.find((c) => c.label === 'lossy')
-    expect([theirs.ordered, theirs.maxRetransmits]).toEqual([false, 0])
-    // werift's DCEP OPEN for { ordered: false, maxRetransmits: 0 } says "ordered, 0
-    // retransmits" (channel type 0x01: its unordered bit is overwritten), and our mode only
-    // reads the ordered flag, so that direction's channel is 'reliable' here.
-    expect(ch.mode).toBe(ctx.unreliableMode ?? 'unreliable')
-    const got = collect(ch)
-    const sent = Array.from({ length: 30 }, (_, i) => `u${i}`)
-    for (const m of sent) await ch.send(m)
-    // Loopback loses nothing; the channel may reorder.
-    await until(() => got.length >= sent.length, 10000)
-    expect(got.map((m) => m.data).sort()).toEqual([...sent].sort())
-  })
-
-  it('a channel opened after 2.5 s of silence opens and echoes; the first still works', async () => {
-    await sleep(2500)
-    const ch = await ctx.open('late', 'reliable')
-    const got = collect(ch)
-    await ch.send('after the silence')
-    await until(() => got.length >= 1, 10000)
-    expect(got[0]).toEqual({ kind: 'text', data: 'after the silence' })
-    const first = collect(ctx.channel)
-    await ctx.channel.send('first again')
-    await until(() => first.length >= 1, 10000)
-    expect(first[0].data).toBe('first again')
-  }, 20000)
-
-  it('1 MiB transfer (64 × 16 KiB) comes back byte for byte', async () => {
-    const ch = await ctx.open('bulk', 'reliable')
-    const got = collect(ch)
-    const data = randomBytes(1 << 20)
-    const chunk = 16 * 1024
-    for (let o = 0; o < data.length; o += chunk) await ch.send(data.subarray(o, o + chunk))
-    await until(() => got.reduce((n, m) => n + m.data.length, 0) >= data.length, 30000)
-    expect(got.every((m) => m.kind === 'binary')).toBe(true)
-    expect(Buffer.compare(Buffer.concat(got.map((m) => m.data)), data)).toBe(0)
-  }, 40000)
+// werift's own view of one of its channels.
+function theirs(sp, label) {
+  const c = sp.channels.find((x) => x.label === label)
+  return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
 }
 
 describe('data, Node offers', () => {
@@ -267,8 +180,8 @@ describe('data, Node offers', () => {
     expect((await first).data).toBe('hello werift')
     record('werift', 'first-message', performance.now() - t0)
     return {
-      sp,
       channel,
+      theirs: (label) => theirs(sp, label),
       open: (label, mode) => peer.createDataChannel(label, { mode }),
     }
   })
@@ -292,8 +205,11 @@ describe('data, werift offers', () => {
     expect(peer.outgoing).toBe(false)
     const channel = await firstChannel
     return {
-      sp,
       channel,
+      theirs: (label) => theirs(sp, label),
+      // werift's DCEP OPEN for { ordered: false, maxRetransmits: 0 } says "ordered, 0
+      // retransmits" (channel type 0x01: it overwrites the unordered bit 0x80), and our mode
+      // reads only the ordered flag: our side calls that channel 'reliable'.
       unreliableMode: 'reliable',
       open: async (label, mode) => {
         const ours = once(t, 'data-channel', (ch) => ch.label === label, 15000).then(([ch]) => ch)
@@ -484,5 +400,32 @@ describe('defect of ours: two remote tracks without a=msid', () => {
     expect(sp.echoed.videoFrames).toBeGreaterThanOrEqual(40)
     expect(await videoTrack).not.toBeNull()
     expect(frames.length).toBeGreaterThanOrEqual(40)
+  }, 30000)
+})
+
+// DEFECT OF OURS, reported, not papered over: werift (and libdatachannel: see
+// node-datachannel.test.mjs) draws a new o= session id for each description. Our transport
+// takes an offer with a new session id, from a peer not announcing can_full_reconnect, for a new
+// connection of the remote ("offer of a new session: full reconnection",
+// crates/remotemedia-webrtc/src/peer/connection.rs on_remote_offer, is_new_session in
+// peer/full_reconnect.rs) and replaces its own, although the DTLS fingerprint and the ICE
+// credentials are unchanged: the data channels are reset (SCTP RECONFIG of every stream) and the
+// call goes through a reconnection. A renegotiation offer of werift's, as werift sends it:
+describe('defect of ours: a renegotiation offer with a new o= session id', () => {
+  it('werift offers mid-call with its own o= line: the call goes on (FAILS: taken for a full reconnection)', async () => {
+    const t = await node()
+    const sp = await weriftPeer({ keepSession: false })
+    const peer = await t.connectPeer(sp.peerId)
+    const reconnecting = []
+    peer.on('reconnecting', (e) => reconnecting.push(e))
+    const got = collect(peer.defaultChannel)
+    await peer.defaultChannel.send('before')
+    await until(() => got.length >= 1, 10000)
+    await sp.offer()
+    await sleep(1000)
+    await peer.defaultChannel.send('after')
+    await until(() => got.length >= 2, 5000).catch(() => {})
+    expect(reconnecting).toEqual([])
+    expect(got.map((m) => m.data)).toEqual(['before', 'after'])
   }, 30000)
 })
