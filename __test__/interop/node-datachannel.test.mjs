@@ -20,7 +20,12 @@
 //   it, audio flows on; node-datachannel's own renegotiation offer mid-call is answered and
 //   audio flows on;
 // - timings: record('node-datachannel', 'connect' | 'first-message', ms), connectPeer() to the
-//   open connection and to the first echoed message (polyfill).
+//   open connection and to the first echoed message (polyfill). About 1.08 s each run, and
+//   that is ours: libdatachannel (ICE-controlled, DTLS client) sends its ClientHello as soon as
+//   our check nominates the pair; it reaches our ICE agent a moment before the check's response
+//   marks the pair connected and is dropped ("drop message ... before ICE connection is
+//   connected", rtc::peer_connection::handler::ice), so the handshake waits for libdatachannel's
+//   1 s DTLS retransmission. Recorded, not asserted (timings are not asserted here).
 // Not covered, and why:
 // - node-datachannel decoding our media or sending media it encoded: it has no codecs, so
 //   "both ways" is the echo (our encoder → libdatachannel's SRTP/RTP path → our decoder);

@@ -4,8 +4,8 @@
 // Covered:
 // - data, both offer directions (Node offers with connectPeer; werift offers with its own
 //   createOffer): an ordered reliable echo of mixed text/binary messages (order, kind and
-//   content asserted), an unreliable channel (unordered, no retransmits, seen as such on our
-//   side), a channel opened after 2.5 s of silence (the case where our private RTT probe on SCTP
+//   content asserted), an unreliable channel (unordered, no retransmits on werift's side; see
+//   data, werift offers, for what our side calls werift's one), a channel opened after 2.5 s of silence (the case where our private RTT probe on SCTP
 //   stream 1023 once broke another stack's later channels), and a 1 MiB transfer (64 × 16 KiB
 //   binary messages echoed, checked byte for byte);
 // - audio: werift has no codecs (it moves RTP packets, never samples), so the strongest honest
@@ -18,28 +18,30 @@
 //   frames werift echoed (werift's own count of marker-bit packets) and of the frames we sent, at
 //   our size (320×240);
 // - renegotiation: mid-call, Node adds a video track while audio flows (both then flow back),
-//   removes it (werift's section stops sending, audio flows on), and werift adds a track by its
-//   own offer mid-call;
+//   removes it (werift's section goes sendonly with nothing left to echo, audio flows on); werift
+//   renegotiates by its own offer mid-call (answered, a channel it then opens echoes, audio
+//   flows on). werift removing a track of its own is not covered (not tried, for time);
 // - timings: record('werift', 'connect' | 'first-message', ms), from connectPeer() to the open
 //   connection and to the first echoed message.
 // Not covered, and why:
 // - werift decoding our media, or Node decoding media werift encoded: werift has no encoder or
 //   decoder, so "both ways" is the echo above (our encoder → werift's RTP stack → our decoder);
 // - H.264: the addon is built without the h264 feature here.
-// Three things had to be set on werift's side, each a werift deviation, not ours:
+// Three werift deviations are worked around here:
 // - werift takes its SCTP role from its ICE role (ICE-controlling = SCTP client: sends INIT),
 //   while RFC 8832 and webrtc-rs tie it to the DTLS role (DTLS client = SCTP client). With
 //   Node offering, werift answers a=setup:active (DTLS client) while ICE-controlled: both sides
 //   wait as SCTP servers, nobody sends INIT, no channel ever opens. With werift offering, both
 //   send INIT and the association never forms (webrtc-rs, the client, refuses the INIT it
-//   gets: "refusing first packet due to empty server_config"; werift does not answer ours). The same bug is in werift's ancestor aiortc
-//   (aiortc/aiortc#1432, "Use the DTLS role to pick the SCTP role"); its fix is applied here to
-//   werift's RTCSctpTransport.start (INIT from the DTLS client; stream-id parity unchanged);
+//   gets: "refusing first packet due to empty server_config"; werift does not answer ours).
+//   The same bug is in werift's ancestor aiortc (aiortc/aiortc#1432, "Use the DTLS role to pick
+//   the SCTP role"); its fix is applied here to werift's RTCSctpTransport.start (INIT from the
+//   DTLS client; stream-id parity unchanged);
 // - werift draws a new o= session id for each description (RFC 3264 §8 wants it kept, the
 //   version counted up); our transport reads a new id as a new connection of the remote (a
 //   full reconnection) and replaces its own, so werift's renegotiation offer would tear the
 //   call down. What werift sends keeps its first id (keepSessionId); the case without it is
-//   the separate 'defect of ours' test at the end (libdatachannel does the same).
+//   the separate 'defect of ours' test at the end (libdatachannel does the same);
 // - werift always queries a STUN server (stun.l.google.com unless told otherwise) and waits up
 //   to 5 s for it while gathering: a STUN responder on 127.0.0.1 answers it at once.
 // Werift's echo senders declare a stream (a=msid) as browsers do. The separate
