@@ -10,9 +10,11 @@ const WebSocket = require('ws')
 
 export class SignalingPeer {
   // url: the signaling server's ws:// URL; RTCPeerConnection: the stack's constructor;
-  // config: passed to it; capabilities: announced.
-  constructor({ url, peerId, RTCPeerConnection, config = {}, capabilities = ['audio', 'video', 'data'] }) {
+  // config: passed to it; capabilities: announced; outgoingSdp(type, sdp) → sdp: rewrites each
+  // description as it is sent (for a stack that breaks a rule the other side relies on).
+  constructor({ url, peerId, RTCPeerConnection, config = {}, capabilities = ['audio', 'video', 'data'], outgoingSdp = (type, sdp) => sdp }) {
     this.url = url
+    this.outgoingSdp = outgoingSdp
     this.peerId = peerId
     this.capabilities = capabilities
     this.pc = new RTCPeerConnection(config)
@@ -87,7 +89,7 @@ export class SignalingPeer {
       await this.pc.setRemoteDescription({ type: 'offer', sdp: params.sdp })
       const answer = await this.pc.createAnswer()
       await this.pc.setLocalDescription(answer)
-      const sdp = this.pc.localDescription?.sdp ?? answer.sdp
+      const sdp = this.outgoingSdp('answer', this.pc.localDescription?.sdp ?? answer.sdp)
       await this.rpc('peer.answer', { from: this.peerId, to: this.remote, sdp, can_trickle_ice_candidates: true, request_id: this.requestId })
       this.openGate()
     } else if (msg.method === 'peer.answer') {
@@ -110,7 +112,7 @@ export class SignalingPeer {
     this.answered = { resolve }
     const offer = await this.pc.createOffer()
     await this.pc.setLocalDescription(offer)
-    const sdp = this.pc.localDescription?.sdp ?? offer.sdp
+    const sdp = this.outgoingSdp('offer', this.pc.localDescription?.sdp ?? offer.sdp)
     await this.rpc('peer.offer', { from: this.peerId, to: this.remote, sdp, can_trickle_ice_candidates: true, request_id: this.requestId })
     this.openGate()
     await answered
@@ -119,5 +121,19 @@ export class SignalingPeer {
   async close() {
     try { this.pc.close() } catch {}
     try { this.ws?.close() } catch {}
+  }
+}
+
+// An outgoingSdp hook for stacks that draw a new o= session id for each description (werift,
+// libdatachannel), against RFC 3264 §8 (same id, version counted up): what is sent keeps the
+// first id and counts the version up.
+export function keepSessionId() {
+  let first
+  let version = 0
+  return (type, sdp) => {
+    const m = /^o=(\S+) (\S+) (\S+) (.*)$/m.exec(sdp)
+    if (!m) return sdp
+    first ??= m[2]
+    return sdp.replace(m[0], `o=${m[1]} ${first} ${version++} ${m[4]}`)
   }
 }

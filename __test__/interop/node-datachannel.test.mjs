@@ -1,0 +1,398 @@
+// Interop matrix, node-datachannel (libdatachannel + usrsctp), on our signaling protocol through
+// SignalingPeer, everything on 127.0.0.1.
+//
+// Covered:
+// - data, both offer directions, with its W3C polyfill (node-datachannel/polyfill): an ordered
+//   reliable echo of mixed text/binary (order, kind and content asserted), an unreliable channel,
+//   a channel opened after 2.5 s of silence (the cell that caught our private RTT probe on SCTP
+//   stream 1023 breaking node-datachannel's later channels: kept on purpose), a 1 MiB transfer
+//   (64 × 16 KiB, checked byte for byte);
+// - audio and video (VP8, VP9) with its native API: the polyfill has no tracks (addTrack and
+//   addTransceiver throw "Not implemented"), so a small RTCPeerConnection-shaped wrapper of its
+//   native PeerConnection (NativeEchoPC below) is driven by the same SignalingPeer. libdatachannel
+//   packetizes but does not encode or decode, so the strongest honest version is an echo: for
+//   each section our transport offers it adds a sendrecv track of its own (same mid and payload
+//   types, its own SSRC and a=msid) and sends back every RTP packet of ours with its SSRC
+//   rewritten; Node decodes our 440 Hz tone (≥ 90 % of the frames, ±5 Hz) and ≥ 90 % of the VP8
+//   and VP9 frames node-datachannel echoed (its count of marker bits) and of those we sent, at
+//   our size (320×240);
+// - renegotiation: mid-call, Node adds a video track while audio flows (both come back), removes
+//   it, audio flows on; node-datachannel's own renegotiation offer mid-call is answered and
+//   audio flows on;
+// - timings: record('node-datachannel', 'connect' | 'first-message', ms), connectPeer() to the
+//   open connection and to the first echoed message (polyfill). About 1.08 s each run, and
+//   that is ours: libdatachannel (ICE-controlled, DTLS client) sends its ClientHello as soon as
+//   our check nominates the pair; it reaches our ICE agent a moment before the check's response
+//   marks the pair connected and is dropped ("drop message ... before ICE connection is
+//   connected", rtc::peer_connection::handler::ice), so the handshake waits for libdatachannel's
+//   1 s DTLS retransmission. Recorded, not asserted (timings are not asserted here).
+// Not covered, and why:
+// - node-datachannel decoding our media or sending media it encoded: it has no codecs, so
+//   "both ways" is the echo (our encoder → libdatachannel's SRTP/RTP path → our decoder);
+// - media with node-datachannel offering the first media section: the echo answers what we
+//   offer; the offering direction is covered for data (polyfill) and for a renegotiation;
+// - the peer's view of a channel we open (ordered, maxRetransmits): the polyfill builds incoming
+//   channels with default options, so it cannot tell;
+// - H.264: the addon is built without the h264 feature here.
+// libdatachannel draws a new o= session id for each description (RFC 3264 §8 wants it kept);
+// our transport takes a new id for a new connection of the remote and replaces its own, so the
+// peer's own renegotiation offer would tear the call down (and libdatachannel then refuses our
+// new ICE credentials: "Invalid ICE settings from remote SDP"). The native peer's descriptions
+// keep their first id (keepSessionId); the case without it is the separate 'defect of ours' test.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createRequire } from 'node:module'
+import { withServer, transport, until, once, uid } from '../helpers.mjs'
+import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
+import { dataCells, collect } from './data-cells.mjs'
+import { tone, frequency, concat, testPattern, record, sleep } from './common.mjs'
+
+const require = createRequire(import.meta.url)
+const nd = require('node-datachannel')
+const polyfill = require('node-datachannel/polyfill')
+
+let n = 0
+// node-datachannel's native PeerConnection shaped as much of an RTCPeerConnection as
+// SignalingPeer uses (descriptions, candidates, close), echoing every data channel message and,
+// on each audio/video section the remote offers, every RTP packet (on a sendrecv track of its
+// own: the offer's mid and payload types, an SSRC and a=msid of its own).
+// forceMediaTransport: libdatachannel sets up DTLS without SRTP when the first negotiation has
+// no media, and a track added by a later renegotiation then never opens.
+class NativeEchoPC {
+  constructor(config = {}) {
+    this.pc = new nd.PeerConnection(`nd-${++n}`, { iceServers: [], bindAddress: '127.0.0.1', disableAutoNegotiation: true, forceMediaTransport: true, ...config })
+    this.onicecandidate = null
+    this.tracks = new Map() // mid -> { kind, track, ssrc, pts }
+    this.echoed = { audio: 0, video: 0, videoFrames: 0 }
+    this.channels = []
+    this.waiting = null
+    this.pc.onLocalDescription((sdp, type) => {
+      const w = this.waiting
+      this.waiting = null
+      w?.({ type, sdp })
+    })
+    this.pc.onLocalCandidate((candidate, mid) => this.onicecandidate?.({ candidate: { candidate, sdpMid: mid, sdpMLineIndex: null } }))
+    this.pc.onDataChannel((dc) => this.echoChannel(dc))
+  }
+  echoChannel(dc) {
+    this.channels.push(dc)
+    dc.onMessage((m) => (typeof m === 'string' ? dc.sendMessage(m) : dc.sendMessageBinary(Buffer.from(m))))
+  }
+  get localDescription() {
+    return this.pc.localDescription()
+  }
+  get remoteDescription() {
+    return this.pc.remoteDescription()
+  }
+  // Before an offer is applied: a local sendrecv track for each new audio/video section, with
+  // the offer's mid and payload types and an SSRC of ours, echoing what arrives on it.
+  prepare(sdp) {
+    for (const section of sdp.split(/\r\n(?=m=)/).slice(1)) {
+      const kind = /^m=(\w+)/.exec(section)[1]
+      const mid = /a=mid:(\S+)/.exec(section)?.[1]
+      if (!['audio', 'video'].includes(kind) || mid == null || this.tracks.has(mid)) continue
+      const media = kind === 'audio' ? new nd.Audio(mid, 'SendRecv') : new nd.Video(mid, 'SendRecv')
+      for (const [, pt, name] of section.matchAll(/a=rtpmap:(\d+) ([\w-]+)\/\d+/g)) {
+        const p = Number(pt)
+        if (name === 'opus') media.addOpusCodec(p)
+        else if (name === 'VP8') media.addVP8Codec(p)
+        else if (name === 'VP9') media.addVP9Codec(p)
+      }
+      const ssrc = (Math.random() * 0xfffffff0) >>> 0
+      media.addSSRC(ssrc, `echo-${kind}`, 'echo-stream', `echo-${kind}-${mid}`)
+      const track = this.pc.addTrack(media)
+      const t = { kind, mid, track, ssrc }
+      track.onMessage((buf) => this.echo(t, buf))
+      this.tracks.set(mid, t)
+    }
+  }
+  echo(t, buf) {
+    if (buf.length < 12 || (buf[1] >= 192 && buf[1] <= 223)) return // RTCP
+    const out = Buffer.from(buf)
+    out.writeUInt32BE(t.ssrc, 8)
+    this.echoed[t.kind]++
+    if (t.kind === 'video' && out[1] & 0x80) this.echoed.videoFrames++
+    t.track.sendMessageBinary(out)
+  }
+  async setRemoteDescription({ type, sdp }) {
+    if (type === 'offer') this.prepare(sdp)
+    this.pc.setRemoteDescription(sdp, type)
+  }
+  local(type) {
+    return new Promise((resolve) => {
+      this.waiting = resolve
+      this.pc.setLocalDescription(type)
+    })
+  }
+  createAnswer() {
+    return this.local('answer')
+  }
+  createOffer() {
+    return this.local('offer')
+  }
+  async setLocalDescription() {}
+  async addIceCandidate({ candidate, sdpMid }) {
+    this.pc.addRemoteCandidate(candidate, sdpMid ?? '0')
+  }
+  close() {
+    for (const t of this.tracks.values()) {
+      try {
+        t.track.close()
+      } catch {}
+    }
+    this.pc.close()
+  }
+}
+
+let server
+const peers = []
+const transports = []
+
+beforeAll(async () => {
+  server = await withServer()
+})
+
+afterAll(async () => {
+  for (const p of peers) await p.close()
+  for (const t of transports) await t.shutdown().catch(() => {})
+  await server?.close()
+  nd.cleanup()
+})
+
+async function node(extra = {}) {
+  const t = await transport(server, uid('node'), extra)
+  t.errors = []
+  t.on('error', (e) => t.errors.push(e))
+  transports.push(t)
+  return t
+}
+
+// A polyfill peer echoing every message of every channel (its own ones too, via echo()).
+async function polyfillPeer() {
+  const sp = new SignalingPeer({
+    url: server.url,
+    peerId: uid('ndc'),
+    RTCPeerConnection: polyfill.RTCPeerConnection,
+    config: { iceServers: [], bindAddress: '127.0.0.1' },
+  })
+  peers.push(sp)
+  sp.channels = []
+  sp.echo = (channel) => {
+    sp.channels.push(channel)
+    channel.binaryType = 'arraybuffer'
+    channel.onmessage = (e) => channel.send(typeof e.data === 'string' ? e.data : Buffer.from(e.data))
+  }
+  sp.pc.ondatachannel = ({ channel }) => sp.echo(channel)
+  await sp.start()
+  return sp
+}
+
+// keepSession: what it sends keeps its first o= session id (libdatachannel draws a new one for
+// each description; see the 'defect of ours' test at the end).
+async function nativePeer({ keepSession = true } = {}) {
+  const sp = new SignalingPeer({
+    url: server.url,
+    peerId: uid('ndn'),
+    RTCPeerConnection: NativeEchoPC,
+    outgoingSdp: keepSession ? keepSessionId() : undefined,
+  })
+  peers.push(sp)
+  await sp.start()
+  return sp
+}
+
+describe('data, Node offers (polyfill)', () => {
+  dataCells(async () => {
+    const t = await node()
+    const sp = await polyfillPeer()
+    const t0 = performance.now()
+    const peer = await t.connectPeer(sp.peerId)
+    record('node-datachannel', 'connect', performance.now() - t0)
+    const channel = peer.defaultChannel
+    const first = once(channel, 'message')
+    await channel.send('hello node-datachannel')
+    expect((await first).data).toBe('hello node-datachannel')
+    record('node-datachannel', 'first-message', performance.now() - t0)
+    return { channel, open: (label, mode) => peer.createDataChannel(label, { mode }) }
+  })
+})
+
+describe('data, node-datachannel offers (polyfill)', () => {
+  dataCells(async () => {
+    const t = await node()
+    const sp = await polyfillPeer()
+    const create = (label, init) => {
+      const dc = sp.pc.createDataChannel(label, init)
+      sp.echo(dc)
+      return dc
+    }
+    create('echo')
+    const connected = once(t, 'peer-connected', (p) => p.peerId === sp.peerId, 15000)
+    const firstChannel = once(t, 'data-channel', (ch) => ch.label === 'echo', 15000).then(([ch]) => ch)
+    await sp.offer(t.peerId)
+    const peer = await connected
+    expect(peer.outgoing).toBe(false)
+    return {
+      channel: await firstChannel,
+      theirs: (label) => {
+        const c = sp.channels.find((x) => x.label === label)
+        return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
+      },
+      open: async (label, mode) => {
+        const ours = once(t, 'data-channel', (ch) => ch.label === label, 15000).then(([ch]) => ch)
+        create(label, mode === 'unreliable' ? { ordered: false, maxRetransmits: 0 } : {})
+        return ours
+      },
+    }
+  })
+})
+
+async function sendTone(t, to, freq, frames) {
+  const start = performance.now()
+  for (const [i, f] of tone(freq, frames).entries()) {
+    await t.sendAudio(to, f)
+    const wait = start + (i + 1) * 20 - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
+}
+
+async function sendVideo(t, to, frames, w = 320, h = 240) {
+  const start = performance.now()
+  for (let i = 0; i < frames; i++) {
+    await t.sendVideo(to, { data: testPattern(w, h, i), width: w, height: h, timestampUs: Math.round(i * 33333), keyframe: i === 0 })
+    const wait = start + (i + 1) * 33 - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
+}
+
+function toneOf(frames) {
+  return frequency(concat(frames.slice(Math.floor(frames.length / 4)).map((f) => f.samples)))
+}
+
+describe('audio: node-datachannel (native) echoes our Opus RTP on its own track', () => {
+  it('≥ 90 % of 100 frames come back, 440 ± 5 Hz', async () => {
+    const t = await node()
+    const sp = await nativePeer()
+    const peer = await t.connectPeer(sp.peerId)
+    const track = once(peer, 'track', (i) => i.kind === 'audio', 15000)
+    await peer.addAudioTrack()
+    const frames = []
+    peer.on('audio-frame', (f) => frames.push(f))
+    await sendTone(t, sp.peerId, 440, 100)
+    await until(() => frames.length >= 100, 3000).catch(() => {})
+    expect((await track).trackId).toMatch(/^echo-audio-/)
+    expect(sp.pc.echoed.audio).toBeGreaterThanOrEqual(90)
+    expect(frames.length).toBeGreaterThanOrEqual(90)
+    expect(Math.abs(toneOf(frames) - 440)).toBeLessThanOrEqual(5)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+})
+
+describe.each(['vp8', 'vp9'])('video %s: node-datachannel (native) echoes our RTP on its own track', (codec) => {
+  it('Node decodes ≥ 90 % of the frames it echoed and we sent, at our size', async () => {
+    const t = await node({ videoCodec: codec })
+    const sp = await nativePeer()
+    const peer = await t.connectPeer(sp.peerId)
+    await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
+    expect(sp.pc.localDescription.sdp).toMatch(new RegExp(`a=rtpmap:\\d+ ${codec.toUpperCase()}/90000`))
+    const frames = []
+    peer.on('video-frame', (f) => frames.push(f))
+    const sent = 60
+    await sendVideo(t, sp.peerId, sent)
+    await until(() => frames.length >= sent, 3000).catch(() => {})
+    expect(sp.pc.echoed.videoFrames).toBeGreaterThanOrEqual(sent * 0.9)
+    expect(frames.length).toBeGreaterThanOrEqual(Math.ceil(sp.pc.echoed.videoFrames * 0.9))
+    expect(frames.length).toBeGreaterThanOrEqual(sent * 0.9)
+    for (const f of frames) expect([f.width, f.height]).toEqual([320, 240])
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+})
+
+describe('renegotiation mid-call (native)', () => {
+  let t, sp, peer
+  const audio = []
+  const video = []
+  beforeAll(async () => {
+    t = await node()
+    sp = await nativePeer()
+    peer = await t.connectPeer(sp.peerId)
+    await peer.addAudioTrack()
+    peer.on('audio-frame', (f) => audio.push(f))
+    peer.on('video-frame', (f) => video.push(f))
+  }, 30000)
+
+  async function flow(frames, withVideo) {
+    const a0 = audio.length
+    const v0 = video.length
+    await Promise.all([sendTone(t, sp.peerId, 440, frames), withVideo ? sendVideo(t, sp.peerId, Math.floor(frames * 0.6)) : null])
+    await sleep(400)
+    return { audio: audio.slice(a0), video: video.slice(v0) }
+  }
+
+  it('Node adds a video track while audio flows; both come back, then it removes it and audio flows on', async () => {
+    const before = await flow(50, false)
+    expect(before.audio.length).toBeGreaterThanOrEqual(45)
+    expect(Math.abs(toneOf(before.audio) - 440)).toBeLessThanOrEqual(5)
+
+    const videoTrack = once(peer, 'track', (i) => i.kind === 'video', 15000)
+    await peer.addVideoTrack({ width: 320, height: 240, keyframeInterval: 30 })
+    const both = await flow(50, true)
+    await videoTrack
+    expect(both.audio.length).toBeGreaterThanOrEqual(45)
+    expect(both.video.length).toBeGreaterThanOrEqual(27)
+    for (const f of both.video) expect([f.width, f.height]).toEqual([320, 240])
+
+    await peer.removeTrack('video')
+    expect(peer.hasVideoTrack).toBe(false)
+    const after = await flow(50, false)
+    expect(after.audio.length).toBeGreaterThanOrEqual(45)
+    expect(Math.abs(toneOf(after.audio) - 440)).toBeLessThanOrEqual(5)
+    expect(after.video.length).toBe(0)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 40000)
+
+  it('node-datachannel renegotiates by its own offer mid-call: answered, a channel it opens then echoes, audio flows on', async () => {
+    const dc = sp.pc.pc.createDataChannel('renegotiated')
+    sp.pc.echoChannel(dc)
+    const opened = once(t, 'data-channel', (c) => c.label === 'renegotiated', 15000)
+    await sp.offer()
+    const [ch] = await opened
+    const got = collect(ch)
+    await ch.send('after node-datachannel offered')
+    await until(() => got.length >= 1, 10000)
+    expect(got[0].data).toBe('after node-datachannel offered')
+    const after = await flow(50, false)
+    expect(after.audio.length).toBeGreaterThanOrEqual(45)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+})
+
+// DEFECT OF OURS, reported, not papered over (werift.test.mjs has the same case): an offer
+// with a new o= session id, from a peer not announcing can_full_reconnect, is taken for a new
+// connection of the remote ("offer of a new session: full reconnection", on_remote_offer in
+// crates/remotemedia-webrtc/src/peer/connection.rs) although its DTLS fingerprint and ICE
+// credentials are unchanged; libdatachannel, which redraws the id in every description, then
+// refuses our answer's new ICE credentials and the call is lost.
+describe('defect of ours: a renegotiation offer with a new o= session id', () => {
+  it('node-datachannel offers mid-call with its own o= line: the call goes on (FAILS: taken for a full reconnection)', async () => {
+    const t = await node()
+    const sp = await nativePeer({ keepSession: false })
+    const peer = await t.connectPeer(sp.peerId)
+    const reconnecting = []
+    peer.on('reconnecting', (e) => reconnecting.push(e))
+    const got = collect(peer.defaultChannel)
+    await peer.defaultChannel.send('before')
+    await until(() => got.length >= 1, 10000)
+    const dc = sp.pc.pc.createDataChannel('x')
+    sp.pc.echoChannel(dc)
+    await Promise.race([sp.offer(), sleep(5000)])
+    await peer.defaultChannel.send('after').catch(() => {})
+    await until(() => got.length >= 2, 5000).catch(() => {})
+    expect(sp.errors).toEqual([])
+    expect(reconnecting).toEqual([])
+    expect(got.map((m) => m.data)).toEqual(['before', 'after'])
+  }, 30000)
+})

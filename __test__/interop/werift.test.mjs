@@ -1,0 +1,433 @@
+// Interop matrix, werift (pure TypeScript WebRTC, W3C-like RTCPeerConnection), driven through
+// SignalingPeer on our signaling protocol, everything on 127.0.0.1.
+//
+// Covered:
+// - data, both offer directions (Node offers with connectPeer; werift offers with its own
+//   createOffer): an ordered reliable echo of mixed text/binary messages (order, kind and
+//   content asserted), an unreliable channel (unordered, no retransmits on werift's side; see
+//   data, werift offers, for what our side calls werift's one), a channel opened after 2.5 s of silence (the case where our private RTT probe on SCTP
+//   stream 1023 once broke another stack's later channels), and a 1 MiB transfer (64 × 16 KiB
+//   binary messages echoed, checked byte for byte);
+// - audio: werift has no codecs (it moves RTP packets, never samples), so the strongest honest
+//   version is an echo: werift answers our audio section sendrecv and sends every RTP packet of
+//   our Opus track back on its own sender (RTCRtpSender.sendRtp rewrites SSRC, payload type,
+//   sequence numbers as negotiated on its side); Node decodes our 440 Hz tone from werift's
+//   stream (≥ 90 % of the frames, 440 ± 5 Hz). The same with werift offering the audio section
+//   (our transport answers it with answerMedia and sends on it);
+// - video: the same echo for VP8 and VP9 (a transport per codec): Node decodes ≥ 90 % of the
+//   frames werift echoed (werift's own count of marker-bit packets) and of the frames we sent, at
+//   our size (320×240);
+// - renegotiation: mid-call, Node adds a video track while audio flows (both then flow back),
+//   removes it (werift's section goes sendonly with nothing left to echo, audio flows on); werift
+//   renegotiates by its own offer mid-call (answered, a channel it then opens echoes, audio
+//   flows on). werift removing a track of its own is not covered (not tried, for time);
+// - timings: record('werift', 'connect' | 'first-message', ms), from connectPeer() to the open
+//   connection and to the first echoed message.
+// Not covered, and why:
+// - werift decoding our media, or Node decoding media werift encoded: werift has no encoder or
+//   decoder, so "both ways" is the echo above (our encoder → werift's RTP stack → our decoder);
+// - H.264: the addon is built without the h264 feature here.
+// Three werift deviations are worked around here:
+// - werift takes its SCTP role from its ICE role (ICE-controlling = SCTP client: sends INIT),
+//   while RFC 8832 and webrtc-rs tie it to the DTLS role (DTLS client = SCTP client). With
+//   Node offering, werift answers a=setup:active (DTLS client) while ICE-controlled: both sides
+//   wait as SCTP servers, nobody sends INIT, no channel ever opens. With werift offering, both
+//   send INIT and the association never forms (webrtc-rs, the client, refuses the INIT it
+//   gets: "refusing first packet due to empty server_config"; werift does not answer ours).
+//   The same bug is in werift's ancestor aiortc (aiortc/aiortc#1432, "Use the DTLS role to pick
+//   the SCTP role"); its fix is applied here to werift's RTCSctpTransport.start (INIT from the
+//   DTLS client; stream-id parity unchanged);
+// - werift draws a new o= session id for each description (RFC 3264 §8 wants it kept, the
+//   version counted up); our transport reads a new id as a new connection of the remote (a
+//   full reconnection) and replaces its own, so werift's renegotiation offer would tear the
+//   call down. What werift sends keeps its first id (keepSessionId); the case without it is
+//   the separate 'defect of ours' test at the end (libdatachannel does the same);
+// - werift always queries a STUN server (stun.l.google.com unless told otherwise) and waits up
+//   to 5 s for it while gathering: a STUN responder on 127.0.0.1 answers it at once.
+// Werift's echo senders declare a stream (a=msid) as browsers do. The separate
+// 'defect of ours' test below is the case without a=msid, which fails (see its comment).
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { createRequire } from 'node:module'
+import dgram from 'node:dgram'
+import { lib, withServer, transport, until, once, uid } from '../helpers.mjs'
+import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
+import { dataCells, collect } from './data-cells.mjs'
+import { tone, frequency, concat, testPattern, record, sleep } from './common.mjs'
+
+const require = createRequire(import.meta.url)
+const werift = require('werift')
+
+// aiortc/aiortc#1432 ported to werift: the DTLS client sends INIT (RFC 8832); werift's
+// even/odd stream ids (from the ICE role) already agree with the DTLS roles it negotiates.
+werift.RTCSctpTransport.prototype.start = async function (remotePort) {
+  this.dataChannelId = this.isServer ? 0 : 1
+  this.sctp.isServer = this.dtlsTransport.role !== 'client'
+  await this.sctp.start(remotePort)
+}
+
+// A STUN Binding responder on 127.0.0.1 (RFC 5389: XOR-MAPPED-ADDRESS only), so werift's
+// server-reflexive gathering ends at once and never leaves the machine.
+async function localStun() {
+  const sock = dgram.createSocket('udp4')
+  sock.on('message', (m, rinfo) => {
+    if (m.length < 20 || m.readUInt16BE(0) !== 0x0001 || m.readUInt32BE(4) !== 0x2112a442) return
+    const res = Buffer.alloc(32)
+    res.writeUInt16BE(0x0101, 0)
+    res.writeUInt16BE(12, 2)
+    res.writeUInt32BE(0x2112a442, 4)
+    m.copy(res, 8, 8, 20)
+    res.writeUInt16BE(0x0020, 20)
+    res.writeUInt16BE(8, 22)
+    res.writeUInt16BE(0x0001, 24)
+    res.writeUInt16BE(rinfo.port ^ 0x2112, 26)
+    const ip = rinfo.address.split('.').map(Number)
+    res.writeUInt32BE((((ip[0] << 24) | (ip[1] << 16) | (ip[2] << 8) | ip[3]) ^ 0x2112a442) >>> 0, 28)
+    sock.send(res, rinfo.port, rinfo.address)
+  })
+  await new Promise((r) => sock.bind(0, '127.0.0.1', r))
+  return { url: `stun:127.0.0.1:${sock.address().port}`, close: () => sock.close() }
+}
+
+let stun, server
+const peers = []
+const transports = []
+
+// A werift peer on our signaling that echoes every data channel message and every RTP packet
+// it receives (on its own sender of the same section). `echoed` counts packets per kind and
+// frames (marker bits) of video. msid: its senders declare a stream (as a browser does).
+async function weriftPeer({ msid = true, keepSession = true } = {}) {
+  const id = uid('werift')
+  const config = {
+    iceServers: [{ urls: stun.url }],
+    iceUseIpv6: false,
+    iceInterfaceAddresses: { udp4: '127.0.0.1' },
+    iceAdditionalHostAddresses: ['127.0.0.1'],
+    codecs: { audio: [werift.useOPUS()], video: [werift.useVP8(), werift.useVP9()] },
+  }
+  const sp = new SignalingPeer({
+    url: server.url,
+    peerId: id,
+    RTCPeerConnection: werift.RTCPeerConnection,
+    config,
+    outgoingSdp: keepSession ? keepSessionId() : undefined,
+  })
+  peers.push(sp)
+  sp.echoed = { audio: 0, video: 0, videoFrames: 0 }
+  sp.channels = []
+  const echo = (channel) => {
+    sp.channels.push(channel)
+    channel.onmessage = (e) => channel.send(e.data)
+  }
+  sp.echo = echo
+  sp.pc.ondatachannel = ({ channel }) => echo(channel)
+  const prepare = (t) => {
+    if (msid) t.sender.setStreams([{ id: `${id}-echo` }])
+  }
+  sp.prepare = prepare
+  sp.pc.onRemoteTransceiverAdded.subscribe((t) => {
+    t.setDirection('sendrecv')
+    prepare(t)
+  })
+  const wired = new Set()
+  sp.pc.ontrack = ({ track, transceiver }) => {
+    if (wired.has(transceiver)) return // a renegotiation fires ontrack again
+    wired.add(transceiver)
+    track.onReceiveRtp.subscribe((rtp) => {
+      if (!['sendrecv', 'sendonly'].includes(transceiver.currentDirection ?? transceiver.direction)) return
+      sp.echoed[track.kind]++
+      if (track.kind === 'video' && rtp.header.marker) sp.echoed.videoFrames++
+      transceiver.sender.sendRtp(rtp)
+    })
+  }
+  await sp.start()
+  return sp
+}
+
+async function node(extra = {}) {
+  const t = await transport(server, uid('node'), extra)
+  t.errors = []
+  t.on('error', (e) => t.errors.push(e))
+  transports.push(t)
+  return t
+}
+
+beforeAll(async () => {
+  stun = await localStun()
+  server = await withServer()
+})
+
+afterAll(async () => {
+  for (const p of peers) await p.close()
+  for (const t of transports) await t.shutdown().catch(() => {})
+  await server?.close()
+  stun?.close()
+})
+
+// werift's own view of one of its channels.
+function theirs(sp, label) {
+  const c = sp.channels.find((x) => x.label === label)
+  return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
+}
+
+describe('data, Node offers', () => {
+  dataCells(async () => {
+    const t = await node()
+    const sp = await weriftPeer()
+    const t0 = performance.now()
+    const peer = await t.connectPeer(sp.peerId)
+    record('werift', 'connect', performance.now() - t0)
+    const channel = peer.defaultChannel
+    const first = once(channel, 'message')
+    await channel.send('hello werift')
+    expect((await first).data).toBe('hello werift')
+    record('werift', 'first-message', performance.now() - t0)
+    return {
+      channel,
+      theirs: (label) => theirs(sp, label),
+      open: (label, mode) => peer.createDataChannel(label, { mode }),
+    }
+  })
+})
+
+describe('data, werift offers', () => {
+  dataCells(async () => {
+    const t = await node()
+    const sp = await weriftPeer()
+    // werift's channels echo too.
+    const create = (label, init) => {
+      const dc = sp.pc.createDataChannel(label, init)
+      sp.echo(dc)
+      return dc
+    }
+    create('echo')
+    const connected = once(t, 'peer-connected', (p) => p.peerId === sp.peerId, 15000)
+    const firstChannel = once(t, 'data-channel', (ch) => ch.label === 'echo', 15000).then(([ch]) => ch)
+    await sp.offer(t.peerId)
+    const peer = await connected
+    expect(peer.outgoing).toBe(false)
+    const channel = await firstChannel
+    return {
+      channel,
+      theirs: (label) => theirs(sp, label),
+      // werift's DCEP OPEN for { ordered: false, maxRetransmits: 0 } says "ordered, 0
+      // retransmits" (channel type 0x01: it overwrites the unordered bit 0x80), and our mode
+      // reads only the ordered flag: our side calls that channel 'reliable'.
+      unreliableMode: 'reliable',
+      open: async (label, mode) => {
+        const ours = once(t, 'data-channel', (ch) => ch.label === label, 15000).then(([ch]) => ch)
+        create(label, mode === 'unreliable' ? { ordered: false, maxRetransmits: 0 } : {})
+        return ours
+      },
+    }
+  })
+})
+
+// Sends `frames` of a tone, paced at 20 ms.
+async function sendTone(t, to, freq, frames) {
+  const start = performance.now()
+  for (const [i, f] of tone(freq, frames).entries()) {
+    await t.sendAudio(to, f)
+    const wait = start + (i + 1) * 20 - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
+}
+
+async function sendVideo(t, to, frames, w = 320, h = 240, from = 0) {
+  const start = performance.now()
+  for (let i = from; i < from + frames; i++) {
+    await t.sendVideo(to, { data: testPattern(w, h, i), width: w, height: h, timestampUs: Math.round(i * 33333), keyframe: i === from })
+    const wait = start + (i - from + 1) * 33 - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
+}
+
+// The tone in the frames after the jitter buffer settled.
+function toneOf(frames) {
+  return frequency(concat(frames.slice(Math.floor(frames.length / 4)).map((f) => f.samples)))
+}
+
+describe('audio: werift echoes our Opus RTP on its own track', () => {
+  it('Node offers: ≥ 90 % of 100 frames come back, 440 ± 5 Hz', async () => {
+    const t = await node()
+    const sp = await weriftPeer()
+    const peer = await t.connectPeer(sp.peerId)
+    const track = once(peer, 'track', (i) => i.kind === 'audio', 15000)
+    await peer.addAudioTrack()
+    const frames = []
+    peer.on('audio-frame', (f) => frames.push(f))
+    await sendTone(t, sp.peerId, 440, 100)
+    await until(() => frames.length >= 100, 3000).catch(() => {})
+    await track
+    expect(sp.echoed.audio).toBeGreaterThanOrEqual(90)
+    expect(frames.length).toBeGreaterThanOrEqual(90)
+    expect(frames.every((f) => f.sampleRate === 48000)).toBe(true)
+    expect(Math.abs(toneOf(frames) - 440)).toBeLessThanOrEqual(5)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+
+  it('werift offers the audio section: Node answers with its track (answerMedia), the echo decodes', async () => {
+    const t = await node({ answerMedia: true })
+    const sp = await weriftPeer()
+    const tr = sp.pc.addTransceiver('audio', { direction: 'sendrecv' })
+    sp.prepare(tr)
+    sp.pc.createDataChannel('x')
+    const connected = once(t, 'peer-connected', (p) => p.peerId === sp.peerId, 15000)
+    await sp.offer(t.peerId)
+    const peer = await connected
+    await until(() => peer.hasAudioTrack, 10000)
+    const frames = []
+    peer.on('audio-frame', (f) => frames.push(f))
+    await until(() => t.sendAudio(sp.peerId, new Float32Array(960)).then(() => true, () => false), 10000)
+    await sendTone(t, sp.peerId, 660, 100)
+    await until(() => frames.length >= 100, 3000).catch(() => {})
+    const tail = frames.filter((f) => Math.abs(frequency(f.samples) - 660) < 50)
+    expect(tail.length).toBeGreaterThanOrEqual(90)
+    expect(Math.abs(toneOf(tail) - 660)).toBeLessThanOrEqual(5)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+})
+
+describe.each(['vp8', 'vp9'])('video %s: werift echoes our RTP on its own track', (codec) => {
+  it('Node decodes ≥ 90 % of the frames werift echoed and we sent, at our size', async () => {
+    const t = await node({ videoCodec: codec })
+    const sp = await weriftPeer()
+    const peer = await t.connectPeer(sp.peerId)
+    await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
+    const sdp = sp.pc.remoteDescription.sdp
+    expect(sdp).toMatch(new RegExp(`a=rtpmap:\\d+ ${codec.toUpperCase()}/90000`))
+    const frames = []
+    peer.on('video-frame', (f) => frames.push(f))
+    const sent = 60
+    await sendVideo(t, sp.peerId, sent)
+    await until(() => frames.length >= sent, 3000).catch(() => {})
+    expect(sp.echoed.videoFrames).toBeGreaterThanOrEqual(sent * 0.9)
+    expect(frames.length).toBeGreaterThanOrEqual(Math.ceil(sp.echoed.videoFrames * 0.9))
+    expect(frames.length).toBeGreaterThanOrEqual(sent * 0.9)
+    for (const f of frames) expect([f.width, f.height]).toEqual([320, 240])
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+})
+
+describe('renegotiation mid-call', () => {
+  let t, sp, peer
+  const audio = []
+  const video = []
+  beforeAll(async () => {
+    t = await node()
+    sp = await weriftPeer()
+    peer = await t.connectPeer(sp.peerId)
+    await peer.addAudioTrack()
+    peer.on('audio-frame', (f) => audio.push(f))
+    peer.on('video-frame', (f) => video.push(f))
+  }, 30000)
+
+  // Audio and (when sending it) video for `ms`; returns what came back meanwhile.
+  async function flow(frames, withVideo) {
+    const a0 = audio.length
+    const v0 = video.length
+    await Promise.all([sendTone(t, sp.peerId, 440, frames), withVideo ? sendVideo(t, sp.peerId, Math.floor(frames * 0.6)) : null])
+    await sleep(400)
+    return { audio: audio.slice(a0), video: video.slice(v0) }
+  }
+
+  it('Node adds a video track while audio flows; both come back, then it removes it and audio flows on', async () => {
+    const before = await flow(50, false)
+    expect(before.audio.length).toBeGreaterThanOrEqual(45)
+    expect(Math.abs(toneOf(before.audio) - 440)).toBeLessThanOrEqual(5)
+
+    const videoTrack = once(peer, 'track', (i) => i.kind === 'video', 15000)
+    await peer.addVideoTrack({ width: 320, height: 240, keyframeInterval: 30 })
+    const both = await flow(50, true)
+    await videoTrack
+    expect(both.audio.length).toBeGreaterThanOrEqual(45)
+    expect(both.video.length).toBeGreaterThanOrEqual(27)
+    for (const f of both.video) expect([f.width, f.height]).toEqual([320, 240])
+
+    // Our section becomes recvonly: werift's answer keeps sending (sendonly), but it has
+    // nothing left to echo.
+    await peer.removeTrack('video')
+    expect(peer.hasVideoTrack).toBe(false)
+    await until(() => sp.pc.getTransceivers().some((x) => x.kind === 'video' && x.currentDirection === 'sendonly'), 10000)
+    const after = await flow(50, false)
+    expect(after.audio.length).toBeGreaterThanOrEqual(45)
+    expect(Math.abs(toneOf(after.audio) - 440)).toBeLessThanOrEqual(5)
+    expect(after.video.length).toBe(0)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 40000)
+
+  it('werift renegotiates by its own offer mid-call: answered, a channel it opens then echoes, audio flows on', async () => {
+    const dc = sp.pc.createDataChannel('renegotiated')
+    sp.echo(dc)
+    const opened = once(t, 'data-channel', (c) => c.label === 'renegotiated', 15000)
+    await sp.offer()
+    const [ch] = await opened
+    const got = collect(ch)
+    await ch.send('after werift offered')
+    await until(() => got.length >= 1, 10000)
+    expect(got[0].data).toBe('after werift offered')
+    const after = await flow(50, false)
+    expect(after.audio.length).toBeGreaterThanOrEqual(45)
+    expect(t.errors).toEqual([])
+    expect(sp.errors).toEqual([])
+  }, 30000)
+})
+
+// DEFECT OF OURS (webrtc-rs 0.21, under our transport), reported, not papered over: a peer
+// whose sections carry no a=msid (RFC 8830 makes it optional; werift omits it unless its
+// sender has a stream) gives each remote track the track id "". webrtc-rs keys remote tracks
+// by track id (webrtc-0.21.1 src/peer_connection/driver.rs, OnTrack: "already_open" is the
+// simulcast path), so the second such track never fires on_track and its RTP is delivered to
+// the first track: Node gets no 'track' event and no video frame, while werift echoes every
+// packet. The same video alone (first track) decodes fully.
+describe('defect of ours: two remote tracks without a=msid', () => {
+  it('audio then video from a peer without a=msid: both tracks arrive (FAILS: the video goes to the audio track)', async () => {
+    const t = await node()
+    const sp = await weriftPeer({ msid: false })
+    const peer = await t.connectPeer(sp.peerId)
+    await peer.addAudioTrack()
+    const audio = []
+    peer.on('audio-frame', (f) => audio.push(f))
+    await sendTone(t, sp.peerId, 440, 25)
+    await until(() => audio.length >= 20, 3000)
+    const frames = []
+    peer.on('video-frame', (f) => frames.push(f))
+    const videoTrack = once(peer, 'track', (i) => i.kind === 'video', 8000).catch(() => null)
+    await peer.addVideoTrack({ width: 320, height: 240, keyframeInterval: 30 })
+    await sendVideo(t, sp.peerId, 45)
+    await sleep(500)
+    expect(sp.echoed.videoFrames).toBeGreaterThanOrEqual(40)
+    expect(await videoTrack).not.toBeNull()
+    expect(frames.length).toBeGreaterThanOrEqual(40)
+  }, 30000)
+})
+
+// DEFECT OF OURS, reported, not papered over: werift (and libdatachannel: see
+// node-datachannel.test.mjs) draws a new o= session id for each description. Our transport
+// takes an offer with a new session id, from a peer not announcing can_full_reconnect, for a new
+// connection of the remote ("offer of a new session: full reconnection",
+// crates/remotemedia-webrtc/src/peer/connection.rs on_remote_offer, is_new_session in
+// peer/full_reconnect.rs) and replaces its own, although the DTLS fingerprint and the ICE
+// credentials are unchanged: the data channels are reset (SCTP RECONFIG of every stream) and the
+// call goes through a reconnection. A renegotiation offer of werift's, as werift sends it:
+describe('defect of ours: a renegotiation offer with a new o= session id', () => {
+  it('werift offers mid-call with its own o= line: the call goes on (FAILS: taken for a full reconnection)', async () => {
+    const t = await node()
+    const sp = await weriftPeer({ keepSession: false })
+    const peer = await t.connectPeer(sp.peerId)
+    const reconnecting = []
+    peer.on('reconnecting', (e) => reconnecting.push(e))
+    const got = collect(peer.defaultChannel)
+    await peer.defaultChannel.send('before')
+    await until(() => got.length >= 1, 10000)
+    await sp.offer()
+    await sleep(1000)
+    await peer.defaultChannel.send('after')
+    await until(() => got.length >= 2, 5000).catch(() => {})
+    expect(reconnecting).toEqual([])
+    expect(got.map((m) => m.data)).toEqual(['before', 'after'])
+  }, 30000)
+})
