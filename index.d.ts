@@ -74,7 +74,8 @@ export interface TransportOptions {
   bindAddress?: string
   connectTimeoutMs?: number
   signalingTimeoutMs?: number
-  /** Largest message a channel sends, default 256 KiB. */
+  /** Largest message a channel sends (advertised as a=max-message-size), 1 to 256 KiB (the most
+   *  the underlying SCTP stack honours; larger is ERR_INVALID_CONFIG), default 256 KiB. */
   maxMessageSize?: number
   /** Per-channel bytes in flight before sends wait (backpressure), default 1 MiB. */
   dataChannelBufferLimit?: number

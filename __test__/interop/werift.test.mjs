@@ -38,14 +38,13 @@
 //   the SCTP role"); its fix is applied here to werift's RTCSctpTransport.start (INIT from the
 //   DTLS client; stream-id parity unchanged);
 // - werift draws a new o= session id for each description (RFC 3264 §8 wants it kept, the
-//   version counted up); our transport reads a new id as a new connection of the remote (a
-//   full reconnection) and replaces its own, so werift's renegotiation offer would tear the
-//   call down. What werift sends keeps its first id (keepSessionId); the case without it is
-//   the separate 'defect of ours' test at the end (libdatachannel does the same);
+//   version counted up). Our transport once read a new id as a new connection of the remote
+//   and replaced its own; it now goes by the DTLS fingerprint, and what werift sends is left
+//   as it is (the 'renegotiation offer with a new o= session id' case at the end);
 // - werift always queries a STUN server (stun.l.google.com unless told otherwise) and waits up
 //   to 5 s for it while gathering: a STUN responder on 127.0.0.1 answers it at once.
-// Werift's echo senders declare a stream (a=msid) as browsers do. The separate
-// 'defect of ours' test below is the case without a=msid, which fails (see its comment).
+// Werift's echo senders declare a stream (a=msid) as browsers do; the case without a=msid
+// (two tracks, which once collided in webrtc-rs) is the separate test at the end.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
 import dgram from 'node:dgram'
@@ -95,7 +94,7 @@ const transports = []
 // A werift peer on our signaling that echoes every data channel message and every RTP packet
 // it receives (on its own sender of the same section). `echoed` counts packets per kind and
 // frames (marker bits) of video. msid: its senders declare a stream (as a browser does).
-async function weriftPeer({ msid = true, keepSession = true } = {}) {
+async function weriftPeer({ msid = true, keepSession = false } = {}) {
   const id = uid('werift')
   const config = {
     iceServers: [{ urls: stun.url }],
@@ -376,15 +375,13 @@ describe('renegotiation mid-call', () => {
   }, 30000)
 })
 
-// DEFECT OF OURS (webrtc-rs 0.21, under our transport), reported, not papered over: a peer
-// whose sections carry no a=msid (RFC 8830 makes it optional; werift omits it unless its
-// sender has a stream) gives each remote track the track id "". webrtc-rs keys remote tracks
-// by track id (webrtc-0.21.1 src/peer_connection/driver.rs, OnTrack: "already_open" is the
-// simulcast path), so the second such track never fires on_track and its RTP is delivered to
-// the first track: Node gets no 'track' event and no video frame, while werift echoes every
-// packet. The same video alone (first track) decodes fully.
-describe('defect of ours: two remote tracks without a=msid', () => {
-  it('audio then video from a peer without a=msid: both tracks arrive (FAILS: the video goes to the audio track)', async () => {
+// A peer whose sections carry no a=msid (RFC 8830 makes it optional; werift omits it unless
+// its sender has a stream) once gave each remote track the track id "": webrtc-rs keys remote
+// tracks by track id, so the second track never started and its RTP went to the first (Node
+// got no video). Our transport now gives such a section a track id of its own
+// (peer/sdp_fixups.rs) before webrtc-rs applies it.
+describe('two remote tracks without a=msid', () => {
+  it('audio then video from a peer without a=msid: both tracks arrive and decode', async () => {
     const t = await node()
     const sp = await weriftPeer({ msid: false })
     const peer = await t.connectPeer(sp.peerId)
@@ -405,16 +402,13 @@ describe('defect of ours: two remote tracks without a=msid', () => {
   }, 30000)
 })
 
-// DEFECT OF OURS, reported, not papered over: werift (and libdatachannel: see
-// node-datachannel.test.mjs) draws a new o= session id for each description. Our transport
-// takes an offer with a new session id, from a peer not announcing can_full_reconnect, for a new
-// connection of the remote ("offer of a new session: full reconnection",
-// crates/remotemedia-webrtc/src/peer/connection.rs on_remote_offer, is_new_session in
-// peer/full_reconnect.rs) and replaces its own, although the DTLS fingerprint and the ICE
-// credentials are unchanged: the data channels are reset (SCTP RECONFIG of every stream) and the
-// call goes through a reconnection. A renegotiation offer of werift's, as werift sends it:
-describe('defect of ours: a renegotiation offer with a new o= session id', () => {
-  it('werift offers mid-call with its own o= line: the call goes on (FAILS: taken for a full reconnection)', async () => {
+// werift (and libdatachannel: see node-datachannel.test.mjs) draws a new o= session id for
+// each description. Our transport once took such a renegotiation offer for a new connection of
+// the remote and replaced its own (data channels reset, the call through a reconnection); a
+// new connection is now told by its DTLS fingerprint (is_new_session in
+// peer/full_reconnect.rs). A renegotiation offer of werift's, as werift sends it:
+describe('a renegotiation offer with a new o= session id', () => {
+  it('werift offers mid-call with its own o= line: the call goes on, no reconnection', async () => {
     const t = await node()
     const sp = await weriftPeer({ keepSession: false })
     const peer = await t.connectPeer(sp.peerId)

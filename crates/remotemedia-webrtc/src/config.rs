@@ -115,6 +115,14 @@ pub const MAX_JITTER_MS: u32 = 200;
 /// Lowest accepted `jitter_buffer_min_ms`.
 pub const MIN_JITTER_FLOOR_MS: u32 = crate::sync::JITTER_FLOOR_MIN_MS;
 
+/// The largest `max_message_size` this stack honours: webrtc-rs 0.21 caps the SCTP message
+/// size it advertises and accepts at 256 KiB (`SctpMaxMessageSize::MAX_MESSAGE_SIZE`), so a
+/// larger setting was taken and then silently not honoured (a 1 MiB message to Firefox, which
+/// accepts 1 GiB, was refused). A larger value is refused with `InvalidConfig`.
+pub const MAX_MESSAGE_SIZE_LIMIT: usize =
+    rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::MAX_MESSAGE_SIZE
+        as usize;
+
 /// Everything a `WebRtcTransport` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebRtcTransportConfig {
@@ -168,7 +176,8 @@ pub struct WebRtcTransportConfig {
     pub connect_timeout_ms: u64,
     /// How long a signaling request waits for its response.
     pub signaling_timeout_ms: u64,
-    /// Largest data-channel message accepted for sending, 1..=16 MiB.
+    /// Largest data-channel message accepted for sending (and advertised in the SDP's
+    /// `a=max-message-size`), 1..=[`MAX_MESSAGE_SIZE_LIMIT`] (256 KiB).
     pub max_message_size: usize,
     /// Per-channel bytes handed to SCTP but not yet acknowledged before `send` waits.
     pub data_channel_buffer_limit: usize,
@@ -476,7 +485,7 @@ impl WebRtcTransportConfig {
             "maxMessageSize",
             self.max_message_size as u64,
             1,
-            16 * 1024 * 1024,
+            MAX_MESSAGE_SIZE_LIMIT as u64,
         )?;
         range(
             "dataChannelBufferLimit",

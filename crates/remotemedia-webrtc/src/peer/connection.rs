@@ -1029,8 +1029,9 @@ impl Peer {
     async fn accept_offer(&self, sdp: String, request_id: String) -> Result<()> {
         let s = &self.shared;
         let sending = sending_tracks(&sdp);
-        let offer = RTCSessionDescription::offer(sdp)
-            .map_err(|e| Error::InvalidData(format!("offer: {e}")))?;
+        let offer =
+            RTCSessionDescription::offer(super::sdp_fixups::with_default_msids(&sdp).into_owned())
+                .map_err(|e| Error::InvalidData(format!("offer: {e}")))?;
         {
             let mut n = s.neg.lock().unwrap();
             n.request_id = Some(request_id.clone());
@@ -1135,8 +1136,9 @@ impl Peer {
         }
         let sending = sending_tracks(&sdp);
         let sending_sdp = sdp.clone();
-        let answer = RTCSessionDescription::answer(sdp)
-            .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
+        let answer =
+            RTCSessionDescription::answer(super::sdp_fixups::with_default_msids(&sdp).into_owned())
+                .map_err(|e| Error::InvalidData(format!("answer: {e}")))?;
         let session = super::full_reconnect::SdpSession::parse(answer.sdp.as_str());
         self.shared.remote_tracks.learn_formats(&sending);
         let pc = self.pc()?;

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod quality;
 pub mod reconnect;
 pub mod remote_tracks;
+pub mod sdp_fixups;
 pub mod trim;
 pub mod udp;
 
