@@ -36,7 +36,7 @@ function stack(name) {
   }
   const m = loadOptional(name)
   if (m.error) return m
-  return { RTCPeerConnection: m.mod.RTCPeerConnection, config: name === 'werift' ? WERIFT_CONFIG : {}, version: m.version }
+  return { RTCPeerConnection: m.mod.RTCPeerConnection, mod: m.mod, config: name === 'werift' ? WERIFT_CONFIG : {}, version: m.version }
 }
 
 async function child(name) {
@@ -49,6 +49,14 @@ async function child(name) {
   if (name !== 'remotemedia-webrtc') {
     other = stack(name)
     if (other.error) return { error: `not available: ${other.error}` }
+    if (name === 'werift') {
+      // werift's own deviations, worked around as in the interop test (werift-quirks.mjs).
+      const { patchWerift, localStun } = await import('../__test__/interop/werift-quirks.mjs')
+      patchWerift(other.mod)
+      const stun = await localStun()
+      other.config = { ...other.config, iceServers: [{ urls: stun.url }] }
+      other.close = () => stun.close()
+    }
   }
   const samples = []
   const resolved = []
