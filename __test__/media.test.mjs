@@ -1,32 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { withServer, transport, until, uid, rejectsWithCode } from './helpers.mjs'
-
-const RATE = 48000
-
-function tone(freq, frames, samplesPerFrame = 960, amplitude = 0.5) {
-  let phase = 0
-  return Array.from({ length: frames }, () => {
-    const f = new Float32Array(samplesPerFrame)
-    for (let i = 0; i < f.length; i++) {
-      phase += (2 * Math.PI * freq) / RATE
-      f[i] = amplitude * Math.sin(phase)
-    }
-    return f
-  })
-}
-
-function frequency(samples) {
-  let crossings = 0
-  for (let i = 1; i < samples.length; i++) if ((samples[i - 1] < 0) !== (samples[i] < 0)) crossings++
-  return crossings / 2 / (samples.length / RATE)
-}
-
-function rms(samples) {
-  let s = 0
-  for (const x of samples) s += x * x
-  return Math.sqrt(s / samples.length)
-}
-
+import { tone, frequency, rms } from './interop/common.mjs'
 
 describe('audio between Node transports', () => {
   let server, a, b

@@ -76,3 +76,29 @@ export function record(peer, what, ms) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+// Sends `frames` 20 ms frames of a `freq` tone from transport `t` to `to`, paced in real time.
+export async function sendTone(t, to, freq, frames) {
+  const start = performance.now()
+  for (const [i, f] of tone(freq, frames).entries()) {
+    await t.sendAudio(to, f)
+    const wait = start + (i + 1) * 20 - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
+}
+
+// Sends `frames` I420 test pictures (w × h, numbered from `from`, the first a keyframe) at
+// 30 fps from transport `t` to `to`.
+export async function sendVideo(t, to, frames, w = 320, h = 240, from = 0) {
+  const start = performance.now()
+  for (let i = from; i < from + frames; i++) {
+    await t.sendVideo(to, { data: testPattern(w, h, i), width: w, height: h, timestampUs: Math.round(i * 33333), keyframe: i === from })
+    const wait = start + (i - from + 1) * 33 - performance.now()
+    if (wait > 0) await sleep(wait)
+  }
+}
+
+// The tone in received audio frames, after the jitter buffer settled (the first quarter skipped).
+export function toneOf(frames) {
+  return frequency(concat(frames.slice(Math.floor(frames.length / 4)).map((f) => f.samples)))
+}

@@ -43,7 +43,7 @@ import { createRequire } from 'node:module'
 import { withServer, transport, until, once, uid } from '../helpers.mjs'
 import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
 import { dataCells, collect } from './data-cells.mjs'
-import { tone, frequency, concat, testPattern, record, sleep } from './common.mjs'
+import { record, sleep, sendTone, sendVideo, toneOf } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const nd = require('node-datachannel')
@@ -244,28 +244,6 @@ describe('data, node-datachannel offers (polyfill)', () => {
     }
   })
 })
-
-async function sendTone(t, to, freq, frames) {
-  const start = performance.now()
-  for (const [i, f] of tone(freq, frames).entries()) {
-    await t.sendAudio(to, f)
-    const wait = start + (i + 1) * 20 - performance.now()
-    if (wait > 0) await sleep(wait)
-  }
-}
-
-async function sendVideo(t, to, frames, w = 320, h = 240) {
-  const start = performance.now()
-  for (let i = 0; i < frames; i++) {
-    await t.sendVideo(to, { data: testPattern(w, h, i), width: w, height: h, timestampUs: Math.round(i * 33333), keyframe: i === 0 })
-    const wait = start + (i + 1) * 33 - performance.now()
-    if (wait > 0) await sleep(wait)
-  }
-}
-
-function toneOf(frames) {
-  return frequency(concat(frames.slice(Math.floor(frames.length / 4)).map((f) => f.samples)))
-}
 
 describe('audio: node-datachannel (native) echoes our Opus RTP on its own track', () => {
   it('≥ 90 % of 100 frames come back, 440 ± 5 Hz', async () => {

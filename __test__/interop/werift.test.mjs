@@ -51,7 +51,7 @@ import { lib, withServer, transport, until, once, uid } from '../helpers.mjs'
 import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
 import { patchWerift, localStun } from './werift-quirks.mjs'
 import { dataCells, collect } from './data-cells.mjs'
-import { tone, frequency, concat, testPattern, record, sleep } from './common.mjs'
+import { frequency, record, sleep, sendTone, sendVideo, toneOf } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const werift = require('werift')
@@ -193,29 +193,6 @@ describe('data, werift offers', () => {
 })
 
 // Sends `frames` of a tone, paced at 20 ms.
-async function sendTone(t, to, freq, frames) {
-  const start = performance.now()
-  for (const [i, f] of tone(freq, frames).entries()) {
-    await t.sendAudio(to, f)
-    const wait = start + (i + 1) * 20 - performance.now()
-    if (wait > 0) await sleep(wait)
-  }
-}
-
-async function sendVideo(t, to, frames, w = 320, h = 240, from = 0) {
-  const start = performance.now()
-  for (let i = from; i < from + frames; i++) {
-    await t.sendVideo(to, { data: testPattern(w, h, i), width: w, height: h, timestampUs: Math.round(i * 33333), keyframe: i === from })
-    const wait = start + (i - from + 1) * 33 - performance.now()
-    if (wait > 0) await sleep(wait)
-  }
-}
-
-// The tone in the frames after the jitter buffer settled.
-function toneOf(frames) {
-  return frequency(concat(frames.slice(Math.floor(frames.length / 4)).map((f) => f.samples)))
-}
-
 describe('audio: werift echoes our Opus RTP on its own track', () => {
   it('Node offers: ≥ 90 % of 100 frames come back, 440 ± 5 Hz', async () => {
     const t = await node()

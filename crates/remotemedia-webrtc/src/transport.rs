@@ -756,7 +756,7 @@ impl WebRtcTransport {
         frame: VideoInput<D>,
     ) -> Result<()> {
         let track = self.video_track(peer_id)?;
-        if !track.may_send()? {
+        if !track.negotiation().may_send()? {
             return Ok(());
         }
         let t = track.clone();
@@ -786,7 +786,7 @@ impl WebRtcTransport {
             .into_iter()
             .filter_map(|id| {
                 let t = self.inner.peers.get(&id)?.video_track()?;
-                t.is_negotiated().then_some((id, t))
+                t.negotiation().is_negotiated().then_some((id, t))
             })
             .collect();
         let Some((_, first)) = targets.first() else {
@@ -842,7 +842,7 @@ impl WebRtcTransport {
             .into_iter()
             .filter_map(|id| {
                 let t = self.inner.peers.get(&id)?.audio_track()?;
-                t.is_negotiated().then_some((id, t))
+                t.negotiation().is_negotiated().then_some((id, t))
             })
             .collect();
         let Some((_, first)) = targets.first() else {

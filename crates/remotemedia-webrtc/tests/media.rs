@@ -543,7 +543,7 @@ async fn a_track_sends_nothing_until_the_answer_to_its_offer_is_applied() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!adding.is_finished(), "add_audio_track resolved before its answer");
-    assert!(!track.is_negotiated());
+    assert!(!track.negotiation().is_negotiated());
     let silence = vec![0.0f32; 960];
     let early = a.send_audio("gate-b", Pcm::F32(&silence)).await;
     assert!(
@@ -554,7 +554,7 @@ async fn a_track_sends_nothing_until_the_answer_to_its_offer_is_applied() {
     let r = a.broadcast_audio(Pcm::F32(&silence)).await.unwrap();
     assert_eq!((r.sent, r.failed.len()), (0, 0));
     adding.await.unwrap().unwrap();
-    assert!(track.is_negotiated());
+    assert!(track.negotiation().is_negotiated());
     // From the first packet on, the remote decodes what is sent.
     for _ in 0..10 {
         a.send_audio("gate-b", Pcm::F32(&silence)).await.unwrap();

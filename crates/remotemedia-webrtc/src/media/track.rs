@@ -129,7 +129,7 @@ async fn add_to_pc(
 /// complete (our offer answered, or our answer applied). Until then no RTP is sent on it, so
 /// that a peer never receives packets for an SSRC no description it applied declares
 /// (JSEP, RFC 8829 §5.9-5.10: media flows once the answer is applied).
-pub(crate) struct NegotiatedGate {
+pub struct NegotiatedGate {
     ssrc: u32,
     tx: tokio::sync::watch::Sender<bool>,
     /// Sends before the gate opens are dropped quietly rather than refused: a track carried
@@ -138,6 +138,12 @@ pub(crate) struct NegotiatedGate {
 }
 
 impl NegotiatedGate {
+    /// Sends before negotiation are dropped rather than refused (a track a full reconnection
+    /// carries over, while the application keeps sending).
+    pub(crate) fn drop_until_negotiated(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+    }
+
     fn new(ssrc: u32) -> Self {
         Self {
             ssrc,
@@ -146,23 +152,24 @@ impl NegotiatedGate {
         }
     }
 
-    fn is_open(&self) -> bool {
+    /// Whether the exchange that declares the track is complete.
+    pub fn is_negotiated(&self) -> bool {
         *self.tx.borrow()
     }
 
     /// Opens the gate when `sdp`, a local description of a completed exchange, declares the
     /// track's SSRC (`a=ssrc:<ssrc> ...`); returns whether it is open.
-    fn note_local_description(&self, sdp: &str) -> bool {
-        if !self.is_open() && declares_ssrc(sdp, self.ssrc) {
+    pub(crate) fn note_local_description(&self, sdp: &str) -> bool {
+        if !self.is_negotiated() && declares_ssrc(sdp, self.ssrc) {
             self.tx.send_replace(true);
         }
-        self.is_open()
+        self.is_negotiated()
     }
 
-    /// Whether to send now: `Ok(true)` once open; before, `Ok(false)` (drop) for a quiet gate
-    /// and `PeerNotConnected` otherwise.
-    fn check(&self) -> Result<bool> {
-        if self.is_open() {
+    /// Whether a frame may be sent now: `Ok(true)` once negotiated; before, `Ok(false)` (drop
+    /// it) for a track a full reconnection carried over, and `PeerNotConnected` otherwise.
+    pub fn may_send(&self) -> Result<bool> {
+        if self.is_negotiated() {
             Ok(true)
         } else if self.quiet.load(Ordering::Relaxed) {
             Ok(false)
@@ -173,8 +180,8 @@ impl NegotiatedGate {
         }
     }
 
-    /// Waits until the gate opens, at most `timeout`.
-    async fn wait(&self, timeout: Duration) -> Result<()> {
+    /// Waits until the track is negotiated, at most `timeout`.
+    pub(crate) async fn wait(&self, timeout: Duration) -> Result<()> {
         let mut rx = self.tx.subscribe();
         let waited = tokio::time::timeout(timeout, async {
             rx.wait_for(|open| *open).await.map(|_| ())
@@ -694,33 +701,9 @@ impl LocalVideoTrack {
         &self.sender
     }
 
-    /// Whether the track is negotiated (see [`NegotiatedGate`]); nothing is sent before.
-    pub fn is_negotiated(&self) -> bool {
-        self.negotiated.is_open()
-    }
-
-    /// Whether a frame may be sent now: true once negotiated; before, an error
-    /// (`PeerNotConnected`), or false (drop it) for a track carried over by a full
-    /// reconnection.
-    pub fn may_send(&self) -> Result<bool> {
-        self.negotiated.check()
-    }
-
-    /// Sends before negotiation are dropped rather than refused (a track a full reconnection
-    /// carries over, while the application keeps sending).
-    pub(crate) fn drop_until_negotiated(&self) {
-        self.negotiated.quiet.store(true, Ordering::Relaxed);
-    }
-
-    /// Marks the track negotiated if `sdp` (the local description of a completed exchange)
-    /// declares it.
-    pub(crate) fn note_local_description(&self, sdp: &str) -> bool {
-        self.negotiated.note_local_description(sdp)
-    }
-
-    /// Waits (at most `timeout`) until the track is negotiated.
-    pub(crate) async fn negotiated(&self, timeout: Duration) -> Result<()> {
-        self.negotiated.wait(timeout).await
+    /// Whether the track is negotiated yet ([`NegotiatedGate`]): nothing is sent before.
+    pub fn negotiation(&self) -> &NegotiatedGate {
+        &self.negotiated
     }
 
     /// Changes the bitrate (bit/s) the application wants, from the next frame on; adaptive
@@ -814,7 +797,7 @@ impl LocalVideoTrack {
             VideoCodec::Vp9 => MIME_TYPE_VP9,
             VideoCodec::H264 => MIME_TYPE_H264,
         };
-        if !self.may_send()? {
+        if !self.negotiated.may_send()? {
             return Ok(());
         }
         let pt = negotiated_pt(&self.sender, mime, &self.payload_type).await?;
@@ -916,33 +899,9 @@ impl LocalAudioTrack {
         &self.sender
     }
 
-    /// Whether the track is negotiated (see [`NegotiatedGate`]); nothing is sent before.
-    pub fn is_negotiated(&self) -> bool {
-        self.negotiated.is_open()
-    }
-
-    /// Whether a frame may be sent now: true once negotiated; before, an error
-    /// (`PeerNotConnected`), or false (drop it) for a track carried over by a full
-    /// reconnection.
-    pub fn may_send(&self) -> Result<bool> {
-        self.negotiated.check()
-    }
-
-    /// Sends before negotiation are dropped rather than refused (a track a full reconnection
-    /// carries over, while the application keeps sending).
-    pub(crate) fn drop_until_negotiated(&self) {
-        self.negotiated.quiet.store(true, Ordering::Relaxed);
-    }
-
-    /// Marks the track negotiated if `sdp` (the local description of a completed exchange)
-    /// declares it.
-    pub(crate) fn note_local_description(&self, sdp: &str) -> bool {
-        self.negotiated.note_local_description(sdp)
-    }
-
-    /// Waits (at most `timeout`) until the track is negotiated.
-    pub(crate) async fn negotiated(&self, timeout: Duration) -> Result<()> {
-        self.negotiated.wait(timeout).await
+    /// Whether the track is negotiated yet ([`NegotiatedGate`]): nothing is sent before.
+    pub fn negotiation(&self) -> &NegotiatedGate {
+        &self.negotiated
     }
 
     /// Changes the Opus bitrate (bit/s) the application wants, from the next packet on;
@@ -994,7 +953,7 @@ impl LocalAudioTrack {
 
     /// Sends an already encoded Opus packet of `duration` (used to encode once for many peers).
     pub async fn send_packet(&self, packet: Bytes, duration: Duration) -> Result<()> {
-        if !self.may_send()? {
+        if !self.negotiated.may_send()? {
             return Ok(());
         }
         let pt = negotiated_pt(&self.sender, MIME_TYPE_OPUS, &self.payload_type).await?;

@@ -245,10 +245,10 @@ impl Shared {
     /// declares are negotiated and may send from now on.
     fn note_negotiated(&self, sdp: &str) {
         if let Some(t) = self.audio.lock().unwrap().clone() {
-            t.note_local_description(sdp);
+            t.negotiation().note_local_description(sdp);
         }
         if let Some(t) = self.video.lock().unwrap().clone() {
-            t.note_local_description(sdp);
+            t.negotiation().note_local_description(sdp);
         }
     }
 
@@ -1383,7 +1383,7 @@ impl Peer {
         let track = Arc::new(LocalAudioTrack::add_to(&self.pc()?, config).await?);
         *self.shared.audio.lock().unwrap() = Some(track.clone());
         self.renegotiate().await?;
-        track.negotiated(self.negotiation_timeout()).await?;
+        track.negotiation().wait(self.negotiation_timeout()).await?;
         Ok(track)
     }
 
@@ -1398,7 +1398,7 @@ impl Peer {
         let track = Arc::new(LocalVideoTrack::add_to(&self.pc()?, codec, config).await?);
         *self.shared.video.lock().unwrap() = Some(track.clone());
         self.renegotiate().await?;
-        track.negotiated(self.negotiation_timeout()).await?;
+        track.negotiation().wait(self.negotiation_timeout()).await?;
         Ok(track)
     }
 

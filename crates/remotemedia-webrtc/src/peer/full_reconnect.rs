@@ -148,13 +148,13 @@ pub(super) async fn add_carried_tracks(
     let mut need_offer = false;
     if let Some(config) = carried.audio {
         let track = LocalAudioTrack::add_to(pc, config).await?;
-        track.drop_until_negotiated();
+        track.negotiation().drop_until_negotiated();
         *s.audio.lock().unwrap() = Some(Arc::new(track));
         need_offer |= lacks("audio");
     }
     if let Some((codec, config)) = carried.video {
         let track = LocalVideoTrack::add_to(pc, codec, config).await?;
-        track.drop_until_negotiated();
+        track.negotiation().drop_until_negotiated();
         *s.video.lock().unwrap() = Some(Arc::new(track));
         need_offer |= lacks("video");
     }

@@ -16,6 +16,16 @@
 //!   forgets the fragments seen before.
 //! - Anything holding a ChangeCipherSpec or an encrypted record: a completed side answers a
 //!   repeat of the peer's final flight (RFC 6347 4.2.4), and those flights carry both.
+//!
+//! The socket also replays an unanswered first ClientHello ([`HelloReplay`]). A remote DTLS
+//! client may send it the moment its own ICE is up; when it arrives before webrtc-rs's ICE has
+//! selected the pair, webrtc-rs drops it ("drop message … before ICE connection is
+//! connected") and the handshake waits for the client's retransmission, 1 s later
+//! (libdatachannel: every connect). A ClientHello the stack has not answered (sent nothing
+//! DTLS to that address) within 15 ms is delivered again, at most 6 times, 15, 45, 105, 225,
+//! 465 and 945 ms after it came (webrtc-rs's ICE, controlling, may take 200 ms more to select
+//! the pair). An answered one never is, and a repeat is harmless anyway: a server answers
+//! a first ClientHello statelessly (RFC 6347 §4.2.1).
 
 use super::udp::LinkActivity;
 use std::collections::{HashMap, HashSet};
@@ -23,7 +33,10 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 const RECORD_HEADER: usize = 13;
@@ -134,12 +147,76 @@ impl HandshakeFilter {
     }
 }
 
+/// The first ClientHello received and not answered yet, replayed until it is (see the module
+/// documentation). Pure bookkeeping; the socket does the I/O.
+#[derive(Default)]
+pub struct HelloReplay {
+    pending: Option<PendingHello>,
+}
+
+struct PendingHello {
+    from: SocketAddr,
+    datagram: Vec<u8>,
+    meta: RecvMeta,
+    due: Instant,
+    replays: u32,
+}
+
+/// Replays of one ClientHello, and the first delay (doubling after each).
+const HELLO_REPLAYS: u32 = 6;
+const HELLO_REPLAY_AFTER: Duration = Duration::from_millis(15);
+
+impl HelloReplay {
+    /// A first ClientHello came from `meta.addr` at `now`.
+    pub fn on_client_hello(&mut self, datagram: &[u8], meta: RecvMeta, now: Instant) {
+        self.pending = Some(PendingHello {
+            from: meta.addr,
+            datagram: datagram.to_vec(),
+            meta,
+            due: now + HELLO_REPLAY_AFTER,
+            replays: 0,
+        });
+    }
+
+    /// The stack sends `contents` to `to`: DTLS to the ClientHello's sender answers it.
+    pub fn on_send(&mut self, to: SocketAddr, contents: &[u8]) {
+        let dtls = contents.first().is_some_and(|b| (20..=63).contains(b));
+        if dtls && self.pending.as_ref().is_some_and(|p| p.from == to) {
+            self.pending = None;
+        }
+    }
+
+    /// The ClientHello to deliver again now, if one is due.
+    pub fn due(&mut self, now: Instant) -> Option<(Vec<u8>, RecvMeta)> {
+        let p = self.pending.as_mut()?;
+        if now < p.due {
+            return None;
+        }
+        let out = (p.datagram.clone(), p.meta);
+        p.replays += 1;
+        if p.replays >= HELLO_REPLAYS {
+            self.pending = None;
+        } else {
+            p.due = now + HELLO_REPLAY_AFTER * 2u32.pow(p.replays);
+        }
+        Some(out)
+    }
+
+    /// When the next replay is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pending.as_ref().map(|p| p.due)
+    }
+}
+
 /// A UDP socket that passes received datagrams through a [`HandshakeFilter`].
 /// It also tells the peer's [`LinkActivity`] about every datagram received.
 pub struct FilteredSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     filter: Mutex<HandshakeFilter>,
     link: Arc<LinkActivity>,
+    replay: Mutex<HelloReplay>,
+    /// Wakes `poll_recv` when a replay is due.
+    timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
 impl FilteredSocket {
@@ -148,6 +225,8 @@ impl FilteredSocket {
             inner,
             filter: Mutex::new(HandshakeFilter::default()),
             link,
+            replay: Mutex::new(HelloReplay::default()),
+            timer: Mutex::new(None),
         }
     }
 }
@@ -160,12 +239,64 @@ impl fmt::Debug for FilteredSocket {
     }
 }
 
+impl FilteredSocket {
+    /// A due ClientHello replay, delivered as one datagram; otherwise arms the timer for the
+    /// next one (so that `cx` is woken then) and returns `None`.
+    fn poll_replay(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Option<Poll<io::Result<usize>>> {
+        let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some((datagram, m)) = replay.due(now) {
+            if let (Some(buf), Some(slot)) = (bufs.first_mut(), meta.first_mut()) {
+                if buf.len() >= datagram.len() {
+                    buf[..datagram.len()].copy_from_slice(&datagram);
+                    *slot = m;
+                    tracing::debug!(from = %m.addr, "unanswered ClientHello delivered again");
+                    return Some(Poll::Ready(Ok(1)));
+                }
+            }
+        }
+        let mut timer = self.timer.lock().unwrap_or_else(|e| e.into_inner());
+        // Timers need the runtime's context (always there: the connection's driver polls this
+        // socket from a task); without it the replay waits for the next datagram.
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        match replay.next_due().filter(|_| in_runtime) {
+            Some(due) => {
+                let due = tokio::time::Instant::from_std(due);
+                let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                if sleep.deadline() != due {
+                    sleep.as_mut().reset(due);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    // Due already (between the check above and now): deliver on the next poll.
+                    cx.waker().wake_by_ref();
+                }
+            }
+            None => *timer = None,
+        }
+        None
+    }
+}
+
+/// Whether a datagram is (only) a DTLS ClientHello with message_seq 0.
+fn is_first_client_hello(d: &[u8]) -> bool {
+    matches!(classify(d), Datagram::Handshake { first_client_hello: true, .. })
+}
+
 impl AsyncUdpSocket for FilteredSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        self.replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_send(transmit.destination, transmit.contents);
         self.inner.poll_send(cx, transmit)
     }
 
@@ -176,6 +307,9 @@ impl AsyncUdpSocket for FilteredSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
+            if let Some(ready) = self.poll_replay(cx, bufs, meta) {
+                return ready;
+            }
             let n = match self.inner.poll_recv(cx, bufs, meta) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
@@ -190,8 +324,15 @@ impl AsyncUdpSocket for FilteredSocket {
                 // buffers (stride < len) and everything else go straight through.
                 let examine = m.len > 0 && m.stride >= m.len && (20..=63).contains(&bufs[i][0]);
                 let keep = !examine || {
+                    let datagram = &bufs[i][..m.len];
                     let mut filter = self.filter.lock().unwrap_or_else(|e| e.into_inner());
-                    filter.deliver(m.addr, &bufs[i][..m.len])
+                    if is_first_client_hello(datagram) {
+                        self.replay
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .on_client_hello(datagram, m, Instant::now());
+                    }
+                    filter.deliver(m.addr, datagram)
                 };
                 if !keep {
                     continue;
@@ -227,6 +368,53 @@ impl AsyncUdpSocket for FilteredSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta_from(addr: SocketAddr, len: usize) -> RecvMeta {
+        let mut m = RecvMeta::default();
+        m.addr = addr;
+        m.len = len;
+        m.stride = len;
+        m
+    }
+
+    #[test]
+    fn an_unanswered_client_hello_is_delivered_again_six_times_then_dropped() {
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let hello = [22u8, 1, 2, 3];
+        let t0 = Instant::now();
+        let mut r = HelloReplay::default();
+        r.on_client_hello(&hello, meta_from(from, hello.len()), t0);
+        assert!(r.due(t0).is_none());
+        let ms = |n| t0 + Duration::from_millis(n);
+        let (again, m) = r.due(ms(15)).expect("first replay");
+        assert_eq!((again.as_slice(), m.addr), (&hello[..], from));
+        assert!(r.due(ms(16)).is_none());
+        assert!(r.due(ms(45)).is_some());
+        assert!(r.due(ms(104)).is_none());
+        assert!(r.due(ms(105)).is_some());
+        assert!(r.due(ms(225)).is_some());
+        assert!(r.due(ms(465)).is_some());
+        assert!(r.due(ms(944)).is_none());
+        assert!(r.due(ms(945)).is_some());
+        assert!(r.due(ms(5000)).is_none(), "at most six replays");
+        assert!(r.next_due().is_none());
+    }
+
+    #[test]
+    fn a_client_hello_the_stack_answered_is_not_delivered_again() {
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+        let t0 = Instant::now();
+        let mut r = HelloReplay::default();
+        r.on_client_hello(&[22, 1], meta_from(from, 2), t0);
+        // STUN (first byte 0..=3) or DTLS to someone else answers nothing.
+        r.on_send(from, &[0, 1, 0, 0]);
+        r.on_send(other, &[22, 0xfe]);
+        assert!(r.next_due().is_some());
+        // The HelloVerifyRequest (or ServerHello) to the client does.
+        r.on_send(from, &[22, 0xfe, 0xff]);
+        assert!(r.due(t0 + Duration::from_secs(1)).is_none());
+    }
 
     /// One epoch-0 handshake record holding one whole message.
     fn record(msg_type: u8, seq: u16, body: &[u8]) -> Vec<u8> {
