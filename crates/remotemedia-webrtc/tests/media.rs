@@ -542,7 +542,10 @@ async fn a_track_sends_nothing_until_the_answer_to_its_offer_is_applied() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!adding.is_finished(), "add_audio_track resolved before its answer");
+    assert!(
+        !adding.is_finished(),
+        "add_audio_track resolved before its answer"
+    );
     assert!(!track.negotiation().is_negotiated());
     let silence = vec![0.0f32; 960];
     let early = a.send_audio("gate-b", Pcm::F32(&silence)).await;
@@ -569,7 +572,10 @@ async fn a_track_sends_nothing_until_the_answer_to_its_offer_is_applied() {
             frames += 1;
         }
     }
-    assert_eq!(frames, 10, "frames sent right after add_audio_track were lost");
+    assert_eq!(
+        frames, 10,
+        "frames sent right after add_audio_track were lost"
+    );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
     s.close().await;

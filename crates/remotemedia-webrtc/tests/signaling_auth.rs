@@ -142,7 +142,8 @@ async fn an_async_hook_allows_renames_and_refuses_with_its_reason() {
     );
     // Registered under the hook's name for as long as its socket is open (a dropped socket
     // unregisters it, so it is kept here).
-    let (r, _guest) = announce_kept(&url, json!({"peer_id": "guest", "capabilities": ["data"]})).await;
+    let (r, _guest) =
+        announce_kept(&url, json!({"peer_id": "guest", "capabilities": ["data"]})).await;
     assert_eq!(r["result"]["peer_id"], "guest-1", "{r}");
     assert!(s.peer_ids().contains(&"guest-1".to_string()));
     assert!(!s.peer_ids().contains(&"guest".to_string()));

@@ -331,7 +331,10 @@ mod tests {
     #[test]
     fn every_vp9_frame_in_chromiums_flexible_mode_comes_out_and_decodes() {
         let frames = chromium_vp9_packets(40);
-        assert!(frames.iter().filter(|f| f.1.len() > 1).count() > 5, "frames of several packets");
+        assert!(
+            frames.iter().filter(|f| f.1.len() > 1).count() > 5,
+            "frames of several packets"
+        );
         let mut a = FrameAssembler::new(VideoCodec::Vp9).unwrap();
         let out = feed(&mut a, &frames, None);
         let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();

@@ -149,7 +149,10 @@ mod tests {
 
     #[test]
     fn three_references_are_allowed_and_four_refused() {
-        assert_eq!(parse(&[0x50, 0x03, 0x03, 0x02, 0xAA]).unwrap().references, 3);
+        assert_eq!(
+            parse(&[0x50, 0x03, 0x03, 0x02, 0xAA]).unwrap().references,
+            3
+        );
         assert_eq!(
             parse(&[0x50, 0x03, 0x03, 0x03, 0x02, 0xAA]),
             Err(Vp9DescriptorError::TooManyReferences)
@@ -160,9 +163,7 @@ mod tests {
     fn a_keyframe_with_a_scalability_structure() {
         // I=1 (7-bit id 5), P=0, L=0, F=1, B=1, E=1, V=1; SS: N_S=0, Y=1, G=1; 640x480; one
         // group: T=0 U=0 R=0.
-        let p = [
-            0x9E, 0x05, 0x18, 0x02, 0x80, 0x01, 0xE0, 0x01, 0x00, 0xAA,
-        ];
+        let p = [0x9E, 0x05, 0x18, 0x02, 0x80, 0x01, 0xE0, 0x01, 0x00, 0xAA];
         let d = parse(&p).unwrap();
         assert!(!d.inter_picture);
         assert_eq!(d.picture_id, Some(5));

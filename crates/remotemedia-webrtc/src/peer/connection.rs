@@ -577,9 +577,9 @@ pub(super) async fn start_rto_probe(weak: std::sync::Weak<Shared>) {
             // Closed before it was ever up: a handshake in progress on the server side (see
             // `sctp_state`), unless the connection itself is over.
             Some(RTCSctpTransportState::Closed) => {
-                let over = weak
-                    .upgrade()
-                    .is_none_or(|s| s.closed.load(Ordering::SeqCst) || s.state.borrow().is_terminal());
+                let over = weak.upgrade().is_none_or(|s| {
+                    s.closed.load(Ordering::SeqCst) || s.state.borrow().is_terminal()
+                });
                 if over {
                     return;
                 }
@@ -665,6 +665,7 @@ pub(super) async fn build_pc(s: &Arc<Shared>, gen: u64) -> Result<Arc<dyn RtcPee
     // We answer a first offer `passive` (DTLS and SCTP server: webrtc-rs's SCTP client drops
     // the remote's INIT); later answers keep whatever role the first exchange fixed
     // (`super::dtls_role`).
+    //
     // A peer-reflexive pair (the remote's check came before its signaled candidate) is
     // nominated as soon as it works, as browsers do: webrtc-rs waits 1 s from the agent's start
     // for one, which stalled about a quarter of connects with stacks that check early (issue

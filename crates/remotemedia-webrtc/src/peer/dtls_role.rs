@@ -12,6 +12,9 @@
 //! association's, and Chromium refuses a role change ("Failed to set SSL role for the
 //! transport"). [`keep_role`] rewrites what we publish; the DTLS association itself is not
 //! touched by a re-answer.
+//!
+//! Offers are `actpass` (JSEP, RFC 8829 §5.2.1); a first offer that insists on `passive` is
+//! not supported (webrtc-rs answers with its configured role whatever the offer says).
 
 /// Our role once decided: `active` (DTLS client) or `passive` (DTLS server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

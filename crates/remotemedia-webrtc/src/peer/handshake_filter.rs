@@ -30,11 +30,11 @@
 use super::udp::LinkActivity;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
@@ -284,7 +284,13 @@ impl FilteredSocket {
 
 /// Whether a datagram is (only) a DTLS ClientHello with message_seq 0.
 fn is_first_client_hello(d: &[u8]) -> bool {
-    matches!(classify(d), Datagram::Handshake { first_client_hello: true, .. })
+    matches!(
+        classify(d),
+        Datagram::Handshake {
+            first_client_hello: true,
+            ..
+        }
+    )
 }
 
 impl AsyncUdpSocket for FilteredSocket {

@@ -34,12 +34,10 @@ pub fn with_default_msids(sdp: &str) -> Cow<'_, str> {
         }
         let attr = |l: &&str| l.trim_end().to_string();
         let attrs: Vec<String> = section[1..].iter().map(attr).collect();
-        let has_msid = attrs
-            .iter()
-            .any(|l| l.starts_with("a=msid:") || (l.starts_with("a=ssrc:") && l.contains(" msid:")));
-        let sends = !attrs
-            .iter()
-            .any(|l| l == "a=recvonly" || l == "a=inactive");
+        let has_msid = attrs.iter().any(|l| {
+            l.starts_with("a=msid:") || (l.starts_with("a=ssrc:") && l.contains(" msid:"))
+        });
+        let sends = !attrs.iter().any(|l| l == "a=recvonly" || l == "a=inactive");
         if has_msid || !sends {
             continue;
         }
@@ -48,7 +46,11 @@ pub fn with_default_msids(sdp: &str) -> Cow<'_, str> {
             .find_map(|l| l.strip_prefix("a=mid:"))
             .map(str::to_string)
             .unwrap_or_else(|| n.to_string());
-        let ending = if section[0].ends_with("\r\n") { "\r\n" } else { "\n" };
+        let ending = if section[0].ends_with("\r\n") {
+            "\r\n"
+        } else {
+            "\n"
+        };
         // Before the section's first `a=ssrc` line: webrtc-rs gives each SSRC the msid read
         // so far in the section.
         let at = section
@@ -96,8 +98,14 @@ mod tests {
     #[test]
     fn each_sending_section_without_msid_gets_its_own_track_id() {
         let out = with_default_msids(NO_MSID);
-        assert!(out.contains("a=sendrecv\r\na=msid:- rm-0\r\na=ssrc:11 cname:x\r\nm=video"), "{out}");
-        assert!(out.contains("a=sendrecv\r\na=msid:- rm-1\r\nm=application"), "{out}");
+        assert!(
+            out.contains("a=sendrecv\r\na=msid:- rm-0\r\na=ssrc:11 cname:x\r\nm=video"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a=sendrecv\r\na=msid:- rm-1\r\nm=application"),
+            "{out}"
+        );
         assert_eq!(out.matches("a=msid:").count(), 2);
         // Applying it again changes nothing.
         assert!(matches!(with_default_msids(&out), Cow::Borrowed(_)));
@@ -118,6 +126,9 @@ mod tests {
     #[test]
     fn a_last_section_without_a_final_newline_is_completed() {
         let sdp = "v=0\r\nm=audio 9 RTP/AVP 0\r\na=mid:a";
-        assert_eq!(with_default_msids(sdp), "v=0\r\nm=audio 9 RTP/AVP 0\r\na=mid:a\r\na=msid:- rm-a\r\n");
+        assert_eq!(
+            with_default_msids(sdp),
+            "v=0\r\nm=audio 9 RTP/AVP 0\r\na=mid:a\r\na=msid:- rm-a\r\n"
+        );
     }
 }

@@ -117,7 +117,8 @@ impl SlowDownlink {
                         }
                         pending.extend_from_slice(&buf[..n]);
                         if !upgraded {
-                            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n")
+                            else {
                                 continue;
                             };
                             let head: Vec<u8> = pending.drain(..end + 4).collect();
@@ -155,7 +156,10 @@ fn frame_len(b: &[u8]) -> Option<usize> {
     }
     let (len, head) = match b[1] & 0x7f {
         126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+        127 if b.len() >= 10 => (
+            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
         126 | 127 => return None,
         n => (n as usize, 2),
     };
