@@ -424,3 +424,33 @@ async fn a_peer_reflexive_pair_is_nominated_without_waiting() {
     b.shutdown().await.unwrap();
     s.close().await;
 }
+
+/// A transport that shuts down tells its peers why: they get `peer_disconnected` with
+/// `user_requested`, every time, not `network_error` (with which the other side keeps a
+/// connection ICE still reports alive). Its signaling client now sends what it had queued
+/// before it closes. (The conference test once saw a shutdown member kept for over 10 s in
+/// CI; this test did not reproduce that here, with or without the flush.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_shutdown_always_tells_the_peers_it_was_requested() {
+    let s = server().await;
+    let (b, mut eb) = transport(&s.url(), "bye-b").await;
+    for i in 0..8 {
+        let id = format!("bye-a{i}");
+        let a = quiet_transport(&s.url(), &id).await;
+        a.connect_peer("bye-b").await.unwrap();
+        a.shutdown().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let reason = loop {
+            match tokio::time::timeout_at(deadline, eb.recv()).await {
+                Ok(Some(TransportEvent::PeerDisconnected { peer_id, reason })) if peer_id == id => {
+                    break Some(reason)
+                }
+                Ok(Some(_)) => continue,
+                _ => break None,
+            }
+        };
+        assert_eq!(reason.as_deref(), Some("user_requested"), "shutdown {i}");
+    }
+    b.shutdown().await.unwrap();
+    s.close().await;
+}

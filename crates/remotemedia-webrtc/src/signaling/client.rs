@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+/// How long a closing client spends sending what it had queued.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
 /// What the client reports to its owner, in arrival order.
@@ -178,7 +180,22 @@ impl SignalingClient {
                         None => break,
                     },
                     _ = ping.tick() => if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break },
-                    _ = inner.stop.cancelled() => { let _ = sink.send(Message::Close(None)).await; break }
+                    _ = inner.stop.cancelled() => {
+                        // What was queued before the close goes out first (a shutdown's
+                        // `peer.disconnect` notices: without them the server reports the drop
+                        // as `network_error`, and the other side keeps a connection that ICE
+                        // still reports alive). Bounded: a stuck socket does not hold it up.
+                        let flush = async {
+                            while let Ok(m) = rx.try_recv() {
+                                if sink.send(m).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = sink.send(Message::Close(None)).await;
+                        };
+                        let _ = tokio::time::timeout(CLOSE_FLUSH, flush).await;
+                        break
+                    }
                 }
             }
             let _ = sink.close().await;
