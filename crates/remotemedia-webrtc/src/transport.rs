@@ -829,9 +829,7 @@ impl WebRtcTransport {
 
     /// Encodes one frame of PCM (10/20/40/60 ms at 48 kHz) and sends it to `peer_id`.
     pub async fn send_audio(&self, peer_id: &str, pcm: Pcm<'_>) -> Result<()> {
-        let track = self.audio_track(peer_id)?;
-        let (packet, duration) = track.encode(pcm)?;
-        track.send_packet(packet, duration).await
+        self.audio_track(peer_id)?.send(pcm).await
     }
 
     /// Encodes one frame once for every connected peer with a negotiated audio track;

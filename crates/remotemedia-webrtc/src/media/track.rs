@@ -158,12 +158,11 @@ impl NegotiatedGate {
     }
 
     /// Opens the gate when `sdp`, a local description of a completed exchange, declares the
-    /// track's SSRC (`a=ssrc:<ssrc> ...`); returns whether it is open.
-    pub(crate) fn note_local_description(&self, sdp: &str) -> bool {
+    /// track's SSRC (`a=ssrc:<ssrc> ...`).
+    pub(crate) fn note_local_description(&self, sdp: &str) {
         if !self.is_negotiated() && declares_ssrc(sdp, self.ssrc) {
             self.tx.send_replace(true);
         }
-        self.is_negotiated()
     }
 
     /// Whether a frame may be sent now: `Ok(true)` once negotiated; before, `Ok(false)` (drop
@@ -973,6 +972,10 @@ impl LocalAudioTrack {
     /// the send comes back as a future (`Ok(Some(rest))`) for the caller to await or spawn.
     /// Call it inside the runtime's context (a waiting send is woken by the connection's task).
     pub fn send_now(self: &Arc<Self>, pcm: Pcm<'_>) -> Result<Option<PendingSend>> {
+        // Not encoded at all before negotiation (the encoder's state would move on for nothing).
+        if !self.negotiated.may_send()? {
+            return Ok(None);
+        }
         let (packet, duration) = self.encode(pcm)?;
         let track = self.clone();
         let mut send: PendingSend =
@@ -986,6 +989,9 @@ impl LocalAudioTrack {
 
     /// Encodes and sends one frame.
     pub async fn send(&self, pcm: Pcm<'_>) -> Result<()> {
+        if !self.negotiated.may_send()? {
+            return Ok(());
+        }
         let (packet, duration) = self.encode(pcm)?;
         self.send_packet(packet, duration).await
     }

@@ -34,6 +34,7 @@ use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -215,6 +216,9 @@ pub struct FilteredSocket {
     filter: Mutex<HandshakeFilter>,
     link: Arc<LinkActivity>,
     replay: Mutex<HelloReplay>,
+    /// A ClientHello is pending replay: without one, sends and receives (every media packet)
+    /// skip the replay's locks.
+    armed: AtomicBool,
     /// Wakes `poll_recv` when a replay is due.
     timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
@@ -226,6 +230,7 @@ impl FilteredSocket {
             filter: Mutex::new(HandshakeFilter::default()),
             link,
             replay: Mutex::new(HelloReplay::default()),
+            armed: AtomicBool::new(false),
             timer: Mutex::new(None),
         }
     }
@@ -248,9 +253,15 @@ impl FilteredSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Option<Poll<io::Result<usize>>> {
+        if !self.armed.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if let Some((datagram, m)) = replay.due(now) {
+        let due = replay.due(now);
+        self.armed
+            .store(replay.next_due().is_some(), Ordering::Relaxed);
+        if let Some((datagram, m)) = due {
             if let (Some(buf), Some(slot)) = (bufs.first_mut(), meta.first_mut()) {
                 if buf.len() >= datagram.len() {
                     buf[..datagram.len()].copy_from_slice(&datagram);
@@ -299,10 +310,12 @@ impl AsyncUdpSocket for FilteredSocket {
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        self.replay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .on_send(transmit.destination, transmit.contents);
+        if self.armed.load(Ordering::Relaxed) {
+            let mut replay = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+            replay.on_send(transmit.destination, transmit.contents);
+            self.armed
+                .store(replay.next_due().is_some(), Ordering::Relaxed);
+        }
         self.inner.poll_send(cx, transmit)
     }
 
@@ -337,6 +350,7 @@ impl AsyncUdpSocket for FilteredSocket {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .on_client_hello(datagram, m, Instant::now());
+                        self.armed.store(true, Ordering::Relaxed);
                     }
                     filter.deliver(m.addr, datagram)
                 };
