@@ -2,6 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { readFileSync, existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { lib, until, once } from './helpers.mjs'
+import { toneSource } from './signals.mjs'
 
 const require = createRequire(import.meta.url)
 const { chromium } = require('playwright-core')
@@ -63,14 +64,12 @@ describe('audio with a real Chromium', () => {
     await peer.addAudioTrack()
     const silence = new Float32Array(960)
     await node.sendAudio(browserId, silence)
-    let phase = 0
+    const next = toneSource(440)
     const deadline = Date.now() + 15000
     let stats = null
     while (Date.now() < deadline) {
       for (let k = 0; k < 5; k++) {
-        const f = new Float32Array(960)
-        for (let i = 0; i < f.length; i++) f[i] = 0.5 * Math.sin((phase += (2 * Math.PI * 440) / 48000))
-        await node.sendAudio(browserId, f)
+        await node.sendAudio(browserId, next())
         await new Promise((r) => setTimeout(r, 20))
       }
       stats = await tab.evaluate(() => window.inboundAudio())

@@ -3,51 +3,18 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
 import { withServer, transport, until, uid } from './helpers.mjs'
+import { toneFrame, amplitudeAt, concat, sleep } from './signals.mjs'
 
-const RATE = 48000
-const FRAME = 960 // 20 ms
 const MANIFEST = readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'examples', 'conference.yaml'), 'utf8')
 // Multiples of 50 Hz: a whole number of cycles in every 20 ms frame, so a repeated frame stays
 // continuous, and 200 Hz apart, far wider than the analysis window's resolution.
 const FREQS = [300, 500, 700, 900]
 
-// One 20 ms frame of a tone (every frame of it is the same).
-function toneFrame(freq, amplitude = 0.2) {
-  return Float32Array.from({ length: FRAME }, (_, i) => amplitude * Math.sin((2 * Math.PI * freq * i) / RATE))
-}
-
-// Goertzel: the amplitude of `freq` in `x`.
-function amplitudeAt(x, freq) {
-  const w = (2 * Math.PI * freq) / RATE
-  const coeff = 2 * Math.cos(w)
-  let s1 = 0
-  let s2 = 0
-  for (const v of x) {
-    const s0 = v + coeff * s1 - s2
-    s2 = s1
-    s1 = s0
-  }
-  const power = s1 * s1 + s2 * s2 - coeff * s1 * s2
-  return (2 * Math.sqrt(Math.max(power, 0))) / x.length
-}
-
-function concat(frames) {
-  const out = new Float32Array(frames.reduce((n, f) => n + f.samples.length, 0))
-  let o = 0
-  for (const f of frames) {
-    out.set(f.samples, o)
-    o += f.samples.length
-  }
-  return out
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
 // Each client sends its tone for `ms`, one 20 ms frame every 20 ms.
 async function talk(clients, hubId, ms, who = clients) {
   const end = Date.now() + ms
   await Promise.all(who.map(async (c) => {
-    const frame = toneFrame(c.freq)
+    const frame = toneFrame(c.freq, 0.2)
     let next = Date.now()
     while (Date.now() < end) {
       await c.t.sendAudio(hubId, frame)

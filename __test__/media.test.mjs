@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { withServer, transport, until, uid, rejectsWithCode } from './helpers.mjs'
-import { tone, frequency, rms } from './interop/common.mjs'
+import { tone, frequency, rms, testPattern } from './signals.mjs'
 
 describe('audio between Node transports', () => {
   let server, a, b
@@ -178,16 +178,6 @@ describe('broadcast', () => {
     }
   })
 })
-
-function testPattern(w, h, i) {
-  const data = Buffer.alloc((w * h * 3) / 2)
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data[y * w + x] = (x + y + i * 4) & 0xff
-  const sq = 40
-  const ox = (i * 6) % (w - sq)
-  for (let y = 40; y < 40 + sq; y++) for (let x = ox; x < ox + sq; x++) data[y * w + x] = 235
-  data.fill(128, w * h)
-  return data
-}
 
 describe('video between Node transports', () => {
   for (const codec of ['vp8', 'vp9']) {

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url'
 import path from 'node:path'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+// The shared test signals, for the scripts run in a namespace (they import it by URL).
+const signals = new URL('./signals.mjs', import.meta.url).href
 
 // Runs `script` with node inside a fresh network namespace that has only loopback. Needs root
 // and util-linux `unshare` plus iproute2 `ip` (.ci/run installs them): without them this fails.
@@ -66,22 +68,17 @@ describe('audio under real packet loss (network namespace, nftables)', () => {
         await a.sendAudio('b', silence)
         const frames = []
         b.getPeer('a').on('audio-frame', (f) => frames.push(f))
-        let phase = 0
+        const { tone, frequency, concat } = await import(${JSON.stringify(signals)})
         const sent = 250
-        for (let i = 0; i < sent; i++) {
-          const f = new Float32Array(960)
-          for (let k = 0; k < 960; k++) f[k] = 0.5 * Math.sin((phase += 2 * Math.PI * 440 / 48000))
+        for (const f of tone(440, sent)) {
           await a.sendAudio('b', f)
           await new Promise((r) => setTimeout(r, 20))
         }
         await new Promise((r) => setTimeout(r, 500))
-        const samples = frames.slice(25).flatMap((f) => Array.from(f.samples))
-        let crossings = 0
-        for (let i = 1; i < samples.length; i++) if ((samples[i - 1] < 0) !== (samples[i] < 0)) crossings++
         console.log(JSON.stringify({
           sent, received: frames.length,
           concealed: frames.filter((f) => f.concealed).length,
-          hz: crossings / 2 / (samples.length / 48000),
+          hz: frequency(concat(frames.slice(25))),
         }))
         await a.shutdown(); await b.shutdown(); await s.close()
       })().catch((e) => { console.error(e.code, e.message); process.exit(1) })

@@ -2,14 +2,11 @@ import { describe, it, expect } from 'vitest'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { lib, withServer, transport, uid } from './helpers.mjs'
+import { toneFrame, rms } from './signals.mjs'
 
 const { Pipeline } = lib
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-function tone(freq, n, amp, rate = 48000) {
-  return Float32Array.from({ length: n }, (_, i) => amp * Math.sin((2 * Math.PI * freq * i) / rate))
-}
-const rms = (x) => Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length)
 
 async function rejectsCode(p, code) {
   await expect(p).rejects.toMatchObject({ code })
@@ -18,7 +15,7 @@ async function rejectsCode(p, code) {
 describe('Pipeline from a manifest', () => {
   it('runs the shipped examples: loopback returns the frame, vad reports speech-start and speech-end', async () => {
     const loop = await Pipeline.fromManifest(path.join(root, 'examples/loopback.yaml'))
-    const input = tone(440, 960, 0.5)
+    const input = toneFrame(440)
     const out = await loop.execute({ samples: input, sampleRate: 48000, channels: 1, peerId: 'p1' })
     const frames = out.filter((o) => o.frame)
     expect(frames).toHaveLength(1)
@@ -33,7 +30,7 @@ describe('Pipeline from a manifest', () => {
       }
     }
     await feed(new Float32Array(960), 20) // 400 ms silence
-    await feed(tone(300, 960, 0.5), 30) // 600 ms of loud tone
+    await feed(toneFrame(300), 30) // 600 ms of loud tone
     await feed(new Float32Array(960), 40) // 800 ms silence
     expect(events).toEqual(['speech-start', 'speech-end'])
   })
@@ -48,7 +45,7 @@ describe('Pipeline from a manifest', () => {
       connections: [{ from: 'in', to: 'gain' }, { from: 'gain', to: 'out' }],
     })
     expect(p.executionOrder).toEqual(['in', 'gain', 'out'])
-    const x = tone(1000, 960, 0.5)
+    const x = toneFrame(1000)
     const [o] = (await p.execute({ samples: x })).filter((o) => o.frame)
     expect(20 * Math.log10(rms(o.frame.samples) / rms(x))).toBeCloseTo(-6, 1)
   })
@@ -229,7 +226,7 @@ const vadFrame = (block, k) => ({ samples: block, sampleRate: 48000, channels: 1
 describe('pipeline.stream()', () => {
   it('50 frames through the VAD example: speech-start then speech-end, every frame comes out in order', async () => {
     const vad = await Pipeline.fromManifest(path.join(root, 'examples/vad.yaml'))
-    const loud = tone(300, 960, 0.5)
+    const loud = toneFrame(300)
     // The pipeline's own instance is in speech now; the stream's instance starts fresh.
     let started = 0
     for (let k = 0; k < 20; k++) started += (await vad.execute(vadFrame(loud, k))).filter((o) => o.event?.name === 'speech-start').length

@@ -7,6 +7,7 @@ import os from 'node:os'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
+import { tone, frequency, concat } from './signals.mjs'
 
 const require = createRequire(import.meta.url)
 const { WebRtcTransport } = require('../index.js')
@@ -155,22 +156,13 @@ describe('remotemedia-webrtc serve', () => {
     peer.on('audio-frame', (f) => back.push(f))
     await peer.addAudioTrack({})
     // 3 s of 20 ms frames of a 660 Hz tone.
-    let phase = 0
-    for (let i = 0; i < 150; i++) {
-      const frame = new Float32Array(960)
-      for (let j = 0; j < 960; j++) {
-        phase += (2 * Math.PI * 660) / 48000
-        frame[j] = 0.5 * Math.sin(phase)
-      }
-      await client.sendAudio('remotemedia-server', frame).catch(() => {})
+    for (const frame of tone(660, 150)) {
+      await client.sendAudio('remotemedia-server', frame)
       await new Promise((r) => setTimeout(r, 20))
     }
     await expect.poll(() => back.length, { timeout: 5000 }).toBeGreaterThan(60)
     // Frequency by zero crossings over the last second that came back.
-    const tail = back.slice(-50).flatMap((f) => Array.from(f.samples))
-    let crossings = 0
-    for (let i = 1; i < tail.length; i++) if ((tail[i - 1] < 0) !== (tail[i] < 0)) crossings++
-    const hz = crossings / 2 / (tail.length / 48000)
+    const hz = frequency(concat(back.slice(-50)))
     expect(Math.abs(hz - 660)).toBeLessThan(10)
     // The server opened its 'events' channel, which carries its quality measurements.
     const events = serverChannels.find((c) => c.label === 'events')

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { withServer, transport, until, uid, rejectsWithCode, lib } from './helpers.mjs'
+import { toneFrame, rms, sleep } from './signals.mjs'
 
 const { Pipeline } = lib
 
@@ -107,14 +108,14 @@ describe('a session runs its members\' audio through its pipeline', () => {
       await hub.addPeerToSession('loop', member.peerId)
       const echoed = []
       peer.on('audio-frame', (f) => echoed.push(f))
-      const tone = Float32Array.from({ length: 960 }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / 48000))
+      const tone = toneFrame(440)
       await member.sendAudio(hub.peerId, tone)
       for (let i = 0; i < 30; i++) {
         await member.sendAudio(hub.peerId, tone)
         await new Promise((r) => setTimeout(r, 20))
       }
       await until(() => echoed.length >= 10, 5000)
-      const level = Math.sqrt(echoed.at(-1).samples.reduce((s, v) => s + v * v, 0) / 960)
+      const level = rms(echoed.at(-1).samples)
       expect(level).toBeGreaterThan(0.2)
 
       // A second session with VAD: its events come out as 'output' on the session.
@@ -160,11 +161,11 @@ describe('an Output node routes its frames: sender, all, others, or listed peers
       }
       const manifest = (route) => `nodes:\n  - { id: in, node_type: Input }\n  - { id: out, node_type: Output, params: { route: ${route} } }\nconnections:\n  - { from: in, to: out }\n`
       await expect(hub.createSession('bad', { manifest: manifest('everyone') })).rejects.toMatchObject({ code: 'ERR_INVALID_MANIFEST', message: expect.stringMatching(/node 'out'.*route/) })
-      const tone = Float32Array.from({ length: 960 }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / 48000))
+      const tone = toneFrame(440)
       const [a] = members
       for (const m of members) await m.sendAudio(hub.peerId, new Float32Array(960))
       // Only a speaks; who hears it (loud) depends on the route.
-      const loudFrames = (id) => heard.get(id).filter((f) => Math.sqrt(f.samples.reduce((s, v) => s + v * v, 0) / f.samples.length) > 0.2).length
+      const loudFrames = (id) => heard.get(id).filter((f) => rms(f.samples) > 0.2).length
       const run = async (route) => {
         const s = await hub.createSession(route, { manifest: manifest(route) })
         for (const m of members) await hub.addPeerToSession(route, m.peerId)
@@ -198,8 +199,6 @@ function testPattern(w, h) {
   data.fill(128, w * h)
   return data
 }
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 describe('a session runs its members\' video through its pipeline', () => {
   it('VideoScale loopback: a member sending 640x480 gets 320x240 back', async () => {
@@ -260,7 +259,7 @@ describe('removing a session or a member frees it within 1 s', () => {
       await s.addPeer(member.peerId)
       const outputs = []
       hub.on('session-output', (o) => outputs.push({ at: Date.now(), o }))
-      const tone = Float32Array.from({ length: 960 }, (_, i) => 0.5 * Math.sin((2 * Math.PI * 440 * i) / 48000))
+      const tone = toneFrame(440)
       const silence = new Float32Array(960)
       let sending = true
       const sender = (async () => {
