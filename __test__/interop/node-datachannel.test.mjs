@@ -1,5 +1,7 @@
 // Interop matrix, node-datachannel (libdatachannel + usrsctp), on our signaling protocol through
 // SignalingPeer, everything on 127.0.0.1.
+// The cells shared with werift.test.mjs are in data-cells.mjs and echo-cells.mjs; this file says
+// how to make a node-datachannel peer for them, and holds the node-datachannel-only parts.
 //
 // Covered:
 // - data, both offer directions, with its W3C polyfill (node-datachannel/polyfill): an ordered
@@ -40,10 +42,11 @@
 // and the peer's descriptions are sent as libdatachannel makes them (the test at the end).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { createRequire } from 'node:module'
-import { withServer, transport, until, once, uid } from '../helpers.mjs'
+import { withServer, transport, once, uid } from '../helpers.mjs'
 import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
-import { dataCells, collect } from './data-cells.mjs'
-import { record, sleep, sendTone, sendVideo, toneOf } from './common.mjs'
+import { dataCells } from './data-cells.mjs'
+import { echoCells, peerOffersData } from './echo-cells.mjs'
+import { record } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const nd = require('node-datachannel')
@@ -199,6 +202,19 @@ async function nativePeer({ keepSession = false } = {}) {
   return sp
 }
 
+// node-datachannel for the shared cells (echo-cells.mjs): data through the polyfill, media
+// through the native echo.
+const NDC = {
+  name: 'node-datachannel',
+  node,
+  dataPeer: () => polyfillPeer(),
+  mediaPeer: (opts) => nativePeer(opts),
+  echoed: (sp) => sp.pc.echoed,
+  openChannel: (sp, label, init) => (sp.echo ? sp.echo(sp.pc.createDataChannel(label, init)) : sp.pc.echoChannel(sp.pc.pc.createDataChannel(label, init ?? {}))),
+  codecSdp: (sp) => sp.pc.localDescription.sdp,
+  audioTrackId: /^echo-audio-/,
+}
+
 describe('data, Node offers (polyfill)', () => {
   dataCells(async () => {
     const t = await node()
@@ -216,158 +232,7 @@ describe('data, Node offers (polyfill)', () => {
 })
 
 describe('data, node-datachannel offers (polyfill)', () => {
-  dataCells(async () => {
-    const t = await node()
-    const sp = await polyfillPeer()
-    const create = (label, init) => {
-      const dc = sp.pc.createDataChannel(label, init)
-      sp.echo(dc)
-      return dc
-    }
-    create('echo')
-    const connected = once(t, 'peer-connected', (p) => p.peerId === sp.peerId, 15000)
-    const firstChannel = once(t, 'data-channel', (ch) => ch.label === 'echo', 15000).then(([ch]) => ch)
-    await sp.offer(t.peerId)
-    const peer = await connected
-    expect(peer.outgoing).toBe(false)
-    return {
-      channel: await firstChannel,
-      theirs: (label) => {
-        const c = sp.channels.find((x) => x.label === label)
-        return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
-      },
-      open: async (label, mode) => {
-        const ours = once(t, 'data-channel', (ch) => ch.label === label, 15000).then(([ch]) => ch)
-        create(label, mode === 'unreliable' ? { ordered: false, maxRetransmits: 0 } : {})
-        return ours
-      },
-    }
-  })
+  dataCells(peerOffersData(NDC))
 })
 
-describe('audio: node-datachannel (native) echoes our Opus RTP on its own track', () => {
-  it('≥ 90 % of 100 frames come back, 440 ± 5 Hz', async () => {
-    const t = await node()
-    const sp = await nativePeer()
-    const peer = await t.connectPeer(sp.peerId)
-    const track = once(peer, 'track', (i) => i.kind === 'audio', 15000)
-    await peer.addAudioTrack()
-    const frames = []
-    peer.on('audio-frame', (f) => frames.push(f))
-    await sendTone(t, sp.peerId, 440, 100)
-    await until(() => frames.length >= 100, 3000).catch(() => {})
-    expect((await track).trackId).toMatch(/^echo-audio-/)
-    expect(sp.pc.echoed.audio).toBeGreaterThanOrEqual(90)
-    expect(frames.length).toBeGreaterThanOrEqual(90)
-    expect(Math.abs(toneOf(frames) - 440)).toBeLessThanOrEqual(5)
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 30000)
-})
-
-describe.each(['vp8', 'vp9'])('video %s: node-datachannel (native) echoes our RTP on its own track', (codec) => {
-  it('Node decodes ≥ 90 % of the frames it echoed and we sent, at our size', async () => {
-    const t = await node({ videoCodec: codec })
-    const sp = await nativePeer()
-    const peer = await t.connectPeer(sp.peerId)
-    await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
-    expect(sp.pc.localDescription.sdp).toMatch(new RegExp(`a=rtpmap:\\d+ ${codec.toUpperCase()}/90000`))
-    const frames = []
-    peer.on('video-frame', (f) => frames.push(f))
-    const sent = 60
-    await sendVideo(t, sp.peerId, sent)
-    await until(() => frames.length >= sent, 3000).catch(() => {})
-    expect(sp.pc.echoed.videoFrames).toBeGreaterThanOrEqual(sent * 0.9)
-    expect(frames.length).toBeGreaterThanOrEqual(Math.ceil(sp.pc.echoed.videoFrames * 0.9))
-    expect(frames.length).toBeGreaterThanOrEqual(sent * 0.9)
-    for (const f of frames) expect([f.width, f.height]).toEqual([320, 240])
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 30000)
-})
-
-describe('renegotiation mid-call (native)', () => {
-  let t, sp, peer
-  const audio = []
-  const video = []
-  beforeAll(async () => {
-    t = await node()
-    sp = await nativePeer()
-    peer = await t.connectPeer(sp.peerId)
-    await peer.addAudioTrack()
-    peer.on('audio-frame', (f) => audio.push(f))
-    peer.on('video-frame', (f) => video.push(f))
-  }, 30000)
-
-  async function flow(frames, withVideo) {
-    const a0 = audio.length
-    const v0 = video.length
-    await Promise.all([sendTone(t, sp.peerId, 440, frames), withVideo ? sendVideo(t, sp.peerId, Math.floor(frames * 0.6)) : null])
-    await sleep(400)
-    return { audio: audio.slice(a0), video: video.slice(v0) }
-  }
-
-  it('Node adds a video track while audio flows; both come back, then it removes it and audio flows on', async () => {
-    const before = await flow(50, false)
-    expect(before.audio.length).toBeGreaterThanOrEqual(45)
-    expect(Math.abs(toneOf(before.audio) - 440)).toBeLessThanOrEqual(5)
-
-    const videoTrack = once(peer, 'track', (i) => i.kind === 'video', 15000)
-    await peer.addVideoTrack({ width: 320, height: 240, keyframeInterval: 30 })
-    const both = await flow(50, true)
-    await videoTrack
-    expect(both.audio.length).toBeGreaterThanOrEqual(45)
-    expect(both.video.length).toBeGreaterThanOrEqual(27)
-    for (const f of both.video) expect([f.width, f.height]).toEqual([320, 240])
-
-    await peer.removeTrack('video')
-    expect(peer.hasVideoTrack).toBe(false)
-    const after = await flow(50, false)
-    expect(after.audio.length).toBeGreaterThanOrEqual(45)
-    expect(Math.abs(toneOf(after.audio) - 440)).toBeLessThanOrEqual(5)
-    expect(after.video.length).toBe(0)
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 40000)
-
-  it('node-datachannel renegotiates by its own offer mid-call: answered, a channel it opens then echoes, audio flows on', async () => {
-    const dc = sp.pc.pc.createDataChannel('renegotiated')
-    sp.pc.echoChannel(dc)
-    const opened = once(t, 'data-channel', (c) => c.label === 'renegotiated', 15000)
-    await sp.offer()
-    const [ch] = await opened
-    const got = collect(ch)
-    await ch.send('after node-datachannel offered')
-    await until(() => got.length >= 1, 10000)
-    expect(got[0].data).toBe('after node-datachannel offered')
-    const after = await flow(50, false)
-    expect(after.audio.length).toBeGreaterThanOrEqual(45)
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 30000)
-})
-
-// An offer with a new o= session id but the same DTLS fingerprint (libdatachannel redraws the
-// id in every description) was once taken for a new connection of the remote; libdatachannel
-// then refused our answer's new ICE credentials and the call was lost (werift.test.mjs has the
-// same case). A new connection is now told by its fingerprint.
-describe('a renegotiation offer with a new o= session id', () => {
-  it('node-datachannel offers mid-call with its own o= line: the call goes on, no reconnection', async () => {
-    const t = await node()
-    const sp = await nativePeer({ keepSession: false })
-    const peer = await t.connectPeer(sp.peerId)
-    const reconnecting = []
-    peer.on('reconnecting', (e) => reconnecting.push(e))
-    const got = collect(peer.defaultChannel)
-    await peer.defaultChannel.send('before')
-    await until(() => got.length >= 1, 10000)
-    const dc = sp.pc.pc.createDataChannel('x')
-    sp.pc.echoChannel(dc)
-    await Promise.race([sp.offer(), sleep(5000)])
-    await peer.defaultChannel.send('after').catch(() => {})
-    await until(() => got.length >= 2, 5000).catch(() => {})
-    expect(sp.errors).toEqual([])
-    expect(reconnecting).toEqual([])
-    expect(got.map((m) => m.data)).toEqual(['before', 'after'])
-  }, 30000)
-})
+echoCells(NDC)

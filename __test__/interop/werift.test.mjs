@@ -1,5 +1,7 @@
 // Interop matrix, werift (pure TypeScript WebRTC, W3C-like RTCPeerConnection), driven through
 // SignalingPeer on our signaling protocol, everything on 127.0.0.1.
+// The cells shared with node-datachannel.test.mjs are in data-cells.mjs and echo-cells.mjs; this
+// file says how to make a werift peer for them, and holds the werift-only cells.
 //
 // Covered:
 // - data, both offer directions (Node offers with connectPeer; werift offers with its own
@@ -50,7 +52,8 @@ import { createRequire } from 'node:module'
 import { lib, withServer, transport, until, once, uid } from '../helpers.mjs'
 import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
 import { patchWerift, localStun } from './werift-quirks.mjs'
-import { dataCells, collect } from './data-cells.mjs'
+import { dataCells } from './data-cells.mjs'
+import { echoCells, peerOffersData } from './echo-cells.mjs'
 import { frequency, record, sleep, sendTone, sendVideo, toneOf } from './common.mjs'
 
 const require = createRequire(import.meta.url)
@@ -139,6 +142,24 @@ function theirs(sp, label) {
   return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
 }
 
+// werift for the shared cells (echo-cells.mjs).
+const WERIFT = {
+  name: 'werift',
+  node,
+  dataPeer: () => weriftPeer(),
+  mediaPeer: (opts) => weriftPeer(opts),
+  echoed: (sp) => sp.echoed,
+  openChannel: (sp, label, init) => sp.echo(sp.pc.createDataChannel(label, init)),
+  codecSdp: (sp) => sp.pc.remoteDescription.sdp,
+  // Our section becomes recvonly: werift's answer keeps sending (sendonly), but it has nothing
+  // left to echo.
+  afterVideoRemoved: (sp) => until(() => sp.pc.getTransceivers().some((x) => x.kind === 'video' && x.currentDirection === 'sendonly'), 10000),
+  // werift's DCEP OPEN for { ordered: false, maxRetransmits: 0 } says "ordered, 0
+  // retransmits" (channel type 0x01: it overwrites the unordered bit 0x80), and our mode reads
+  // only the ordered flag: our side calls that channel 'reliable'.
+  unreliableMode: 'reliable',
+}
+
 describe('data, Node offers', () => {
   dataCells(async () => {
     const t = await node()
@@ -160,59 +181,10 @@ describe('data, Node offers', () => {
 })
 
 describe('data, werift offers', () => {
-  dataCells(async () => {
-    const t = await node()
-    const sp = await weriftPeer()
-    // werift's channels echo too.
-    const create = (label, init) => {
-      const dc = sp.pc.createDataChannel(label, init)
-      sp.echo(dc)
-      return dc
-    }
-    create('echo')
-    const connected = once(t, 'peer-connected', (p) => p.peerId === sp.peerId, 15000)
-    const firstChannel = once(t, 'data-channel', (ch) => ch.label === 'echo', 15000).then(([ch]) => ch)
-    await sp.offer(t.peerId)
-    const peer = await connected
-    expect(peer.outgoing).toBe(false)
-    const channel = await firstChannel
-    return {
-      channel,
-      theirs: (label) => theirs(sp, label),
-      // werift's DCEP OPEN for { ordered: false, maxRetransmits: 0 } says "ordered, 0
-      // retransmits" (channel type 0x01: it overwrites the unordered bit 0x80), and our mode
-      // reads only the ordered flag: our side calls that channel 'reliable'.
-      unreliableMode: 'reliable',
-      open: async (label, mode) => {
-        const ours = once(t, 'data-channel', (ch) => ch.label === label, 15000).then(([ch]) => ch)
-        create(label, mode === 'unreliable' ? { ordered: false, maxRetransmits: 0 } : {})
-        return ours
-      },
-    }
-  })
+  dataCells(peerOffersData(WERIFT))
 })
 
-// Sends `frames` of a tone, paced at 20 ms.
-describe('audio: werift echoes our Opus RTP on its own track', () => {
-  it('Node offers: ≥ 90 % of 100 frames come back, 440 ± 5 Hz', async () => {
-    const t = await node()
-    const sp = await weriftPeer()
-    const peer = await t.connectPeer(sp.peerId)
-    const track = once(peer, 'track', (i) => i.kind === 'audio', 15000)
-    await peer.addAudioTrack()
-    const frames = []
-    peer.on('audio-frame', (f) => frames.push(f))
-    await sendTone(t, sp.peerId, 440, 100)
-    await until(() => frames.length >= 100, 3000).catch(() => {})
-    await track
-    expect(sp.echoed.audio).toBeGreaterThanOrEqual(90)
-    expect(frames.length).toBeGreaterThanOrEqual(90)
-    expect(frames.every((f) => f.sampleRate === 48000)).toBe(true)
-    expect(Math.abs(toneOf(frames) - 440)).toBeLessThanOrEqual(5)
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 30000)
-
+describe('audio: werift offers', () => {
   it('werift offers the audio section: Node answers with its track (answerMedia), the echo decodes', async () => {
     const t = await node({ answerMedia: true })
     const sp = await weriftPeer()
@@ -236,92 +208,7 @@ describe('audio: werift echoes our Opus RTP on its own track', () => {
   }, 30000)
 })
 
-describe.each(['vp8', 'vp9'])('video %s: werift echoes our RTP on its own track', (codec) => {
-  it('Node decodes ≥ 90 % of the frames werift echoed and we sent, at our size', async () => {
-    const t = await node({ videoCodec: codec })
-    const sp = await weriftPeer()
-    const peer = await t.connectPeer(sp.peerId)
-    await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
-    const sdp = sp.pc.remoteDescription.sdp
-    expect(sdp).toMatch(new RegExp(`a=rtpmap:\\d+ ${codec.toUpperCase()}/90000`))
-    const frames = []
-    peer.on('video-frame', (f) => frames.push(f))
-    const sent = 60
-    await sendVideo(t, sp.peerId, sent)
-    await until(() => frames.length >= sent, 3000).catch(() => {})
-    expect(sp.echoed.videoFrames).toBeGreaterThanOrEqual(sent * 0.9)
-    expect(frames.length).toBeGreaterThanOrEqual(Math.ceil(sp.echoed.videoFrames * 0.9))
-    expect(frames.length).toBeGreaterThanOrEqual(sent * 0.9)
-    for (const f of frames) expect([f.width, f.height]).toEqual([320, 240])
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 30000)
-})
-
-describe('renegotiation mid-call', () => {
-  let t, sp, peer
-  const audio = []
-  const video = []
-  beforeAll(async () => {
-    t = await node()
-    sp = await weriftPeer()
-    peer = await t.connectPeer(sp.peerId)
-    await peer.addAudioTrack()
-    peer.on('audio-frame', (f) => audio.push(f))
-    peer.on('video-frame', (f) => video.push(f))
-  }, 30000)
-
-  // Audio and (when sending it) video for `ms`; returns what came back meanwhile.
-  async function flow(frames, withVideo) {
-    const a0 = audio.length
-    const v0 = video.length
-    await Promise.all([sendTone(t, sp.peerId, 440, frames), withVideo ? sendVideo(t, sp.peerId, Math.floor(frames * 0.6)) : null])
-    await sleep(400)
-    return { audio: audio.slice(a0), video: video.slice(v0) }
-  }
-
-  it('Node adds a video track while audio flows; both come back, then it removes it and audio flows on', async () => {
-    const before = await flow(50, false)
-    expect(before.audio.length).toBeGreaterThanOrEqual(45)
-    expect(Math.abs(toneOf(before.audio) - 440)).toBeLessThanOrEqual(5)
-
-    const videoTrack = once(peer, 'track', (i) => i.kind === 'video', 15000)
-    await peer.addVideoTrack({ width: 320, height: 240, keyframeInterval: 30 })
-    const both = await flow(50, true)
-    await videoTrack
-    expect(both.audio.length).toBeGreaterThanOrEqual(45)
-    expect(both.video.length).toBeGreaterThanOrEqual(27)
-    for (const f of both.video) expect([f.width, f.height]).toEqual([320, 240])
-
-    // Our section becomes recvonly: werift's answer keeps sending (sendonly), but it has
-    // nothing left to echo.
-    await peer.removeTrack('video')
-    expect(peer.hasVideoTrack).toBe(false)
-    await until(() => sp.pc.getTransceivers().some((x) => x.kind === 'video' && x.currentDirection === 'sendonly'), 10000)
-    const after = await flow(50, false)
-    expect(after.audio.length).toBeGreaterThanOrEqual(45)
-    expect(Math.abs(toneOf(after.audio) - 440)).toBeLessThanOrEqual(5)
-    expect(after.video.length).toBe(0)
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 40000)
-
-  it('werift renegotiates by its own offer mid-call: answered, a channel it opens then echoes, audio flows on', async () => {
-    const dc = sp.pc.createDataChannel('renegotiated')
-    sp.echo(dc)
-    const opened = once(t, 'data-channel', (c) => c.label === 'renegotiated', 15000)
-    await sp.offer()
-    const [ch] = await opened
-    const got = collect(ch)
-    await ch.send('after werift offered')
-    await until(() => got.length >= 1, 10000)
-    expect(got[0].data).toBe('after werift offered')
-    const after = await flow(50, false)
-    expect(after.audio.length).toBeGreaterThanOrEqual(45)
-    expect(t.errors).toEqual([])
-    expect(sp.errors).toEqual([])
-  }, 30000)
-})
+echoCells(WERIFT)
 
 // A peer whose sections carry no a=msid (RFC 8830 makes it optional; werift omits it unless
 // its sender has a stream) once gave each remote track the track id "": webrtc-rs keys remote
@@ -347,29 +234,5 @@ describe('two remote tracks without a=msid', () => {
     expect(sp.echoed.videoFrames).toBeGreaterThanOrEqual(40)
     expect(await videoTrack).not.toBeNull()
     expect(frames.length).toBeGreaterThanOrEqual(40)
-  }, 30000)
-})
-
-// werift (and libdatachannel: see node-datachannel.test.mjs) draws a new o= session id for
-// each description. Our transport once took such a renegotiation offer for a new connection of
-// the remote and replaced its own (data channels reset, the call through a reconnection); a
-// new connection is now told by its DTLS fingerprint (is_new_session in
-// peer/full_reconnect.rs). A renegotiation offer of werift's, as werift sends it:
-describe('a renegotiation offer with a new o= session id', () => {
-  it('werift offers mid-call with its own o= line: the call goes on, no reconnection', async () => {
-    const t = await node()
-    const sp = await weriftPeer({ keepSession: false })
-    const peer = await t.connectPeer(sp.peerId)
-    const reconnecting = []
-    peer.on('reconnecting', (e) => reconnecting.push(e))
-    const got = collect(peer.defaultChannel)
-    await peer.defaultChannel.send('before')
-    await until(() => got.length >= 1, 10000)
-    await sp.offer()
-    await sleep(1000)
-    await peer.defaultChannel.send('after')
-    await until(() => got.length >= 2, 5000).catch(() => {})
-    expect(reconnecting).toEqual([])
-    expect(got.map((m) => m.data)).toEqual(['before', 'after'])
   }, 30000)
 })
