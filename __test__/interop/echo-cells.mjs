@@ -14,10 +14,39 @@
 //   audioTrackId         (optional) the track id Node must see for the echoed audio
 //   afterVideoRemoved(sp)(optional) waits until the peer took our video section's removal in
 //   unreliableMode       (optional) what Node calls an unreliable channel the peer opened
+//   peerViewWhenNodeOffers  (optional) assert the peer's own view of the channels Node opens
 import { describe, it, expect, beforeAll } from 'vitest'
 import { until, once } from '../helpers.mjs'
+import { record } from './common.mjs'
 import { dataCells, collect } from './data-cells.mjs'
 import { sleep, sendTone, sendVideo, toneOf } from './common.mjs'
+
+// The peer's own view of one of its channels, { ordered, maxRetransmits }, or null.
+function theirs(sp, label) {
+  const c = sp.channels.find((x) => x.label === label)
+  return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
+}
+
+// Node offers (connectPeer); the connect and first-message times recorded. For dataCells().
+export function nodeOffersData(p) {
+  return async () => {
+    const t = await p.node()
+    const sp = await p.dataPeer()
+    const t0 = performance.now()
+    const peer = await t.connectPeer(sp.peerId)
+    record(p.name, 'connect', performance.now() - t0)
+    const channel = peer.defaultChannel
+    const first = once(channel, 'message')
+    await channel.send(`hello ${p.name}`)
+    expect((await first).data).toBe(`hello ${p.name}`)
+    record(p.name, 'first-message', performance.now() - t0)
+    return {
+      channel,
+      theirs: p.peerViewWhenNodeOffers ? (label) => theirs(sp, label) : undefined,
+      open: (label, mode) => peer.createDataChannel(label, { mode }),
+    }
+  }
+}
 
 // The peer offers, with a first channel 'echo' of its own; Node answers. For dataCells().
 export function peerOffersData(p) {
@@ -32,10 +61,7 @@ export function peerOffersData(p) {
     expect(peer.outgoing).toBe(false)
     return {
       channel: await firstChannel,
-      theirs: (label) => {
-        const c = sp.channels.find((x) => x.label === label)
-        return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
-      },
+      theirs: (label) => theirs(sp, label),
       unreliableMode: p.unreliableMode,
       open: async (label, mode) => {
         const ours = once(t, 'data-channel', (ch) => ch.label === label, 15000).then(([ch]) => ch)

@@ -45,8 +45,7 @@ import { createRequire } from 'node:module'
 import { withServer, transport, once, uid } from '../helpers.mjs'
 import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
 import { dataCells } from './data-cells.mjs'
-import { echoCells, peerOffersData } from './echo-cells.mjs'
-import { record } from './common.mjs'
+import { echoCells, nodeOffersData, peerOffersData } from './echo-cells.mjs'
 
 const require = createRequire(import.meta.url)
 const nd = require('node-datachannel')
@@ -216,19 +215,7 @@ const NDC = {
 }
 
 describe('data, Node offers (polyfill)', () => {
-  dataCells(async () => {
-    const t = await node()
-    const sp = await polyfillPeer()
-    const t0 = performance.now()
-    const peer = await t.connectPeer(sp.peerId)
-    record('node-datachannel', 'connect', performance.now() - t0)
-    const channel = peer.defaultChannel
-    const first = once(channel, 'message')
-    await channel.send('hello node-datachannel')
-    expect((await first).data).toBe('hello node-datachannel')
-    record('node-datachannel', 'first-message', performance.now() - t0)
-    return { channel, open: (label, mode) => peer.createDataChannel(label, { mode }) }
-  })
+  dataCells(nodeOffersData(NDC))
 })
 
 describe('data, node-datachannel offers (polyfill)', () => {

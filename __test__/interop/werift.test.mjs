@@ -53,8 +53,8 @@ import { lib, withServer, transport, until, once, uid } from '../helpers.mjs'
 import { SignalingPeer, keepSessionId } from './signaling-peer.mjs'
 import { patchWerift, localStun } from './werift-quirks.mjs'
 import { dataCells } from './data-cells.mjs'
-import { echoCells, peerOffersData } from './echo-cells.mjs'
-import { frequency, record, sleep, sendTone, sendVideo, toneOf } from './common.mjs'
+import { echoCells, nodeOffersData, peerOffersData } from './echo-cells.mjs'
+import { frequency, sleep, sendTone, sendVideo, toneOf } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const werift = require('werift')
@@ -136,12 +136,6 @@ afterAll(async () => {
   stun?.close()
 })
 
-// werift's own view of one of its channels.
-function theirs(sp, label) {
-  const c = sp.channels.find((x) => x.label === label)
-  return c ? { ordered: c.ordered, maxRetransmits: c.maxRetransmits } : null
-}
-
 // werift for the shared cells (echo-cells.mjs).
 const WERIFT = {
   name: 'werift',
@@ -158,26 +152,11 @@ const WERIFT = {
   // retransmits" (channel type 0x01: it overwrites the unordered bit 0x80), and our mode reads
   // only the ordered flag: our side calls that channel 'reliable'.
   unreliableMode: 'reliable',
+  peerViewWhenNodeOffers: true,
 }
 
 describe('data, Node offers', () => {
-  dataCells(async () => {
-    const t = await node()
-    const sp = await weriftPeer()
-    const t0 = performance.now()
-    const peer = await t.connectPeer(sp.peerId)
-    record('werift', 'connect', performance.now() - t0)
-    const channel = peer.defaultChannel
-    const first = once(channel, 'message')
-    await channel.send('hello werift')
-    expect((await first).data).toBe('hello werift')
-    record('werift', 'first-message', performance.now() - t0)
-    return {
-      channel,
-      theirs: (label) => theirs(sp, label),
-      open: (label, mode) => peer.createDataChannel(label, { mode }),
-    }
-  })
+  dataCells(nodeOffersData(WERIFT))
 })
 
 describe('data, werift offers', () => {
