@@ -1,12 +1,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { readFileSync, existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { readFileSync } from 'node:fs'
 import { lib, until, once } from './helpers.mjs'
 import { toneSource } from './signals.mjs'
-
-const require = createRequire(import.meta.url)
-const { chromium } = require('playwright-core')
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+import { launchChromium, expectNodeDecodesChromiumsVideo, sendVideoToChromium } from './chromium.mjs'
 const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
 
 // The signaling server serving the test page, a started Node transport 'node', and a Chromium tab.
@@ -22,19 +18,6 @@ async function tearDown({ server, node, browser }) {
   await browser?.close()
   await node?.shutdown()
   await server?.close()
-}
-
-// Headless Chromium with fake camera and microphone; fails loudly when it is not installed.
-function launchChromium() {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required'],
-  })
 }
 
 describe('audio with a real Chromium', () => {
@@ -83,13 +66,6 @@ describe('audio with a real Chromium', () => {
   }, 60000)
 })
 
-function pattern(w, h, i) {
-  const data = Buffer.alloc((w * h * 3) / 2)
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data[y * w + x] = (x * 2 + y + i * 5) & 0xff
-  data.fill(128, w * h)
-  return data
-}
-
 for (const [codec, mime] of [['vp8', null], ['vp9', 'video/VP9']]) {
   describe(`video with a real Chromium (${codec})`, () => {
     let server, node, browser, tab
@@ -109,30 +85,13 @@ for (const [codec, mime] of [['vp8', null], ['vp9', 'video/VP9']]) {
       expect(frames[0].keyframe).toBe(true)
       // Over 4 s, Node decodes ≥ 90 % of the frames Chromium reports encoding (inter frames
       // too, not only keyframes: VP9's flexible mode once decoded only its keyframes).
-      const before = { sent: (await tab.evaluate(() => window.outboundVideo())).framesEncoded, got: frames.length }
-      await new Promise((r) => setTimeout(r, 4000))
-      const sent = (await tab.evaluate(() => window.outboundVideo())).framesEncoded - before.sent
-      const got = frames.length - before.got
-      expect(sent).toBeGreaterThan(60)
-      expect(got).toBeGreaterThanOrEqual(Math.floor(sent * 0.9))
+      const { got } = await expectNodeDecodesChromiumsVideo(tab, frames, [640, 480])
       expect(frames.filter((f) => !f.keyframe).length).toBeGreaterThan(got / 2)
-      for (const f of frames) {
-        expect([f.width, f.height]).toEqual([640, 480])
-        expect(f.data.length).toBe(640 * 480 * 1.5)
-      }
 
       await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
-      await node.sendVideo(browserId, { data: pattern(320, 240, 0), width: 320, height: 240, keyframe: true })
       // Chromium decodes ≥ 90 % of the 90 frames (3 s) Node sends.
       const count = 90
-      for (let i = 1; i < count; i++) {
-        await node.sendVideo(browserId, { data: pattern(320, 240, i), width: 320, height: 240, timestampUs: i * 33333 })
-        await new Promise((r) => setTimeout(r, 33))
-      }
-      const stats = await until(async () => {
-        const s = await tab.evaluate(() => window.inboundVideo())
-        return s && s.framesDecoded >= Math.ceil(count * 0.9) && s
-      }, 5000).catch(async () => tab.evaluate(() => window.inboundVideo()))
+      const stats = await sendVideoToChromium(tab, node, browserId, count)
       expect(await tab.evaluate(() => window.peer.errors)).toEqual([])
       expect(stats).not.toBeNull()
       expect(stats.packetsReceived).toBeGreaterThan(0)

@@ -4,12 +4,11 @@
 // with the feature (REMOTEMEDIA_WEBRTC_NATIVE names it) with REMOTEMEDIA_WEBRTC_EXPECT_H264=1,
 // which makes a build without H.264 a failure instead of a skip.
 import { describe, it, expect } from 'vitest'
-import { readFileSync, existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { readFileSync } from 'node:fs'
 import { lib, withServer, transport, until, uid, once } from './helpers.mjs'
+import { testPattern } from './signals.mjs'
+import { launchChromium, expectNodeDecodesChromiumsVideo, sendVideoToChromium } from './chromium.mjs'
 
-const require = createRequire(import.meta.url)
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const EXPECT_H264 = process.env.REMOTEMEDIA_WEBRTC_EXPECT_H264 === '1'
 
 // Whether this addon was built with H.264: its config validation says.
@@ -23,16 +22,6 @@ function probe() {
   }
 }
 const { built: H264, error: refusal } = probe()
-
-function pattern(w, h, i) {
-  const data = Buffer.alloc((w * h * 3) / 2)
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data[y * w + x] = (x * 2 + y + i * 5) & 0xff
-  const sq = 40
-  const ox = (i * 6) % (w - sq)
-  for (let y = 40; y < 40 + sq; y++) for (let x = ox; x < ox + sq; x++) data[y * w + x] = 235
-  data.fill(128, w * h)
-  return data
-}
 
 describe('H.264 availability', () => {
   it(H264 ? 'this addon is built with H.264' : "without the feature, videoCodec 'h264' is ERR_INVALID_CONFIG naming it", () => {
@@ -53,12 +42,12 @@ describe.skipIf(!H264)('H.264 between Node transports (built with the feature)',
       const peer = await a.connectPeer(b.peerId)
       const [w, h] = [640, 480]
       await peer.addVideoTrack({ width: w, height: h, framerate: 30, bitrate: 1000000, keyframeInterval: 0 })
-      await a.sendVideo(b.peerId, { data: pattern(w, h, 0), width: w, height: h, timestampUs: 0, keyframe: true })
+      await a.sendVideo(b.peerId, { data: testPattern(w, h, 0), width: w, height: h, timestampUs: 0, keyframe: true })
       const got = []
       b.getPeer(a.peerId).on('video-frame', (f) => got.push(f))
       for (let i = 1; i <= 60; i++) {
         if (i === 40) await b.getPeer(a.peerId).requestKeyframe()
-        await a.sendVideo(b.peerId, { data: pattern(w, h, i), width: w, height: h, timestampUs: i * 33333 })
+        await a.sendVideo(b.peerId, { data: testPattern(w, h, i), width: w, height: h, timestampUs: i * 33333 })
         await new Promise((r) => setTimeout(r, 30))
       }
       await until(() => got.length >= 57, 5000).catch(() => {})
@@ -84,22 +73,13 @@ describe.skipIf(!H264)('H.264 between Node transports (built with the feature)',
 // A signaling server serving the test page, a started Node transport 'node' and a Chromium tab
 // (fake camera) connected to it; `run` gets { node, tab, peer, browserId }.
 async function withChromium(options, run) {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
-  const { chromium } = require('playwright-core')
   const page = readFileSync(new URL('./pages/media-peer.html', import.meta.url), 'utf8')
   const server = await lib.SignalingServer.listen({ host: '127.0.0.1', port: 0, httpPage: page })
   const node = new lib.WebRtcTransport({ signalingUrl: server.url, peerId: 'node', bindAddress: '127.0.0.1', ...options })
   let browser
   try {
     await node.start()
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-        '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-        '--autoplay-policy=no-user-gesture-required'],
-    })
+    browser = await launchChromium()
     const tab = await browser.newPage()
     const announced = once(node, 'peer-announced', (e) => e.peerId.startsWith('browser-'), 15000)
     await tab.goto(`http://127.0.0.1:${server.port}/`)
@@ -140,30 +120,13 @@ describe.skipIf(!H264)('H.264 with a real Chromium (built with the feature)', ()
       expect(sent.sdpFmtpLine).toMatch(/packetization-mode=1/)
       expect(frames[0].keyframe).toBe(true)
       // Over 4 s, Node decodes ≥ 90 % of the frames Chromium reports encoding.
-      const before = { sent: (await tab.evaluate(() => window.outboundVideo())).framesEncoded, got: frames.length }
-      await new Promise((r) => setTimeout(r, 4000))
-      const encoded = (await tab.evaluate(() => window.outboundVideo())).framesEncoded - before.sent
-      const got = frames.length - before.got
-      expect(encoded).toBeGreaterThan(60)
-      expect(got).toBeGreaterThanOrEqual(Math.floor(encoded * 0.9))
-      for (const f of frames) {
-        expect([f.width, f.height]).toEqual([640, 480])
-        expect(f.data.length).toBe(640 * 480 * 1.5)
-      }
+      await expectNodeDecodesChromiumsVideo(tab, frames, [640, 480])
 
       // Node → Chromium: H.264 from OpenH264.
       await peer.addVideoTrack({ width: 320, height: 240, framerate: 30, keyframeInterval: 30 })
-      await node.sendVideo(browserId, { data: pattern(320, 240, 0), width: 320, height: 240, keyframe: true })
       // Chromium decodes ≥ 90 % of the 90 frames (3 s) Node sends.
       const count = 90
-      for (let i = 1; i < count; i++) {
-        await node.sendVideo(browserId, { data: pattern(320, 240, i), width: 320, height: 240, timestampUs: i * 33333 })
-        await new Promise((r) => setTimeout(r, 33))
-      }
-      const stats = await until(async () => {
-        const s = await tab.evaluate(() => window.inboundVideo())
-        return s && s.framesDecoded >= Math.ceil(count * 0.9) && s
-      }, 5000).catch(async () => tab.evaluate(() => window.inboundVideo()))
+      const stats = await sendVideoToChromium(tab, node, browserId, count)
       const received = (await tab.evaluate(() => window.videoCodecs())).inbound
       console.log('Chromium receives', JSON.stringify(received), JSON.stringify(stats))
       expect(await tab.evaluate(() => window.peer.errors)).toEqual([])

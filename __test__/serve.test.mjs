@@ -2,11 +2,12 @@
 // talking to it. Everything stays on 127.0.0.1.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
-import fs, { existsSync, readFileSync } from 'node:fs'
+import fs, { readFileSync } from 'node:fs'
 import os from 'node:os'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
+import { launchChromium } from './chromium.mjs'
 import { tone, frequency, concat } from './signals.mjs'
 
 const require = createRequire(import.meta.url)
@@ -14,7 +15,6 @@ const { WebRtcTransport } = require('../index.js')
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const CLI = path.join(ROOT, 'bin', 'remotemedia-webrtc.js')
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const READY = /remotemedia-webrtc serving http:\/\/127\.0\.0\.1:(\d+)\/ \(signaling ws:\/\/127\.0\.0\.1:(\d+)\/ws\)/
 
 // Runs the CLI; `exited` resolves with { code, signal }.
@@ -182,19 +182,7 @@ describe('remotemedia-webrtc serve', () => {
   })
 
   it('echoes messages to Chromium running the demo page', async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: this test needs Debian's chromium package (apt-get install chromium)`)
-    }
-    const { chromium } = await import('playwright-core')
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      ],
-    })
+    browser = await launchChromium({ media: false })
     const page = await browser.newPage()
     const pageErrors = []
     page.on('pageerror', (e) => pageErrors.push(e.message))
@@ -258,22 +246,8 @@ function writeToneBurstWav(file) {
   fs.writeFileSync(file, buf)
 }
 
-async function launchChromiumWithMic(wav) {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: this test needs Debian's chromium package (apt-get install chromium)`)
-  }
-  const { chromium } = await import('playwright-core')
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      `--use-file-for-fake-audio-capture=${wav}`,
-    ],
-  })
+function launchChromiumWithMic(wav) {
+  return launchChromium({ args: [`--use-file-for-fake-audio-capture=${wav}`] })
 }
 
 // Opens the demo page and waits for its data channel; on failure the page log and serve's output.

@@ -3,15 +3,14 @@
 // page with ?token=). Everything stays on 127.0.0.1.
 import { describe, it, expect, afterAll } from 'vitest'
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
+import { launchChromium } from '../chromium.mjs'
 import { lib, once } from '../helpers.mjs'
 
 const { WebRtcTransport, issueSignalingToken } = lib
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const CLI = path.join(ROOT, 'bin', 'remotemedia-webrtc.js')
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const READY = /serving http:\/\/127\.0\.0\.1:(\d+)\//
 const SECRET = 'serve-auth-test-secret-0123456789abcdef'
 
@@ -91,19 +90,7 @@ describe('serve with authentication', () => {
     await t.shutdown()
 
     // Chromium on the demo page, its token in the page URL.
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: this test needs Debian's chromium package`)
-    }
-    const { chromium } = await import('playwright-core')
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      ],
-    })
+    browser = await launchChromium({ media: false })
     const page = await browser.newPage()
     const token = issueSignalingToken(SECRET, 'browser-with-token', 60)
     await page.goto(`http://127.0.0.1:${port}/?media=none&token=${token}`)

@@ -3,25 +3,11 @@
 // Node, and Node decodes it; an offer of AV1 alone is answered rejected, with an
 // ERR_UNSUPPORTED_CODEC error naming what was offered.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { readFileSync, existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { readFileSync } from 'node:fs'
 import { lib, until, once } from '../helpers.mjs'
+import { launchChromium } from '../chromium.mjs'
 
-const require = createRequire(import.meta.url)
-const { chromium } = require('playwright-core')
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const page = readFileSync(new URL('../pages/media-peer.html', import.meta.url), 'utf8')
-
-function launchChromium() {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (.ci/run does)`)
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--allow-loopback-in-peer-connection',
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
-  })
-}
 
 // In the page: send the camera with the codecs matching `first` (a regexp source over mime
 // types) preferred, or, with `only`, nothing else; then renegotiate (the page's own offer).
