@@ -298,14 +298,20 @@ describe('interop with a real Firefox', () => {
     if (profile) rmSync(profile, { recursive: true, force: true })
   })
 
+  // One call for the cells of the describe it is made in: connected before them, closed after.
+  function call(direction, codec, options) {
+    const ctx = {}
+    beforeAll(async () => {
+      Object.assign(ctx, { server: ctx0.server, browser: ctx0.browser })
+      await connect(ctx, direction, codec, options)
+    }, 60000)
+    afterAll(() => closeCtx(ctx))
+    return ctx
+  }
+
   for (const direction of ['node', 'firefox']) {
     describe(`${direction === 'node' ? 'Node' : 'Firefox'} offers (VP8 transport)`, () => {
-      const ctx = {}
-      beforeAll(async () => {
-        Object.assign(ctx, { server: ctx0.server, browser: ctx0.browser })
-        await connect(ctx, direction, 'vp8')
-      }, 60000)
-      afterAll(() => closeCtx(ctx))
+      const ctx = call(direction, 'vp8')
 
       it('data: ordered reliable echo of mixed text/binary, both sides opening', async () => {
         const msgs = mixed(50)
@@ -502,12 +508,7 @@ describe('interop with a real Firefox', () => {
     })
 
     describe(`${direction === 'node' ? 'Node' : 'Firefox'} offers (VP9 transport)`, () => {
-      const ctx = {}
-      beforeAll(async () => {
-        Object.assign(ctx, { server: ctx0.server, browser: ctx0.browser })
-        await connect(ctx, direction, 'vp9')
-      }, 60000)
-      afterAll(() => closeCtx(ctx))
+      const ctx = call(direction, 'vp9')
 
       it('video both ways (VP9): Node decodes Firefox\'s camera, Firefox decodes Node\'s', async () => {
         await videoFromFirefox(ctx, 'video/VP9')
@@ -563,12 +564,7 @@ describe('interop with a real Firefox', () => {
   // (it once was: the offer said 262144 and a larger send failed). At the cap, one message of
   // exactly 256 KiB goes each way with Firefox.
   describe('maxMessageSize: up to the 256 KiB the stack honours, refused above', () => {
-    const ctx = {}
-    beforeAll(async () => {
-      Object.assign(ctx, { server: ctx0.server, browser: ctx0.browser })
-      await connect(ctx, 'node', 'vp8', { maxMessageSize: 256 * 1024 })
-    }, 60000)
-    afterAll(() => closeCtx(ctx))
+    const ctx = call('node', 'vp8', { maxMessageSize: 256 * 1024 })
 
     it('a setting above 256 KiB is ERR_INVALID_CONFIG; a 256 KiB message goes each way', async () => {
       expect(() => new lib.WebRtcTransport({ signalingUrl: ctx0.server.url, maxMessageSize: MIB }))
