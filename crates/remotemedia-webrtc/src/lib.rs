@@ -11,6 +11,8 @@ pub mod pipeline;
 pub mod session;
 pub mod signaling;
 pub mod sync;
+#[cfg(test)]
+mod test_signal;
 pub mod transport;
 
 pub use config::WebRtcTransportConfig;

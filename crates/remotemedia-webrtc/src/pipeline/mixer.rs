@@ -141,9 +141,7 @@ mod tests {
     const RATE: u32 = 48_000;
 
     fn tone(freq: f64, amp: f64) -> Vec<f32> {
-        (0..960)
-            .map(|i| (amp * (2.0 * PI * freq * i as f64 / f64::from(RATE)).sin()) as f32)
-            .collect()
+        crate::test_signal::tone(freq, RATE, 960, amp)
     }
 
     fn frame(peer: &str, samples: Vec<f32>) -> AudioFrame {

@@ -405,21 +405,8 @@ impl Node for Gain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_signal::{rms_db, tone};
     use serde_json::json;
-
-    fn rms_db(x: &[f32]) -> f64 {
-        let ms = x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len() as f64;
-        10.0 * ms.log10()
-    }
-
-    fn tone(freq: f64, rate: u32, secs: f64, amp: f32) -> Vec<f32> {
-        let n = (f64::from(rate) * secs) as usize;
-        (0..n)
-            .map(|i| {
-                amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() as f32
-            })
-            .collect()
-    }
 
     fn audio(samples: Vec<f32>) -> Frame {
         Frame::Audio(AudioFrame {
@@ -440,7 +427,7 @@ mod tests {
 
     #[test]
     fn gain_in_db_changes_the_level_by_that_many_db() {
-        let input = tone(440.0, 48_000, 0.5, 0.25);
+        let input = tone(440.0, 48_000, 24_000, 0.25);
         let before = rms_db(&input);
         for db in [-12.0, -6.0, 0.0, 3.5, 9.0] {
             let mut g = Gain::from_params(json!({ "gain_db": db }).as_object().unwrap()).unwrap();

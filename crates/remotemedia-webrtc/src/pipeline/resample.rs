@@ -273,31 +273,7 @@ impl Node for Resample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::f64::consts::PI;
-
-    fn tone(freq: f64, rate: u32, n: usize, amp: f64) -> Vec<f32> {
-        (0..n)
-            .map(|i| (amp * (2.0 * PI * freq * i as f64 / f64::from(rate)).sin()) as f32)
-            .collect()
-    }
-
-    /// Level of `freq` in `x` (dB re full-scale sine), by correlation with a sine and cosine.
-    fn level_at(x: &[f32], freq: f64, rate: u32) -> f64 {
-        let (mut s, mut c) = (0.0, 0.0);
-        for (i, &v) in x.iter().enumerate() {
-            let ph = 2.0 * PI * freq * i as f64 / f64::from(rate);
-            s += f64::from(v) * ph.sin();
-            c += f64::from(v) * ph.cos();
-        }
-        let amp = 2.0 * (s * s + c * c).sqrt() / x.len() as f64;
-        20.0 * amp.log10()
-    }
-
-    fn zero_crossings(x: &[f32]) -> usize {
-        x.windows(2)
-            .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
-            .count()
-    }
+    use crate::test_signal::{level_at, tone, zero_crossings};
 
     /// Runs `x` through a `Resample` node in 20 ms frames, concatenating the output.
     fn run(x: &[f32], in_rate: u32, out_rate: u32) -> Vec<f32> {
