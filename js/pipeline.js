@@ -309,19 +309,22 @@ function checkInput(input) {
     if (!(input.samples instanceof Float32Array)) throw invalid('ERR_INVALID_DATA', 'samples must be a Float32Array')
     const sampleRate = input.sampleRate ?? 48000
     const channels = input.channels ?? 1
-    if (!Number.isInteger(sampleRate) || sampleRate < 1 || sampleRate > 0xffffffff) throw invalid('ERR_INVALID_DATA', 'sampleRate must be a positive integer')
-    if (!Number.isInteger(channels) || channels < 1 || channels > 8) throw invalid('ERR_INVALID_DATA', 'channels must be an integer 1..8')
-    if (input.samples.length % channels !== 0) throw invalid('ERR_INVALID_DATA', `${input.samples.length} samples do not make whole frames of ${channels} channels`)
+    // Only the types here: what an audio frame may be is the core's rule (AudioFrame::checked).
+    if (!Number.isInteger(sampleRate) || sampleRate < 0 || sampleRate > 0xffffffff) throw invalid('ERR_INVALID_DATA', 'sampleRate must be a non-negative integer')
+    if (!Number.isInteger(channels) || channels < 0 || channels > 0xffffffff) throw invalid('ERR_INVALID_DATA', 'channels must be a non-negative integer')
+    callSync(() => native.checkAudioFrame(input.samples.length, sampleRate, channels))
     return { kind: 'audio', samples: input.samples, sampleRate, channels, peerId, timestampUs }
   }
   if (input.data !== undefined) {
     if (!Buffer.isBuffer(input.data) && !(input.data instanceof Uint8Array)) throw invalid('ERR_INVALID_DATA', 'data must be a Buffer (I420)')
     const { width, height } = input
-    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 2 || height < 2 || width % 2 || height % 2 || width > 0xffff || height > 0xffff) {
-      throw invalid('ERR_INVALID_DATA', 'width and height must be even positive integers')
+    // Only the types here: the sizes and length of an I420 frame are the core's rule
+    // (VideoFrame::checked).
+    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0 || width > 0xffffffff || height > 0xffffffff) {
+      throw invalid('ERR_INVALID_DATA', 'width and height must be non-negative integers')
     }
-    const need = width * height + 2 * (width / 2) * (height / 2)
-    if (input.data.length !== need) throw invalid('ERR_INVALID_DATA', `video frame: ${width}x${height} I420 is ${need} bytes, got ${input.data.length}`)
+    if (input.data.length > 0xffffffff) throw invalid('ERR_INVALID_DATA', 'video frame: data too large')
+    callSync(() => native.checkVideoFrame(input.data.length, width, height))
     const data = Buffer.isBuffer(input.data) ? input.data : Buffer.from(input.data.buffer, input.data.byteOffset, input.data.byteLength)
     return { kind: 'video', data, width, height, peerId, timestampUs }
   }

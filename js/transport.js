@@ -27,8 +27,9 @@ function videoInput(frame) {
   const { data, width, height, format = 'i420', timestampUs = 0, keyframe = false } = frame
   if (format !== 'i420') throw invalid('ERR_INVALID_DATA', `format must be 'i420', got ${show(format)}`)
   if (!(data instanceof Uint8Array)) throw invalid('ERR_INVALID_DATA', 'frame.data must be a Buffer or Uint8Array')
+  // Only the type here: the sizes an I420 frame may have are the core's rule (check_dimensions).
   for (const [k, v] of [['width', width], ['height', height]]) {
-    if (!Number.isInteger(v) || v <= 0 || v > 16384) throw invalid('ERR_INVALID_DATA', `frame.${k} must be an integer in 1..=16384`)
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw invalid('ERR_INVALID_DATA', `frame.${k} must be a non-negative integer, got ${show(v)}`)
   }
   if (typeof timestampUs !== 'number' || !Number.isFinite(timestampUs)) throw invalid('ERR_INVALID_DATA', 'frame.timestampUs must be a number')
   const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)

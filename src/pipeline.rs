@@ -143,22 +143,8 @@ fn audio_frame(
     peer_id: Option<String>,
     timestamp_us: Option<f64>,
 ) -> Result<Frame, Error> {
-    if channels == 0 || channels > 8 || !samples.len().is_multiple_of(channels as usize) {
-        return Err(Error::InvalidData(format!(
-            "audio frame: {} samples do not make whole frames of {channels} channels",
-            samples.len()
-        )));
-    }
-    if sample_rate == 0 {
-        return Err(Error::InvalidData("audio frame: sample rate is 0".into()));
-    }
-    Ok(Frame::Audio(AudioFrame {
-        samples: samples.to_vec(),
-        sample_rate,
-        channels: channels as u16,
-        peer_id,
-        timestamp_us: timestamp_us.unwrap_or(0.0) as i64,
-    }))
+    let ts = timestamp_us.unwrap_or(0.0) as i64;
+    AudioFrame::checked(samples, sample_rate, channels, peer_id, ts).map(Frame::Audio)
 }
 
 fn video_frame(
@@ -168,20 +154,21 @@ fn video_frame(
     peer_id: Option<String>,
     timestamp_us: Option<f64>,
 ) -> Result<Frame, Error> {
-    let need = remotemedia_webrtc::media::i420_len(width, height)?;
-    if data.len() != need {
-        return Err(Error::InvalidData(format!(
-            "video frame: {width}x{height} I420 is {need} bytes, got {}",
-            data.len()
-        )));
-    }
-    Ok(Frame::Video(VideoFrame {
-        data: data.to_vec(),
-        width,
-        height,
-        peer_id,
-        timestamp_us: timestamp_us.unwrap_or(0.0) as i64,
-    }))
+    let ts = timestamp_us.unwrap_or(0.0) as i64;
+    VideoFrame::checked(data, width, height, peer_id, ts).map(Frame::Video)
+}
+
+/// The core's rule for an audio frame given to a pipeline (`len` samples): ERR_INVALID_DATA
+/// saying what is wrong, so that `write()` refuses it at once.
+#[napi(catch_unwind)]
+pub fn check_audio_frame(len: u32, sample_rate: u32, channels: u32) -> napi::Result<()> {
+    AudioFrame::check(len as usize, sample_rate, channels).map_err(js)
+}
+
+/// The core's rule for a packed I420 frame given to a pipeline (`len` bytes).
+#[napi(catch_unwind)]
+pub fn check_video_frame(len: u32, width: u32, height: u32) -> napi::Result<()> {
+    VideoFrame::check(len as usize, width, height).map_err(js)
 }
 
 fn node_output(o: NativeNodeOutput) -> Result<NodeOutput, Error> {

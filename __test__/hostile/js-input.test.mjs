@@ -193,3 +193,45 @@ describe('hostile JS input: a writer that never awaits', () => {
     Pipeline.unregisterNode('HostileGate')
   })
 })
+
+// The sizes an I420 frame may have were once written three times with three limits (the core:
+// even, ≤ 7680; the transport's JS: 1..16384, odd allowed; the pipeline's JS: even, ≤ 65535).
+// The rule is the core's alone now: the transport and a pipeline refuse the same frames with
+// the same message, and a pipeline stream's write() still refuses the frame itself.
+describe('hostile JS input: one rule for the size of a video frame', () => {
+  const LOOP = 'nodes:\n  - { id: in, node_type: Input }\n  - { id: out, node_type: Output }\nconnections:\n  - { from: in, to: out }\n'
+  const frame = (w, h, len = (w * h * 3) / 2) => ({ data: Buffer.alloc(Math.max(0, Math.floor(len))), width: w, height: h })
+  const bad = [
+    [[7682, 2], /at most 7680/],
+    [[3, 2], /even/],
+    [[0, 2], /non-zero/],
+    [[4, 4, 23], /4x4 is 24 bytes, got 23/],
+  ]
+
+  it('sendVideo and a pipeline refuse the same frames with the same ERR_INVALID_DATA message', async () => {
+    const server = await withServer()
+    const a = await transport(server, uid('size-a'))
+    const b = await transport(server, uid('size-b'))
+    const pipeline = Pipeline.fromText(LOOP)
+    try {
+      const peer = await a.connectPeer(b.peerId)
+      await peer.addVideoTrack({ width: 320, height: 240 })
+      for (const [[w, h, len], re] of bad) {
+        const sent = await rejectsWithCode(a.sendVideo(b.peerId, frame(w, h, len)), 'ERR_INVALID_DATA')
+        expect(sent.message).toMatch(re)
+        const run = await rejectsWithCode(pipeline.execute(frame(w, h, len)), 'ERR_INVALID_DATA')
+        expect(run.message).toBe(sent.message)
+        const s = pipeline.stream()
+        expect((await rejectsWithCode(s.write(frame(w, h, len)), 'ERR_INVALID_DATA')).message).toBe(sent.message)
+        await s.close()
+      }
+      // At the limit both take it.
+      await a.sendVideo(b.peerId, frame(7680, 2))
+      expect((await pipeline.execute(frame(7680, 2))).length).toBe(1)
+    } finally {
+      await a.shutdown()
+      await b.shutdown()
+      await server.close()
+    }
+  }, 30000)
+})

@@ -123,6 +123,18 @@ pub fn i420_len(width: u32, height: u32) -> Result<usize> {
     Ok(packed_len(width, height))
 }
 
+/// The rule for a packed I420 buffer (`Y | U | V`, no padding) of `len` bytes: its dimensions
+/// as [`check_dimensions`], and exactly their size. The size, or [`Error::InvalidData`].
+pub fn check_packed(width: u32, height: u32, len: usize) -> Result<usize> {
+    let need = i420_len(width, height)?;
+    if len != need {
+        return Err(Error::InvalidData(format!(
+            "an I420 frame of {width}x{height} is {need} bytes, got {len}"
+        )));
+    }
+    Ok(need)
+}
+
 /// A borrowed I420 frame: three planes with their own strides (bytes from one row to the next).
 /// A plane must hold `stride * (rows - 1) + row_width` bytes at least; the padding after each
 /// row is never read.
@@ -184,13 +196,7 @@ impl<'a> I420Frame<'a> {
     /// One packed buffer `Y | U | V` with no padding, as JavaScript sends it
     /// (`{ data, width, height, format: 'i420' }`): exactly `width * height * 3 / 2` bytes.
     pub fn from_packed(width: u32, height: u32, data: &'a [u8]) -> Result<Self> {
-        let len = i420_len(width, height)?;
-        if data.len() != len {
-            return Err(Error::InvalidData(format!(
-                "an I420 frame of {width}x{height} is {len} bytes, got {}",
-                data.len()
-            )));
-        }
+        check_packed(width, height, data.len())?;
         let (w, h) = (width as usize, height as usize);
         let (y, rest) = data.split_at(w * h);
         let (u, v) = rest.split_at((w / 2) * (h / 2));

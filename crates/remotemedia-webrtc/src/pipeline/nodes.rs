@@ -19,7 +19,43 @@ pub struct AudioFrame {
     pub timestamp_us: i64,
 }
 
+/// The most channels a pipeline audio frame may carry.
+pub const MAX_AUDIO_CHANNELS: u32 = 8;
+
 impl AudioFrame {
+    /// An audio frame from outside (JS, a node's output), checked: 1 to
+    /// [`MAX_AUDIO_CHANNELS`] channels, whole sample instants, a non-zero rate.
+    pub fn checked(
+        samples: &[f32],
+        sample_rate: u32,
+        channels: u32,
+        peer_id: Option<String>,
+        timestamp_us: i64,
+    ) -> Result<Self> {
+        Self::check(samples.len(), sample_rate, channels)?;
+        Ok(Self {
+            samples: samples.to_vec(),
+            sample_rate,
+            channels: channels as u16,
+            peer_id,
+            timestamp_us,
+        })
+    }
+
+    /// The rule of [`AudioFrame::checked`], on a frame of `len` samples.
+    pub fn check(len: usize, sample_rate: u32, channels: u32) -> Result<()> {
+        if channels == 0 || channels > MAX_AUDIO_CHANNELS || !len.is_multiple_of(channels as usize)
+        {
+            return Err(Error::InvalidData(format!(
+                "audio frame: {len} samples do not make whole frames of {channels} channels (1..={MAX_AUDIO_CHANNELS})"
+            )));
+        }
+        if sample_rate == 0 {
+            return Err(Error::InvalidData("audio frame: sample rate is 0".into()));
+        }
+        Ok(())
+    }
+
     /// Sample instants in the frame (samples per channel).
     pub fn frames(&self) -> usize {
         self.samples.len() / usize::from(self.channels.max(1))
@@ -34,6 +70,32 @@ pub struct VideoFrame {
     pub height: u32,
     pub peer_id: Option<String>,
     pub timestamp_us: i64,
+}
+
+impl VideoFrame {
+    /// A packed I420 picture from outside (JS, a node's output), checked by the rule of every
+    /// packed I420 frame ([`crate::media::video::check_packed`]).
+    pub fn checked(
+        data: &[u8],
+        width: u32,
+        height: u32,
+        peer_id: Option<String>,
+        timestamp_us: i64,
+    ) -> Result<Self> {
+        Self::check(data.len(), width, height)?;
+        Ok(Self {
+            data: data.to_vec(),
+            width,
+            height,
+            peer_id,
+            timestamp_us,
+        })
+    }
+
+    /// The rule of [`VideoFrame::checked`], on `len` bytes of data.
+    pub fn check(len: usize, width: u32, height: u32) -> Result<()> {
+        crate::media::video::check_packed(width, height, len).map(|_| ())
+    }
 }
 
 /// A structured message travelling along the edges like media (e.g. a control message such as
