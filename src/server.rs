@@ -2,7 +2,7 @@ use crate::error::{invalid_config, js};
 use crate::events::{make_tsfn, spawn_pump, NativeEvent};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use remotemedia_webrtc::signaling::auth::{issue_token, AuthHook, HmacTokenAuth};
+use remotemedia_webrtc::signaling::auth::{issue_token, token_ttl, AuthHook, HmacTokenAuth};
 use remotemedia_webrtc::signaling::server::{ServerConfig, ServerEvent, SignalingServer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -187,15 +187,6 @@ pub fn issue_signaling_token(
     peer_id: String,
     ttl_seconds: f64,
 ) -> napi::Result<String> {
-    if !ttl_seconds.is_finite() || ttl_seconds < 1.0 || ttl_seconds > 20.0 * 365.0 * 86400.0 {
-        return Err(invalid_config(format!(
-            "ttlSeconds must be in 1..=631152000, got {ttl_seconds}"
-        )));
-    }
-    issue_token(
-        secret.as_bytes(),
-        &peer_id,
-        Duration::from_secs(ttl_seconds as u64),
-    )
-    .map_err(js)
+    let ttl = token_ttl(ttl_seconds).map_err(js)?;
+    issue_token(secret.as_bytes(), &peer_id, ttl).map_err(js)
 }

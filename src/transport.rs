@@ -597,6 +597,8 @@ impl NativeTransport {
     /// Copies the packed I420 frame (within the call: no pointer into JS memory outlives it, as
     /// its ArrayBuffer may be transferred or collected meanwhile), then encodes the copy off the
     /// JS thread and sends it to `peer_id`.
+    // A napi method's arguments are its JS signature.
+    #[allow(clippy::too_many_arguments)]
     #[napi(catch_unwind)]
     pub fn send_video<'env>(
         &self,

@@ -347,7 +347,7 @@ async fn signaling_keeps_retrying_past_the_reconnection_policys_retries() {
     let s = server().await;
     let port = s.local_addr().port();
     let t = WebRtcTransport::new(
-        WebRtcTransportConfig::new(&s.url())
+        WebRtcTransportConfig::new(s.url())
             .with_peer_id("stubborn")
             .with_bind_address("127.0.0.1")
             .with_reconnection(ReconnectionPolicy {

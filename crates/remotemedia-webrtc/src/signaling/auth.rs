@@ -160,6 +160,21 @@ impl Authenticator for HmacTokenAuth {
 }
 
 /// An HS256 token for `peer_id`, valid for `ttl` from now.
+/// The longest lifetime a token may be issued for: 20 years of 365 days, in seconds (the
+/// binding once said 631152000 in its message while refusing above this).
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 20 * 365 * 86_400;
+
+/// A token lifetime given in seconds (as JS gives it): 1 to [`MAX_TOKEN_TTL_SECONDS`], finite;
+/// [`Error::InvalidConfig`] naming `ttlSeconds` otherwise.
+pub fn token_ttl(seconds: f64) -> Result<Duration> {
+    if !seconds.is_finite() || !(1.0..=MAX_TOKEN_TTL_SECONDS as f64).contains(&seconds) {
+        return Err(Error::InvalidConfig(format!(
+            "ttlSeconds must be in 1..={MAX_TOKEN_TTL_SECONDS}, got {seconds}"
+        )));
+    }
+    Ok(Duration::from_secs(seconds as u64))
+}
+
 pub fn issue_token(secret: &[u8], peer_id: &str, ttl: Duration) -> Result<String> {
     check_secret(secret)?;
     let now = SystemTime::now()
@@ -180,6 +195,22 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_token_lifetime_outside_one_second_to_twenty_years_is_refused() {
+        for bad in [0.0, 0.5, -1.0, f64::NAN, f64::INFINITY, 630_720_001.0] {
+            let e = token_ttl(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidConfig(m) if m.contains("ttlSeconds")),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(token_ttl(1.0).unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            token_ttl(630_720_000.0).unwrap(),
+            Duration::from_secs(MAX_TOKEN_TTL_SECONDS)
+        );
+    }
 
     fn req(peer_id: &str, token: Option<String>) -> AuthRequest {
         AuthRequest {
