@@ -424,7 +424,7 @@ impl WebRtcTransport {
                 existing.signal(offer);
                 return Ok(());
             }
-            if self.inner.peer_id < p.from {
+            if !we_yield(&self.inner.peer_id, &p.from) {
                 tracing::debug!("glare with {}: keeping our offer", p.from);
                 return Ok(());
             }
@@ -467,7 +467,7 @@ impl WebRtcTransport {
                 if !negotiating {
                     peer.close(None).await;
                     other.signal(offer);
-                } else if self.inner.peer_id < p.from {
+                } else if !we_yield(&self.inner.peer_id, &p.from) {
                     tracing::debug!("glare with {}: keeping our offer", p.from);
                     peer.close(None).await;
                 } else {
@@ -910,6 +910,12 @@ impl WebRtcTransport {
     }
 }
 
+/// The glare rule: when both ends dial each other at once, the peer with the greater id yields
+/// (drops its own pending offer and answers the other's); the smaller id keeps its offer.
+fn we_yield(local_id: &str, remote_id: &str) -> bool {
+    local_id >= remote_id
+}
+
 fn caps_to_strings(caps: &[Capability]) -> Vec<String> {
     caps.iter()
         .filter_map(|c| serde_json::to_value(c).ok())
@@ -1246,6 +1252,24 @@ async fn deliver_routed(t: WebRtcTransport, routed: Vec<crate::session::Routed>)
                 }
             };
             t.inner.events.emit(ev).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod glare_tests {
+    use super::we_yield;
+
+    #[test]
+    fn the_greater_id_yields() {
+        assert!(we_yield("bob", "alice"));
+        assert!(!we_yield("alice", "bob"));
+    }
+
+    #[test]
+    fn exactly_one_side_yields() {
+        for (a, b) in [("a", "b"), ("peer-10", "peer-9"), ("x", "xy")] {
+            assert_ne!(we_yield(a, b), we_yield(b, a), "{a} / {b}");
         }
     }
 }
