@@ -1251,8 +1251,8 @@ impl VideoReceiver {
     /// track carries (`fallback`), while no description gave this track any format.
     fn push(&mut self, pkt: &rtc::rtp::Packet, fallback: Option<VideoCodec>) -> VideoPush {
         let mut out = VideoPush::default();
-        let codec = if self.resolver.formats.is_empty() && fallback.is_some() {
-            fallback.expect("checked")
+        let codec = if let Some(c) = fallback.filter(|_| self.resolver.formats.is_empty()) {
+            c
         } else {
             match self.resolver.resolve(pkt.header.payload_type) {
                 (PayloadKind::Media(c), _) => c,

@@ -330,6 +330,12 @@ pub struct TrackChange {
     pub started: bool,
 }
 
+/// RTP formats by payload type, of each section by `mid` and of each kind (merged).
+type FormatsBySection = (
+    HashMap<String, HashMap<u8, RtpFormat>>,
+    HashMap<String, HashMap<u8, RtpFormat>>,
+);
+
 /// The remote tracks of one peer.
 #[derive(Default)]
 pub struct RemoteTracks {
@@ -337,15 +343,9 @@ pub struct RemoteTracks {
     next: std::sync::atomic::AtomicU64,
     /// The formats of every remote description learnt so far, by `mid` and by kind (merged):
     /// a track registered later starts from them.
-    formats: Mutex<(
-        HashMap<String, HashMap<u8, RtpFormat>>,
-        HashMap<String, HashMap<u8, RtpFormat>>,
-    )>,
+    formats: Mutex<FormatsBySection>,
     /// The same, of our own descriptions.
-    local_formats: Mutex<(
-        HashMap<String, HashMap<u8, RtpFormat>>,
-        HashMap<String, HashMap<u8, RtpFormat>>,
-    )>,
+    local_formats: Mutex<FormatsBySection>,
 }
 
 fn merge_into(
@@ -367,10 +367,7 @@ impl RemoteTracks {
 
     /// The formats a track of `kind` in section `mid` may carry, per the descriptions learnt.
     fn formats_of(
-        known: &(
-            HashMap<String, HashMap<u8, RtpFormat>>,
-            HashMap<String, HashMap<u8, RtpFormat>>,
-        ),
+        known: &FormatsBySection,
         mid: Option<&String>,
         kind: &str,
     ) -> Option<HashMap<u8, RtpFormat>> {
